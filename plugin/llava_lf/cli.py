@@ -1,0 +1,3 @@
+"""`llava-lf`: placeholder, replaced below."""
+def main() -> None:
+    pass

@@ -1,0 +1,156 @@
+"""A synthetic picture set: one to three coloured shapes on a 3x3 grid, with captions, boxes and questions.
+
+Everything is generated from a seed, so nothing binary is committed. Each scene carries COCO-style
+boxes and several captions (the GPT-assisted generator reuses them) and five kinds of held-out
+questions with short, unambiguous answers: colour, shape, count, position and yes/no presence.
+Shapes and colours are distinct within a scene, so "the circle" always names one object.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from PIL import Image, ImageDraw
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 200, 30),
+    "purple": (140, 60, 180),
+    "orange": (245, 130, 20),
+}
+KINDS = ("circle", "square", "triangle", "cross")
+POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
+COUNT_WORDS = ("one", "two", "three")
+GRID = 3
+
+QuestionType = Literal["color", "shape", "count", "position", "presence"]
+QUESTION_TYPES: tuple[QuestionType, ...] = ("color", "shape", "count", "position", "presence")
+ANSWER_SPACE: dict[QuestionType, tuple[str, ...]] = {
+    "color": tuple(COLORS),
+    "shape": KINDS,
+    "count": ("1", "2", "3"),
+    "position": POSITIONS,
+    "presence": ("yes", "no"),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    kind: str
+    color: str
+    cell: int  # 0..8, row-major on the 3x3 grid
+    box: tuple[int, int, int, int]  # COCO pixel box: x, y, width, height
+
+    @property
+    def position(self) -> str:
+        return POSITIONS[self.cell]
+
+    @property
+    def name(self) -> str:
+        return f"{self.color} {self.kind}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    image_id: int
+    file_name: str
+    size: int
+    shapes: tuple[Shape, ...]
+
+
+@dataclass(frozen=True)
+class Question:
+    image_id: int
+    qtype: QuestionType
+    question: str
+    answer: str
+
+
+def random_scene(rng: random.Random, image_id: int, size: int) -> Scene:
+    count = rng.randint(1, 3)
+    cells = rng.sample(range(GRID * GRID), count)
+    kinds = rng.sample(KINDS, count)
+    colors = rng.sample(list(COLORS), count)
+    cell_px = size // GRID
+    shapes = []
+    for cell, kind, color in zip(cells, kinds, colors):
+        extent = cell_px * 5 // 8 + rng.randint(-1, 1)
+        x = (cell % GRID) * cell_px + (cell_px - extent) // 2 + rng.randint(-1, 1)
+        y = (cell // GRID) * cell_px + (cell_px - extent) // 2 + rng.randint(-1, 1)
+        shapes.append(Shape(kind, color, cell, (x, y, extent, extent)))
+    shapes.sort(key=lambda shape: shape.cell)
+    return Scene(image_id, f"{image_id:06d}.png", size, tuple(shapes))
+
+
+def render(scene: Scene) -> Image.Image:
+    image = Image.new("RGB", (scene.size, scene.size), (250, 250, 250))
+    draw = ImageDraw.Draw(image)
+    for shape in scene.shapes:
+        x, y, w, h = shape.box
+        fill = COLORS[shape.color]
+        if shape.kind == "circle":
+            draw.ellipse((x, y, x + w - 1, y + h - 1), fill=fill)
+        elif shape.kind == "square":
+            draw.rectangle((x, y, x + w - 1, y + h - 1), fill=fill)
+        elif shape.kind == "triangle":
+            draw.polygon([(x + w / 2, y), (x + w - 1, y + h - 1), (x, y + h - 1)], fill=fill)
+        else:  # cross: two bars a third of the extent wide
+            bar = max(2, w // 3)
+            draw.rectangle((x + (w - bar) // 2, y, x + (w + bar) // 2 - 1, y + h - 1), fill=fill)
+            draw.rectangle((x, y + (h - bar) // 2, x + w - 1, y + (h + bar) // 2 - 1), fill=fill)
+    return image
+
+
+def _listing(shapes: tuple[Shape, ...]) -> str:
+    names = [f"a {shape.name}" for shape in shapes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def captions(scene: Scene) -> list[str]:
+    """Five captions, like COCO: varied wording, all true of the scene."""
+    shapes, n = scene.shapes, len(scene.shapes)
+    plural = "shape" if n == 1 else "shapes"
+    placed = ", ".join(f"a {shape.name} at the {shape.position}" for shape in shapes)
+    return [
+        f"{_listing(shapes).capitalize()} on a white background.",
+        f"There {'is' if n == 1 else 'are'} {COUNT_WORDS[n - 1]} {plural}: {placed}.",
+        f"A picture of {_listing(shapes)}.",
+        " ".join(f"The {shape.name} is at the {shape.position}." for shape in shapes),
+        f"{COUNT_WORDS[n - 1].capitalize()} coloured {plural} on a grid.",
+    ]
+
+
+def questions(scene: Scene, rng: random.Random) -> list[Question]:
+    """One question of each type, with its short answer."""
+    target = rng.choice(scene.shapes)
+    present = {(shape.color, shape.kind) for shape in scene.shapes}
+    if rng.random() < 0.5:
+        probe, answer = (target.color, target.kind), "yes"
+    else:  # a near miss: right colour or right kind, never both
+        while True:
+            probe = (target.color, rng.choice(KINDS)) if rng.random() < 0.5 else (rng.choice(list(COLORS)), target.kind)
+            if probe not in present:
+                break
+        answer = "no"
+    n = len(scene.shapes)
+    return [
+        Question(scene.image_id, "color", f"What color is the {target.kind}?", target.color),
+        Question(scene.image_id, "shape", f"What shape is the {target.color} object?", target.kind),
+        Question(scene.image_id, "count", "How many shapes are there?", str(n)),
+        Question(scene.image_id, "position", f"Where is the {target.name}?", target.position),
+        Question(scene.image_id, "presence", f"Is there a {probe[0]} {probe[1]}?", answer),
+    ]
+
+
+def make_scenes(count: int, seed: int, size: int, first_id: int = 0) -> list[Scene]:
+    rng = random.Random(seed)
+    return [random_scene(rng, first_id + index, size) for index in range(count)]
+
+
+def chance_accuracy(qtype: QuestionType) -> float:
+    """Accuracy of a uniform guess over the answer space of one question type."""
+    return 1.0 / len(ANSWER_SPACE[qtype])
