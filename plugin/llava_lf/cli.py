@@ -1,3 +1,98 @@
-"""`llava-lf`: placeholder, replaced below."""
-def main() -> None:
-    pass
+"""`llava-lf`: the plugin's command line. Each subcommand lives in the module that does its job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _repo_yaml_dir() -> Path:
+    """yaml/ of a source checkout (the demo's recipes live there), else yaml/ under the working directory."""
+    checkout = Path(__file__).resolve().parents[2] / "yaml"
+    return checkout if checkout.is_dir() else Path.cwd() / "yaml"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.pipeline import DemoConfig, format_result, run_demo
+
+    recipes = args.recipes or _repo_yaml_dir() / "demo"
+    if not (recipes / "stage1_pretrain.yaml").is_file():
+        print(f"llava-lf demo: no demo YAMLs in {recipes}; run from the repository or pass --recipes DIR",
+              file=sys.stderr)
+        return 2
+    result = run_demo(DemoConfig(out=args.out, recipes=recipes, n_train=args.train_scenes,
+                                 n_test=args.test_scenes, seed=args.seed))
+    print(format_result(result))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_file
+
+    report = convert_file(args.src, args.image_folder, args.out, args.name)
+    print(report.summary())
+    return 1 if args.strict and report.rejections else 0
+
+
+def _cmd_assemble(args: argparse.Namespace) -> int:
+    from .assemble import AssemblyError, AssemblySpec, assemble
+
+    try:
+        out = assemble(AssemblySpec(vision=args.vision, llm=args.llm, out=args.out,
+                                    vision_feature_layer=args.vision_feature_layer,
+                                    select_strategy=args.select_strategy))
+    except AssemblyError as error:
+        print(f"llava-lf assemble: {error}", file=sys.stderr)
+        return 2
+    print(f"llava-hf checkpoint written to {out}")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    """Show whether the import hook registered our templates in this environment."""
+    from ._hook import DISABLE_ENV, is_disabled
+    from .registration import registered_names
+
+    names = registered_names()
+    print(f"import hook: {'disabled by ' + DISABLE_ENV if is_disabled() else 'enabled'}")
+    print(f"templates registered with llamafactory: {', '.join(names) or 'none'}")
+    return 0 if names else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llava-lf", description="The LLaVA recipe for LLaMA-Factory.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the embedded tiny-LLaVA pipeline end to end on CPU")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--recipes", type=Path, default=None, help="folder of the demo YAMLs (default: yaml/demo)")
+    demo.add_argument("--train-scenes", type=int, default=2000)
+    demo.add_argument("--test-scenes", type=int, default=60, help="held-out scenes, five questions each")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_cmd_demo)
+
+    convert = commands.add_parser("convert", help="LLaVA JSON -> a LLaMA-Factory dataset, with a rejection report")
+    convert.add_argument("src", type=Path)
+    convert.add_argument("--image-folder", type=Path, required=True)
+    convert.add_argument("--out", type=Path, required=True)
+    convert.add_argument("--name", required=True)
+    convert.add_argument("--strict", action="store_true", help="exit 1 when any record was rejected")
+    convert.set_defaults(run=_cmd_convert)
+
+    assemble = commands.add_parser("assemble", help="CLIP + projector + LLaMA -> a llava-hf checkpoint")
+    assemble.add_argument("--vision", type=Path, required=True)
+    assemble.add_argument("--llm", type=Path, required=True)
+    assemble.add_argument("--out", type=Path, required=True)
+    assemble.add_argument("--vision-feature-layer", type=int, default=-2)
+    assemble.add_argument("--select-strategy", choices=["default", "full"], default="default")
+    assemble.set_defaults(run=_cmd_assemble)
+
+    doctor = commands.add_parser("doctor", help="check that llamafactory-cli sees our templates")
+    doctor.set_defaults(run=_cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.run(args))

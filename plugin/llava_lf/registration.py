@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def register_all() -> list[str]:
     """Register what the host lacks; return the names newly registered in this process."""
     from llamafactory.data import mm_plugin as host_plugins
     from llamafactory.data import template as host_templates
+
+    for module_name, defined_last in (("llava_lf.mm_plugin", "PLUGINS"), ("llava_lf.templates", "TEMPLATES")):
+        module = sys.modules.get(module_name)
+        if module is not None and not hasattr(module, defined_last):
+            # That module imported the host first and is still executing; its last line registers.
+            return []
 
     from . import mm_plugin, templates
 

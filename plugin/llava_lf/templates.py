@@ -15,16 +15,12 @@ from llamafactory.data.mm_plugin import get_mm_plugin
 from llamafactory.data.template import Template, register_template
 from llamafactory.data.data_utils import Role
 
+from .formats import IMAGE_TOKEN, VICUNA_V1_SYSTEM
 from .mm_plugin import PLUGIN_NAME
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer
 
-IMAGE_TOKEN = "<image>"
-VICUNA_V1_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
 
 
 @dataclass
@@ -41,7 +37,7 @@ class PlainTemplate(Template):
         image_token = self.mm_plugin.image_token
         encoded = []
         for index, message in enumerate(messages):
-            elements = self.format_prefix.apply() if index == 0 else []
+            elements = list(self.format_prefix.apply()) if index == 0 else []  # apply() returns the shared slots
             if message["role"] == Role.USER:
                 # After the mm plugin ran, the content holds the expanded image tokens: keep only those.
                 elements += [image_token * message["content"].count(image_token)]
@@ -76,3 +72,9 @@ def register_llava_plain() -> None:
 
 
 TEMPLATES = {"llava_v1": register_llava_v1, "llava_plain": register_llava_plain}
+
+
+# Imported before the host, this module is mid-import when the hook fires; register once it is complete.
+from .registration import register_all as _register_all  # noqa: E402
+
+_register_all()

@@ -26,6 +26,7 @@ KINDS = ("circle", "square", "triangle", "cross")
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 COUNT_WORDS = ("one", "two", "three")
 GRID = 3
+BACKGROUND = (122, 116, 104)
 
 QuestionType = Literal["color", "shape", "count", "position", "presence"]
 QUESTION_TYPES: tuple[QuestionType, ...] = ("color", "shape", "count", "position", "presence")
@@ -78,7 +79,7 @@ def random_scene(rng: random.Random, image_id: int, size: int) -> Scene:
     cell_px = size // GRID
     shapes = []
     for cell, kind, color in zip(cells, kinds, colors):
-        extent = cell_px * 5 // 8 + rng.randint(-1, 1)
+        extent = cell_px * 3 // 4 + rng.randint(-1, 1)
         x = (cell % GRID) * cell_px + (cell_px - extent) // 2 + rng.randint(-1, 1)
         y = (cell // GRID) * cell_px + (cell_px - extent) // 2 + rng.randint(-1, 1)
         shapes.append(Shape(kind, color, cell, (x, y, extent, extent)))
@@ -87,7 +88,8 @@ def random_scene(rng: random.Random, image_id: int, size: int) -> Scene:
 
 
 def render(scene: Scene) -> Image.Image:
-    image = Image.new("RGB", (scene.size, scene.size), (250, 250, 250))
+    # A background of CLIP's mean colour normalises to about zero, so the patches carry the shapes alone.
+    image = Image.new("RGB", (scene.size, scene.size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for shape in scene.shapes:
         x, y, w, h = shape.box
@@ -116,7 +118,7 @@ def captions(scene: Scene) -> list[str]:
     plural = "shape" if n == 1 else "shapes"
     placed = ", ".join(f"a {shape.name} at the {shape.position}" for shape in shapes)
     return [
-        f"{_listing(shapes).capitalize()} on a white background.",
+        f"{_listing(shapes).capitalize()} on a grey background.",
         f"There {'is' if n == 1 else 'are'} {COUNT_WORDS[n - 1]} {plural}: {placed}.",
         f"A picture of {_listing(shapes)}.",
         " ".join(f"The {shape.name} is at the {shape.position}." for shape in shapes),

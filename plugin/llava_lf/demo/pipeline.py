@@ -1,0 +1,168 @@
+"""The embedded default end to end: data, tiny models, stage 1, stage 2, export, evaluation, chat.
+
+Every training and export step runs through the real `llamafactory-cli` with the YAMLs in `yaml/demo/`,
+and uses the project's own converter, templates and assembler, so the demo exercises the product path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..assemble import AssemblySpec, assemble
+from ..convert import convert_file
+from ..convert.convert import update_dataset_info
+from .dataset import DemoData, write_demo_data
+from .host_cli import run_host
+from .report import accuracy_table, plot_accuracy, plot_losses
+from .scoring import TypeScore, load_questions, score
+from .tiny_models import TinyDims, build_language_model, build_vision_tower, train_tokenizer
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: Path
+    recipes: Path  # the folder holding yaml/demo/*.yaml
+    n_train: int = 2000
+    n_test: int = 60  # five questions each
+    seed: int = 0
+    dims: TinyDims = TinyDims()
+    train_overrides: tuple[tuple[str, object], ...] = ()  # e.g. (("max_steps", 2),) for a smoke run
+
+
+@dataclass(frozen=True)
+class DemoLayout:
+    """Every path the demo writes, derived from one output folder."""
+
+    out: Path
+
+    def __getattr__(self, name: str) -> Path:
+        relative = {
+            "data": "data", "datasets": "datasets", "logs": "logs", "results": "results",
+            "clip": "models/clip", "llama": "models/llama", "llama_warm": "models/llama_warm",
+            "base": "models/llava_base", "stage1": "stage1", "stage2": "stage2", "export": "export",
+        }
+        if name not in relative:
+            raise AttributeError(name)
+        return self.out / relative[name]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    before: dict[str, TypeScore]
+    after: dict[str, TypeScore]
+    chat_question: str
+    chat_answer: str
+    chat_expected: str
+    export_dir: Path
+    charts: list[Path]
+    seconds: float
+
+
+class _Progress:
+    def __init__(self, total: int):
+        self.total, self.index, self.started = total, 0, time.time()
+
+    def step(self, message: str) -> None:
+        self.index += 1
+        print(f"[{self.index}/{self.total}] {message}  (t={time.time() - self.started:.0f}s)", flush=True)
+
+
+def prepare_datasets(data: DemoData, layout: DemoLayout) -> None:
+    for name, source in (("shapes_caption", data.caption_json), ("shapes_instruct", data.instruct_json)):
+        report = convert_file(source, data.image_dir, layout.datasets, name)
+        print("      " + report.summary().replace("\n", "\n      "))
+    shutil.copy(data.text_corpus, layout.datasets / "shapes_text.jsonl")
+    update_dataset_info(layout.datasets, "shapes_text", {"file_name": "shapes_text.jsonl", "columns": {"prompt": "text"}})
+
+
+def evaluate(model_dir: Path, data: DemoData, label: str) -> dict[str, TypeScore]:
+    from ..evaluation.predict import PredictionRequest, Predictor
+
+    questions = load_questions(data.test_questions)
+    requests = [PredictionRequest(str(i), q["question"], data.image_dir / q["image"]) for i, q in enumerate(questions)]
+    predictor = Predictor(model_dir, template="llava_v1", max_new_tokens=8)
+    answers = {prediction.key: prediction.answer for prediction in predictor.predict(requests, desc=label)}
+    return score(questions, answers)
+
+
+def chat_once(model_dir: Path, data: DemoData) -> tuple[str, str, str]:
+    """One answer through the host's own inference engine (the path `webchat`/`api` use)."""
+    from llamafactory.chat import ChatModel
+
+    question = load_questions(data.test_questions)[3]  # a position question about the first held-out image
+    chat = ChatModel({"model_name_or_path": str(model_dir), "template": "llava_v1", "infer_backend": "huggingface",
+                      "do_sample": False, "max_new_tokens": 8})
+    reply = chat.chat([{"role": "user", "content": question["question"]}], images=[str(data.image_dir / question["image"])])
+    return question["question"], reply[0].response_text.strip(), question["answer"]
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    layout, progress = DemoLayout(config.out), _Progress(9)
+    yaml_dir = config.recipes
+    common = {"dataset_dir": layout.datasets, **dict(config.train_overrides)}
+
+    progress.step(f"synthetic picture set: {config.n_train} training and {config.n_test} held-out scenes")
+    data = write_demo_data(layout.data, config.n_train, config.n_test, config.dims.image_size, config.seed)
+    prepare_datasets(data, layout)
+
+    progress.step("tiny CLIP vision tower and tiny LLaMA with a tokenizer trained on the synthetic text")
+    corpus = [json.loads(line)["text"] for line in data.text_corpus.read_text().splitlines()]
+    tokenizer = train_tokenizer(corpus, config.dims.vocab_size)
+    build_vision_tower(config.dims, layout.clip, seed=config.seed)
+    build_language_model(config.dims, tokenizer, layout.llama, seed=config.seed)
+
+    progress.step("language-model warm-up on text (llamafactory-cli train, stage: pt)")
+    run_host("train", yaml_dir / "lm_warmup.yaml",
+             {**common, "model_name_or_path": layout.llama, "output_dir": layout.llama_warm}, layout.logs / "lm_warmup.log")
+
+    progress.step("assemble CLIP + projector + LLaMA into a llava-hf checkpoint")
+    assemble(AssemblySpec(vision=layout.clip, llm=layout.llama_warm, out=layout.base))
+    before = evaluate(layout.base, data, "eval before")
+
+    progress.step("stage 1: projector alignment on captions (llamafactory-cli train, template llava_plain)")
+    run_host("train", yaml_dir / "stage1_pretrain.yaml",
+             {**common, "model_name_or_path": layout.base, "output_dir": layout.stage1}, layout.logs / "stage1.log")
+
+    progress.step("stage 2: LoRA + projector on questions (llamafactory-cli train, template llava_v1)")
+    run_host("train", yaml_dir / "stage2_lora_sft.yaml",
+             {**common, "model_name_or_path": layout.stage1, "output_dir": layout.stage2}, layout.logs / "stage2.log")
+
+    progress.step("export: merge LoRA and projector (llamafactory-cli export)")
+    run_host("export", yaml_dir / "export.yaml",
+             {"model_name_or_path": layout.stage1, "adapter_name_or_path": layout.stage2, "export_dir": layout.export},
+             layout.logs / "export.log")
+
+    progress.step("held-out evaluation of the exported model")
+    after = evaluate(layout.export, data, "eval after")
+
+    progress.step("one chat answer through the host's inference engine")
+    question, answer, expected = chat_once(layout.export, data)
+
+    layout.results.mkdir(parents=True, exist_ok=True)
+    charts = [
+        plot_losses({"LM warm-up": layout.llama_warm, "stage 1": layout.stage1, "stage 2": layout.stage2},
+                    layout.results / "loss_curves.png"),
+        plot_accuracy(before, after, layout.results / "accuracy.png"),
+    ]
+    result = DemoResult(before, after, question, answer, expected, layout.export, charts, time.time() - progress.started)
+    summary = {"before": {k: asdict(v) for k, v in before.items()}, "after": {k: asdict(v) for k, v in after.items()},
+               "chat": {"question": question, "answer": answer, "expected": expected}, "seconds": result.seconds}
+    (layout.results / "demo_results.json").write_text(json.dumps(summary, indent=2))
+    return result
+
+
+def format_result(result: DemoResult) -> str:
+    return "\n".join([
+        "",
+        "Held-out accuracy (exact answer match):",
+        accuracy_table(result.before, result.after),
+        "",
+        f"Chat: Q: {result.chat_question}  A: {result.chat_answer!r}  (expected {result.chat_expected!r})",
+        f"Exported model: {result.export_dir}",
+        "Charts: " + ", ".join(str(path) for path in result.charts),
+        f"Total time: {result.seconds:.0f}s",
+    ])

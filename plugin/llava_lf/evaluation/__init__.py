@@ -1,0 +1,1 @@
+"""Shared evaluation machinery: batched greedy prediction and answer scoring."""

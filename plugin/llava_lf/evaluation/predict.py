@@ -1,0 +1,81 @@
+"""Batched greedy generation through a llava-hf checkpoint, with prompts built by the host's template.
+
+Prompts go through the same template and mm plugin as training (`llava_v1` by default), so evaluation
+sees exactly the format the model was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    key: str
+    question: str
+    image: Path | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    key: str
+    answer: str
+
+
+class Predictor:
+    """Loads a llava-hf checkpoint once and answers batches of questions greedily."""
+
+    def __init__(self, model_dir: Path, template: str = "llava_v1", max_new_tokens: int = 16, device: str = "cpu"):
+        import torch
+        from llamafactory.data.template import get_template_and_fix_tokenizer
+        from llamafactory.hparams import DataArguments
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        self.processor = AutoProcessor.from_pretrained(model_dir)
+        self.tokenizer = self.processor.tokenizer
+        self.template = get_template_and_fix_tokenizer(self.tokenizer, DataArguments(template=template))
+        self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+        self.device = device
+        self.max_new_tokens = max_new_tokens
+
+    def prompt_ids(self, request: PredictionRequest) -> list[int]:
+        images = [str(request.image)] if request.image else []
+        content = ("<image>\n" if images else "") + request.question
+        messages = [{"role": "user", "content": content}, {"role": "assistant", "content": ""}]
+        messages = self.template.mm_plugin.process_messages(messages, images, [], [], self.processor)
+        prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, messages)
+        return prompt_ids
+
+    def _batch(self, requests: Sequence[PredictionRequest]) -> list[str]:
+        import torch
+        from PIL import Image
+
+        prompts = [self.prompt_ids(request) for request in requests]
+        width = max(len(ids) for ids in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts])  # left padding
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+        inputs = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
+        images = [Image.open(request.image).convert("RGB") for request in requests if request.image]
+        if images:
+            pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+            inputs["pixel_values"] = pixels.to(self.device)
+        with torch.no_grad():
+            output = self.model.generate(
+                **inputs,
+                do_sample=False,
+                max_new_tokens=self.max_new_tokens,
+                eos_token_id=self.template.get_stop_token_ids(self.tokenizer),
+                pad_token_id=pad,
+            )
+        return [text.strip() for text in self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)]
+
+    def predict(self, requests: Sequence[PredictionRequest], batch_size: int = 32, desc: str = "predict") -> Iterator[Prediction]:
+        for start in tqdm(range(0, len(requests), batch_size), desc=desc, unit="batch"):
+            chunk = requests[start : start + batch_size]
+            for request, answer in zip(chunk, self._batch(chunk)):
+                yield Prediction(request.key, answer)

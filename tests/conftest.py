@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny real models built from config, real files; nothing downloaded."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # an accidental download fails fast
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """A small synthetic picture set (the demo's generator) converted to a host dataset."""
+    from llava_lf.convert import convert_file
+    from llava_lf.demo.dataset import write_demo_data
+
+    root = tmp_path_factory.mktemp("demo_data")
+    data = write_demo_data(root / "data", n_train=40, n_test=4, image_size=48, seed=0)
+    for name, source in (("shapes_caption", data.caption_json), ("shapes_instruct", data.instruct_json)):
+        convert_file(source, data.image_dir, root / "datasets", name)
+    return data, root / "datasets"
+
+
+@pytest.fixture(scope="session")
+def tiny_parts(tmp_path_factory, demo_data):
+    """A tiny CLIP vision tower and a tiny LLaMA (with its tokenizer) saved as HF directories."""
+    import json
+
+    from llava_lf.demo.tiny_models import TinyDims, build_language_model, build_vision_tower, train_tokenizer
+
+    data, _ = demo_data
+    root = tmp_path_factory.mktemp("tiny_parts")
+    dims = TinyDims(text_layers=2, vocab_size=400)
+    texts = [json.loads(line)["text"] for line in data.text_corpus.read_text().splitlines()]
+    tokenizer = train_tokenizer(texts, dims.vocab_size)
+    return build_vision_tower(dims, root / "clip"), build_language_model(dims, tokenizer, root / "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory, tiny_parts):
+    """The tiny parts assembled into a llava-hf checkpoint by our assembler."""
+    from llava_lf.assemble import AssemblySpec, assemble
+
+    clip, llama = tiny_parts
+    return assemble(AssemblySpec(vision=clip, llm=llama, out=tmp_path_factory.mktemp("tiny_llava") / "model"))

@@ -1,0 +1,81 @@
+"""The embedded default: the synthetic set is sound, and the whole pipeline runs through the host CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from llava_lf.demo.scoring import normalise_answer, score
+from llava_lf.demo.shapes import ANSWER_SPACE, QUESTION_TYPES, make_scenes, questions
+
+
+def test_scenes_are_unambiguous_and_answers_in_their_space():
+    scenes = make_scenes(300, seed=1, size=48)
+    rng = random.Random(0)
+    for scene in scenes:
+        assert 1 <= len(scene.shapes) <= 3
+        assert len({s.kind for s in scene.shapes}) == len({s.color for s in scene.shapes}) == len(scene.shapes)
+        for qa in questions(scene, rng):
+            assert qa.answer in ANSWER_SPACE[qa.qtype]
+
+
+def test_presence_answers_are_balanced_and_true():
+    rng = random.Random(0)
+    answers = []
+    for scene in make_scenes(400, seed=2, size=48):
+        qa = next(q for q in questions(scene, rng) if q.qtype == "presence")
+        named = qa.question.removeprefix("Is there a ").removesuffix("?")
+        assert (named in {s.name for s in scene.shapes}) == (qa.answer == "yes")
+        answers.append(qa.answer)
+    assert 0.4 < answers.count("yes") / len(answers) < 0.6
+
+
+def test_written_files_are_consistent(demo_data):
+    data, datasets = demo_data
+    coco = json.loads((data.root / "instances_train.json").read_text())
+    assert {a["image_id"] for a in coco["annotations"]} <= {i["id"] for i in coco["images"]}
+    first = coco["images"][0]
+    assert Image.open(data.image_dir / first["file_name"]).size == (first["width"], first["height"])
+    held_out = [json.loads(line) for line in data.test_questions.read_text().splitlines()]
+    train_images = {i["file_name"] for i in coco["images"]}
+    assert not {q["image"] for q in held_out} & train_images
+    assert {q["qtype"] for q in held_out} == set(QUESTION_TYPES)
+    info = json.loads((datasets / "dataset_info.json").read_text())
+    assert {"shapes_caption", "shapes_instruct"} <= set(info)
+
+
+def test_chance_is_at_most_thirty_percent():
+    questions_ = [{"qtype": qtype, "answer": "x"} for qtype in QUESTION_TYPES]
+    assert score(questions_ * 10, {})["all"].chance <= 0.30
+
+
+@pytest.mark.parametrize(("text", "expected"), [("Red.", "red"), ("The circle", "circle"), ("two", "2"),
+                                                ("top left!", "top left"), ("", "")])
+def test_answer_normalisation(text, expected):
+    assert normalise_answer(text) == expected
+
+
+def test_scores_count_only_exact_answers():
+    qs = [{"qtype": "color", "answer": "red"}, {"qtype": "color", "answer": "blue"}, {"qtype": "count", "answer": "2"}]
+    result = score(qs, {"0": "Red.", "1": "red", "2": "two"})
+    assert (result["color"].correct, result["count"].correct, result["all"].correct) == (1, 1, 2)
+
+
+@pytest.mark.slow
+def test_demo_pipeline_end_to_end_smoke(tmp_path):
+    """Every step through the real CLI, shortened to a few optimiser steps; numbers are not judged here."""
+    from llava_lf.demo.pipeline import DemoConfig, run_demo
+
+    config = DemoConfig(out=tmp_path / "demo", recipes=REPO / "yaml" / "demo", n_train=40, n_test=4,
+                        train_overrides=(("max_steps", 2),))
+    result = run_demo(config)
+    assert result.after["all"].questions == 20
+    assert (result.export_dir / "model.safetensors").is_file()
+    assert (result.export_dir / "processor_config.json").is_file()
+    assert all(chart.stat().st_size > 1000 for chart in result.charts)
+    saved = json.loads((tmp_path / "demo" / "results" / "demo_results.json").read_text())
+    assert saved["after"]["all"]["questions"] == 20

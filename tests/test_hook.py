@@ -1,0 +1,108 @@
+"""The `.pth` import hook: present, lazy, registering in fresh interpreters, opt-out, never fatal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+CHECK_REGISTERED = (
+    "import llamafactory.data.template as t; "
+    "print(sorted(name for name in ('llava_v1', 'llava_plain') if name in t.TEMPLATES))"
+)
+
+
+def run_python(code: str, **env_overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_overrides}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_pth_file_sits_at_site_packages_root():
+    pth = Path(sysconfig.get_paths()["purelib"]) / "llava_lf.pth"
+    assert pth.is_file()
+    assert pth.read_text().startswith("import sys; exec(")
+
+
+def test_fresh_interpreter_sees_our_templates():
+    result = run_python(CHECK_REGISTERED)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['llava_plain', 'llava_v1']"
+    assert "llava-lf:" not in result.stderr
+
+
+def test_interpreter_start_imports_nothing_heavy():
+    code = "import sys; print(sorted(m for m in ('torch', 'transformers', 'llamafactory') if m in sys.modules))"
+    result = run_python(code)
+    assert result.stdout.strip() == "[]"
+    assert "llava_lf._hook" in run_python("import sys; print(list(sys.modules))").stdout
+
+
+def test_opt_out_environment_variable():
+    result = run_python(CHECK_REGISTERED, LLAVA_LF_DISABLE_HOOK="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_registration_is_idempotent():
+    code = "import llamafactory.data.template; from llava_lf.registration import register_all; print(register_all())"
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["llava_lf.templates", "llava_lf.mm_plugin", "llava_lf.assemble"])
+def test_importing_our_modules_first_still_registers(module):
+    result = run_python(f"import {module}; {CHECK_REGISTERED}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['llava_plain', 'llava_v1']"
+    assert "llava-lf:" not in result.stderr
+
+
+def _fake_host(tmp_path: Path, template_source: str, init_source: str = "") -> Path:
+    package = tmp_path / "llamafactory"
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text(init_source)
+    (package / "data" / "__init__.py").write_text("")
+    (package / "data" / "template.py").write_text(textwrap.dedent(template_source))
+    return tmp_path
+
+
+def test_broken_host_costs_one_warning_line_not_the_interpreter(tmp_path):
+    # A host whose template module lacks everything we register against.
+    root = _fake_host(tmp_path, "TEMPLATES = {}\n")
+    result = run_python("import llamafactory.data.template as t; print('alive', t.TEMPLATES)", PYTHONPATH=str(root))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "alive {}"
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("llava-lf:")]
+    assert len(warnings) == 1 and "templates not registered" in warnings[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_host_leaves_the_interpreter_alone(tmp_path):
+    root = _fake_host(tmp_path, "", init_source="raise ImportError('llamafactory is not installed here')\n")
+    alive = run_python("print('alive')", PYTHONPATH=str(root))
+    assert alive.returncode == 0 and alive.stdout.strip() == "alive" and alive.stderr == ""
+    importing = run_python("import llamafactory.data.template", PYTHONPATH=str(root))
+    assert importing.returncode == 1
+    assert "llamafactory is not installed here" in importing.stderr  # the host's own error, untouched
+    assert "llava-lf:" not in importing.stderr
+
+
+@pytest.mark.parametrize("editable", [False, True], ids=["wheel", "editable"])
+def test_built_wheels_carry_the_pth_at_their_root(tmp_path, editable):
+    from hatchling.builders.wheel import WheelBuilder
+
+    builder = WheelBuilder(str(REPO))
+    wheel = next(iter(builder.build(directory=str(tmp_path), versions=["editable" if editable else "standard"])))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "llava_lf.pth" in names
+    if not editable:
+        assert "llava_lf/_hook.py" in names
