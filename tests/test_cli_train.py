@@ -42,7 +42,8 @@ def _train_config(tmp_path: Path, model: Path, datasets: Path, **overrides) -> P
 
 
 def _run_cli(config: Path, **env_overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **env_overrides}
+    # As in an activated venv: the host launches `torchrun` from PATH.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **env_overrides}
     return subprocess.run([str(BIN / "llamafactory-cli"), "train", str(config)], capture_output=True, text=True,
                           env=env, timeout=900)
 

@@ -29,7 +29,8 @@ def run_host(command: str, config: Path, overrides: dict[str, object], log: Path
     """`llamafactory-cli COMMAND CONFIG key=value ...`; raises with the log's tail on failure."""
     args = [host_cli(), command, str(config)] + [f"{key}={value}" for key, value in overrides.items()]
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    path = f"{Path(args[0]).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the host launches torchrun from PATH
+    env = {**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log, "w", encoding="utf-8") as handle:
         handle.write(" ".join(args) + "\n")
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
