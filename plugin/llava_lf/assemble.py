@@ -72,7 +72,7 @@ def assemble(spec: AssemblySpec) -> Path:
     """Build and save the llava-hf checkpoint described by `spec`; return its directory."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    from .image_tokens import processed_image_size
+    from .image_tokens import image_seqlen_from_config
 
     vision, image_processor = _load_vision(spec.vision)
     llm, tokenizer = _load_llm(spec.llm)
@@ -82,8 +82,17 @@ def assemble(spec: AssemblySpec) -> Path:
         llm.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=spec.vocab_multiple)
 
     patch = vision.config.patch_size
-    height, width = processed_image_size(image_processor) or (vision.config.image_size,) * 2
-    image_seq_length = (height // patch) * (width // patch) + (1 if spec.select_strategy == "full" else 0)
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch,
+        vision_feature_select_strategy=spec.select_strategy,
+        num_additional_image_tokens=1,  # CLIP's CLS token
+        chat_template=LLAVA_V1_CHAT_TEMPLATE,
+    )
+    # The same count the training plugin uses; a processor without a fixed size gets CLIP's native one.
+    image_seq_length = image_seqlen_from_config(processor) or (vision.config.image_size // patch) ** 2 + (
+        1 if spec.select_strategy == "full" else 0)
     config = LlavaConfig(
         vision_config=vision.config,
         text_config=llm.config,
@@ -104,13 +113,5 @@ def assemble(spec: AssemblySpec) -> Path:
 
     spec.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(spec.out)
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=patch,
-        vision_feature_select_strategy=spec.select_strategy,
-        num_additional_image_tokens=1,  # CLIP's CLS token
-        chat_template=LLAVA_V1_CHAT_TEMPLATE,
-    )
     processor.save_pretrained(spec.out)
     return spec.out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
-IMAGE_PLACEHOLDER = "<image>"
+from ..formats import IMAGE_TOKEN as IMAGE_PLACEHOLDER  # one definition of the placeholder
 ROLE_HUMAN, ROLE_GPT, ROLE_SYSTEM = "human", "gpt", "system"
 
 

@@ -50,7 +50,7 @@ def _write_coco(path_prefix: Path, scenes: list[Scene]) -> None:
                 {"images": images, "annotations": instance_items, "categories": categories})
 
 
-def _conversation(scene: Scene, qas: list[Question]) -> list[dict[str, str]]:
+def _conversation(qas: list[Question]) -> list[dict[str, str]]:
     turns = []
     for index, qa in enumerate(qas):
         prefix = "<image>\n" if index == 0 else ""
@@ -83,7 +83,7 @@ def write_demo_data(root: Path, n_train: int, n_test: int, image_size: int, seed
         # ("Where is the red circle?" names the circle's colour), and the model would learn to read text.
         for qa in qas:
             instruct_records.append({"id": f"qa-{scene.image_id}-{qa.qtype}", "image": scene.file_name,
-                                     "conversations": _conversation(scene, [qa])})
+                                     "conversations": _conversation([qa])})
         corpus.append(" ".join(captions(scene)))
         corpus.append(VICUNA_V1_SYSTEM + " " + "".join(f"USER: {qa.question} ASSISTANT: {qa.answer}</s>" for qa in qas))
 
