@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+
+# Subcommands that live beside the code they drive: each module exposes
+# `add_subcommand(commands)` and is imported only to build the parser (its heavy imports stay lazy).
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+)
 
 
 def _repo_yaml_dir() -> Path:
@@ -90,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="check that llamafactory-cli sees our templates")
     doctor.set_defaults(run=_cmd_doctor)
+
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).add_subcommand(commands)
     return parser
 
 
