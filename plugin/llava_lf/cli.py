@@ -10,6 +10,8 @@ from pathlib import Path
 # Subcommands that live beside the code they drive: each module exposes
 # `add_subcommand(commands)` and is imported only to build the parser (its heavy imports stay lazy).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "llava_lf.evaluation.cli",
+    "llava_lf.generate.cli",
 )
 
 
