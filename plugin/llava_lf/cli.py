@@ -12,6 +12,7 @@ from pathlib import Path
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "llava_lf.evaluation.cli",
     "llava_lf.generate.cli",
+    "llava_lf.convert.cli",
 )
 
 
@@ -33,14 +34,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                  n_test=args.test_scenes, seed=args.seed))
     print(format_result(result))
     return 0
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_file
-
-    report = convert_file(args.src, args.image_folder, args.out, args.name)
-    print(report.summary())
-    return 1 if args.strict and report.rejections else 0
 
 
 def _cmd_assemble(args: argparse.Namespace) -> int:
@@ -79,14 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--test-scenes", type=int, default=60, help="held-out scenes, five questions each")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_cmd_demo)
-
-    convert = commands.add_parser("convert", help="LLaVA JSON -> a LLaMA-Factory dataset, with a rejection report")
-    convert.add_argument("src", type=Path)
-    convert.add_argument("--image-folder", type=Path, required=True)
-    convert.add_argument("--out", type=Path, required=True)
-    convert.add_argument("--name", required=True)
-    convert.add_argument("--strict", action="store_true", help="exit 1 when any record was rejected")
-    convert.set_defaults(run=_cmd_convert)
 
     assemble = commands.add_parser("assemble", help="CLIP + projector + LLaMA -> a llava-hf checkpoint")
     assemble.add_argument("--vision", type=Path, required=True)

@@ -1,201 +1,199 @@
-"""Convert LLaVA JSON records into the host's sharegpt form, rejecting bad records with reasons.
+"""LLaVA JSON -> the host's sharegpt JSONL: stream, validate, resolve images, fit the cutoff, write.
 
-Each record is normalised the way the original LLaVA code reads it: `<image>` moved to the front of
-the first human turn as `<image>\\n`, a leading gpt turn dropped, `image` as a string or a list.
-Nothing is dropped silently: every rejected record is returned as a `Rejection` and reported.
+Records flow one at a time (a window of batches when images are verified), so memory does not grow
+with the file. Nothing is dropped silently: each rejected record becomes a line of
+`NAME.rejected.jsonl` with its reason and fix, and each change made to a kept record is counted.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from .records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMAN, ROLE_SYSTEM, LlavaTurn, SharegptRecord, dataset_info_entry
+from .cutoff import CutoffSpec, TurnBudget
+from .ids import SeenIds
+from .images import DEFAULT_MAX_PIXELS, ImageVerifier, fault_problem
+from .paths import ImageFolder
+from .reader import SourceRecord, iter_records, iter_records_with_progress
+from .records import SharegptRecord, dataset_info_entry
+from .report import ConversionReport, Problem, Rejection
+from .validate import normalise, record_id, record_images
+from .writer import AtomicFile, DatasetWriter, update_dataset_info
+
+__all__ = ["ConvertOptions", "check_file", "convert_file", "convert_records", "update_dataset_info"]
+
+Template = Literal["llava_v1", "llava_plain"]
 
 
 @dataclass(frozen=True)
-class Rejection:
+class ConvertOptions:
+    template: Template = "llava_v1"
+    verify_images: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int | None = None  # image verification processes (default: one per CPU)
+    cutoff_len: int | None = None  # with `tokenizer`: trim to this many tokens at turn boundaries
+    tokenizer: Path | None = None  # a tokenizer or model folder
+    image_tokens: int | None = None  # tokens per image, when the tokenizer folder has no Llava processor config
+    absolute_paths: bool = False
+    allow_symlinks: bool = False
+    progress: bool = False  # a tqdm bar over the bytes read (shown on a terminal only)
+
+    def __post_init__(self) -> None:
+        if self.template not in Template.__args__:
+            raise ValueError(f"unknown template {self.template!r}; choose one of {', '.join(Template.__args__)}")
+        if (self.cutoff_len is None) != (self.tokenizer is None):
+            raise ValueError("--cutoff-len and --tokenizer go together: the cutoff is counted in the model's tokens")
+        if self.cutoff_len is not None and self.cutoff_len < 1:
+            raise ValueError(f"--cutoff-len must be positive, got {self.cutoff_len}")
+
+
+@dataclass(slots=True)
+class _Kept:
+    """A record that passed every check so far, ready to write."""
+
     index: int
-    id: str | None
-    reason: str
-    field: str
-    message: str
-    fix: str
+    line: int | None
+    record: SharegptRecord
+    image_files: list[str]  # absolute paths, for verification
+    changes: list[str] = field(default_factory=list)
 
 
-class RecordError(Exception):
-    def __init__(self, reason: str, field: str, message: str, fix: str):
-        super().__init__(message)
-        self.reason, self.field, self.message, self.fix = reason, field, message, fix
-
-
-@dataclass
-class ConversionReport:
-    source: str
-    output: str
-    total: int = 0
-    written: int = 0
-    rejections: list[Rejection] = field(default_factory=list)
-
-    def counts_by_reason(self) -> Counter[str]:
-        return Counter(rejection.reason for rejection in self.rejections)
-
-    def summary(self) -> str:
-        lines = [f"{self.source}: {self.total} records, {self.written} written to {self.output}, "
-                 f"{len(self.rejections)} rejected"]
-        lines += [f"  {reason}: {count}" for reason, count in self.counts_by_reason().most_common()]
-        return "\n".join(lines)
-
-
-def _turns(record: dict) -> list[LlavaTurn]:
-    turns = record.get("conversations")
-    if not isinstance(turns, list) or not turns:
-        raise RecordError("malformed", "conversations", "missing or not a non-empty list",
-                          "give each record a 'conversations' list of {from, value} turns")
-    for position, turn in enumerate(turns):
-        if not isinstance(turn, dict) or not isinstance(turn.get("from"), str) or not isinstance(turn.get("value"), str):
-            raise RecordError("malformed", f"conversations[{position}]", "a turn needs string 'from' and 'value'",
-                              "write each turn as {\"from\": \"human\"|\"gpt\", \"value\": \"...\"}")
-    return [{"from": turn["from"], "value": turn["value"]} for turn in turns]
-
-
-def _images(record: dict) -> list[str]:
-    image = record.get("image")
-    if image is None:
-        return []
-    images = [image] if isinstance(image, str) else image
-    if not isinstance(images, list) or not all(isinstance(item, str) and item for item in images):
-        raise RecordError("malformed", "image", "must be a path or a list of paths",
-                          "write 'image' as \"folder/file.jpg\" or a list of such strings")
-    return images
-
-
-def _check_roles(turns: list[LlavaTurn]) -> list[LlavaTurn]:
-    system = turns[:1] if turns[0]["from"] == ROLE_SYSTEM else []
-    turns = turns[len(system):]
-    if turns and turns[0]["from"] == ROLE_GPT:  # the original code drops a leading gpt turn too
-        turns = turns[1:]
-    if len(turns) < 2 or len(turns) % 2:
-        raise RecordError("roles", "conversations", f"{len(turns)} turns after a leading gpt turn is dropped; "
-                          "need human/gpt pairs", "end every conversation with a gpt answer")
-    for position, turn in enumerate(turns):
-        expected = ROLE_HUMAN if position % 2 == 0 else ROLE_GPT
-        if turn["from"] != expected:
-            raise RecordError("roles", f"conversations[{position}].from", f"got {turn['from']!r}, expected {expected!r}",
-                              "alternate human and gpt turns, starting with human")
-        if not turn["value"].strip():
-            raise RecordError("empty_turn", f"conversations[{position}].value", "empty text",
-                              "remove the record or fill the turn")
-    return system + turns
-
-
-def _place_image_tokens(turns: list[LlavaTurn], n_images: int) -> None:
-    """Check placeholder counts and move a single image's placeholder to the front, as LLaVA does."""
-    first = next(index for index, turn in enumerate(turns) if turn["from"] == ROLE_HUMAN)
-    for position, turn in enumerate(turns):
-        if turn["from"] == ROLE_GPT and IMAGE_PLACEHOLDER in turn["value"]:
-            raise RecordError("image_in_answer", f"conversations[{position}].value", "an answer contains '<image>'",
-                              "remove the literal '<image>' from the answer text")
-    found = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in turns)
-    if n_images == 1 and found <= 1:
-        text = turns[first]["value"].replace(IMAGE_PLACEHOLDER, "").strip()
-        turns[first]["value"] = f"{IMAGE_PLACEHOLDER}\n{text}"
-    elif found != n_images:
-        raise RecordError("placeholder_count", "conversations", f"{found} '<image>' placeholders for {n_images} images",
-                          "put exactly one '<image>' in the human turns per image")
-
-
-def _resolve_image(path: str, image_folder: Path, out_dir: Path) -> str:
-    root = image_folder.resolve()
-    candidate = Path(path)
-    if candidate.is_absolute() or ".." in candidate.parts:
-        raise RecordError("path_escape", "image", f"{path!r} is absolute or climbs out of the image folder",
-                          "give image paths relative to --image-folder")
-    resolved = (root / candidate).resolve()
-    if not resolved.is_relative_to(root):
-        raise RecordError("path_escape", "image", f"{path!r} resolves outside the image folder (symlink?)",
-                          "keep images inside --image-folder")
-    if not resolved.is_file():
-        raise RecordError("missing_image", "image", f"{resolved} does not exist", "fix the path or --image-folder")
-    return os.path.relpath(resolved, out_dir.resolve())
-
-
-def convert_record(record: object, index: int, image_folder: Path, out_dir: Path) -> SharegptRecord:
-    if not isinstance(record, dict):
-        raise RecordError("malformed", "<record>", f"expected an object, got {type(record).__name__}",
-                          "each element of the file must be a JSON object")
-    turns = _check_roles(_turns(record))
-    images = _images(record)
-    _place_image_tokens(turns, len(images))
-    return {
-        "id": str(record.get("id", index)),
-        "conversations": turns,
-        "images": [_resolve_image(path, image_folder, out_dir) for path in images],
-    }
-
-
-def convert_records(
-    records: Iterable[object], image_folder: Path, out_dir: Path
-) -> Iterator[SharegptRecord | Rejection]:
-    """Yield a converted record or a Rejection for each input record, in order."""
-    seen_ids: set[str] = set()
-    for index, record in enumerate(records):
-        record_id = str(record["id"]) if isinstance(record, dict) and "id" in record else None
-        try:
-            if record_id is not None and record_id in seen_ids:
-                raise RecordError("duplicate_id", "id", f"id {record_id!r} appeared before", "give every record a unique id")
-            converted = convert_record(record, index, image_folder, out_dir)
-        except RecordError as error:
-            yield Rejection(index, record_id, error.reason, error.field, error.message, error.fix)
+def _validated(sources: Iterable[SourceRecord], folder: ImageFolder, options: ConvertOptions,
+               budget: TurnBudget | None) -> Iterator[_Kept | Rejection]:
+    seen = SeenIds()
+    plain = options.template == "llava_plain"
+    for source in sources:
+        problems: list[Problem] = []
+        rid = record_id(source.value, problems)
+        images = record_images(source.value, problems)
+        normalised = normalise(source.value, images, plain, problems)
+        written, files = [], []
+        for position, path in enumerate(images or ()):
+            field_name = "image" if isinstance(source.value.get("image"), str) else f"image[{position}]"
+            if (resolved := folder.resolve(path, field_name, problems)) is not None:
+                written.append(resolved[0])
+                files.append(resolved[1])
+        if rid is not None and not seen.add(rid):
+            problems.append(Problem("duplicate_id", "id", f"id {rid!r} appeared earlier in the file",
+                                    "give every record a unique id (e.g. append a suffix to repeats)"))
+        turns = normalised.turns if normalised is not None and not problems else None
+        if turns is not None and budget is not None:
+            fitted = budget.fit(turns, problems)
+            if fitted is not None and len(fitted) < len(turns):
+                normalised.changes.append("turns_trimmed")
+            turns = fitted
+        if turns is None:
+            yield Rejection.of(source.index, rid, source.line, problems)
             continue
-        if record_id is not None:
-            seen_ids.add(record_id)
-        yield converted
+        record: SharegptRecord = {"id": rid if rid is not None else str(source.index), "conversations": turns,
+                                  "images": written}
+        yield _Kept(source.index, source.line, record, files, normalised.changes)
 
 
-def _write_atomically(path: Path, lines: Iterable[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(line + "\n")
-    os.replace(tmp, path)
+def _image_files(item: _Kept | Rejection) -> list[str]:
+    return item.image_files if isinstance(item, _Kept) else []
 
 
-def update_dataset_info(out_dir: Path, name: str, entry: dict) -> None:
-    """Add or replace one entry of dataset_info.json, leaving the others untouched."""
-    info_path = out_dir / "dataset_info.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
-    info[name] = entry
-    _write_atomically(info_path, [json.dumps(info, indent=2, ensure_ascii=False)])
+def _verified(items: Iterator[_Kept | Rejection], options: ConvertOptions) -> Iterator[_Kept | Rejection]:
+    """Reject kept records whose images do not decode (checked in parallel, order kept)."""
+    for item, faults in ImageVerifier(options.max_pixels, options.workers).verify(items, _image_files):
+        bad = [(position, fault) for position, fault in enumerate(faults) if fault is not None]
+        if not bad:
+            yield item
+            continue
+        many = len(item.image_files) > 1
+        problems = [fault_problem(fault, f"image[{position}]" if many else "image", item.image_files[position])
+                    for position, fault in bad]
+        yield Rejection.of(item.index, item.record["id"], item.line, problems)
 
 
-def read_llava_json(path: Path) -> list[object]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    return json.loads(text)
+def _pipeline(sources: Iterable[SourceRecord], image_folder: Path, out_dir: Path | None,
+              options: ConvertOptions, report: ConversionReport) -> Iterator[_Kept | Rejection]:
+    folder = ImageFolder(image_folder, out_dir, options.absolute_paths, options.allow_symlinks)
+    budget = None
+    if options.cutoff_len is not None:
+        budget = TurnBudget(CutoffSpec(options.cutoff_len, options.tokenizer, options.template, options.image_tokens))
+        report.notes.extend(budget.notes)
+    items = _validated(sources, folder, options, budget)
+    if options.verify_images:
+        items = _verified(items, options)
+    for item in items:
+        report.total += 1
+        if isinstance(item, Rejection):
+            report.add_rejection(item)
+        else:
+            report.written += 1
+            report.changes.update(item.changes)
+        yield item
 
 
-def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str) -> ConversionReport:
-    """Convert one LLaVA JSON/JSONL file to `out_dir/name.jsonl` and register it in dataset_info.json."""
+def _sources(src: Path, options: ConvertOptions) -> Iterator[SourceRecord]:
+    if not options.progress:
+        yield from iter_records(src)
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=src.stat().st_size, unit="B", unit_scale=True, desc=src.name, disable=None) as bar:
+        yield from iter_records_with_progress(src, bar)
+
+
+def convert_records(records: Iterable[object], image_folder: Path, out_dir: Path,
+                    options: ConvertOptions | None = None) -> Iterator[SharegptRecord | Rejection]:
+    """Yield a converted record or a `Rejection` for each parsed LLaVA record, in order."""
+    sources = (SourceRecord(index, None, value) for index, value in enumerate(records))
+    report = ConversionReport(source="<records>", output=None)
+    for item in _pipeline(sources, Path(image_folder), Path(out_dir), options or ConvertOptions(), report):
+        yield item if isinstance(item, Rejection) else item.record
+
+
+def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str,
+                 options: ConvertOptions | None = None) -> ConversionReport:
+    """Convert a LLaVA JSON/JSONL file to `out_dir/name.jsonl` and register it in `out_dir/dataset_info.json`.
+
+    Raises `SourceFormatError` (a ValueError) when the file is not JSON; earlier output is then untouched.
+    """
+    options = options or ConvertOptions()
+    src, out_dir = Path(src), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    output = out_dir / f"{name}.jsonl"
-    report = ConversionReport(source=str(src), output=str(output))
-
-    def converted_lines() -> Iterator[str]:
-        for item in convert_records(read_llava_json(src), image_folder, out_dir):
-            report.total += 1
+    output, rejected_path = out_dir / f"{name}.jsonl", out_dir / f"{name}.rejected.jsonl"
+    report = ConversionReport(source=str(src), output=str(output), rejected_path=str(rejected_path))
+    dataset, rejected = DatasetWriter(output), AtomicFile(rejected_path)
+    try:
+        for item in _pipeline(_sources(src, options), Path(image_folder), out_dir, options, report):
             if isinstance(item, Rejection):
-                report.rejections.append(item)
+                rejected.handle.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
             else:
-                report.written += 1
-                yield json.dumps(item, ensure_ascii=False)
-
-    _write_atomically(output, converted_lines())
-    _write_atomically(out_dir / f"{name}.rejected.jsonl", (json.dumps(asdict(r)) for r in report.rejections))
+                dataset.write(item.record)
+    except BaseException:
+        dataset.discard()
+        rejected.discard()
+        raise
+    if dataset.reordered:
+        report.changes["moved_to_front_for_schema"] += 1
+    dataset.commit()
+    rejected.commit()
     update_dataset_info(out_dir, name, dataset_info_entry(output.name))
+    return report
+
+
+def check_file(src: Path, image_folder: Path, options: ConvertOptions | None = None,
+               rejected_path: Path | None = None) -> ConversionReport:
+    """Validate as `convert_file` does, writing no dataset (only the rejection list, if a path is given)."""
+    options = options or ConvertOptions()
+    report = ConversionReport(source=str(src), output=None,
+                              rejected_path=str(rejected_path) if rejected_path is not None else None)
+    rejected = AtomicFile(Path(rejected_path)) if rejected_path is not None else None
+    try:
+        for item in _pipeline(_sources(Path(src), options), Path(image_folder), None, options, report):
+            if rejected is not None and isinstance(item, Rejection):
+                rejected.handle.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
+    except BaseException:
+        if rejected is not None:
+            rejected.discard()
+        raise
+    if rejected is not None:
+        rejected.commit()
     return report

@@ -1,0 +1,107 @@
+"""What a conversion found: one `Rejection` per dropped record, counts by reason, counts of repairs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Reason = Literal[
+    "malformed",  # not an object, or a field of the wrong type
+    "roles",  # roles out of order, or no human/gpt pair
+    "empty_turn",
+    "placeholder_count",  # number of '<image>' placeholders differs from the number of images
+    "image_in_answer",  # a literal '<image>' in a gpt (or system) turn
+    "plain_shape",  # llava_plain takes one image and one human/gpt pair
+    "duplicate_id",
+    "path_escape",  # absolute, '..', or a symlink out of the image folder
+    "missing_image",
+    "image_undecodable",
+    "image_truncated",
+    "image_too_large",  # more pixels than the limit (decompression bomb)
+    "too_long",  # the first turn alone exceeds the cutoff length
+]
+REASONS: tuple[str, ...] = Reason.__args__
+
+# Changes made to records that were kept, counted so that nothing changes silently either.
+Change = Literal[
+    "image_moved_to_front",  # '<image>' moved to the start of its turn as '<image>\n', as LLaVA does
+    "leading_gpt_dropped",  # a conversation opening with a gpt turn, as LLaVA drops it
+    "trailing_human_dropped",  # an unanswered last question (nothing to learn from)
+    "turns_trimmed",  # later turns cut at a turn boundary to fit the cutoff length
+    "moved_to_front_for_schema",  # the first image record written first (see convert.writer)
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    field: str  # where in the record, e.g. "conversations[3].value"
+    message: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One dropped record: its first problem, plus any others found in the same record."""
+
+    index: int
+    id: str | None
+    reason: str
+    field: str
+    message: str
+    fix: str
+    line: int | None = None
+    also: tuple[Problem, ...] = ()
+
+    @classmethod
+    def of(cls, index: int, record_id: str | None, line: int | None, problems: list[Problem]) -> Rejection:
+        first, *others = problems
+        return cls(index, record_id, first.reason, first.field, first.message, first.fix, line, tuple(others))
+
+    def to_json(self) -> dict:
+        row = asdict(self)
+        if not self.also:
+            del row["also"]
+        return row
+
+
+@dataclass
+class ConversionReport:
+    source: str
+    output: str | None  # None for `check`, which writes no dataset
+    total: int = 0
+    written: int = 0
+    rejections: list[Rejection] = field(default_factory=list)  # the first `keep` of them; the file has all
+    rejected: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    changes: Counter[str] = field(default_factory=Counter)
+    rejected_path: str | None = None
+    notes: list[str] = field(default_factory=list)  # how options were resolved (e.g. image tokens used)
+    keep: int = 1000  # rejections held in memory, so memory does not grow with a bad file
+
+    def add_rejection(self, rejection: Rejection) -> None:
+        self.rejected += 1
+        self.reasons[rejection.reason] += 1
+        if len(self.rejections) < self.keep:
+            self.rejections.append(rejection)
+
+    def counts_by_reason(self) -> Counter[str]:
+        return Counter(self.reasons)
+
+    def summary(self) -> str:
+        target = f"{self.written} written to {self.output}" if self.output else f"{self.written} valid"
+        lines = [f"{self.source}: {self.total} records, {target}, {self.rejected} rejected"]
+        lines += [f"  note: {note}" for note in self.notes]
+        examples = {}
+        for rejection in self.rejections:
+            examples.setdefault(rejection.reason, rejection)
+        for reason, count in self.reasons.most_common():
+            lines.append(f"  rejected {reason}: {count}")
+            if (example := examples.get(reason)) is not None:
+                lines.append(f"    e.g. record {example.index} (id {example.id}, line {example.line}), "
+                             f"{example.field}: {example.message}; fix: {example.fix}")
+        lines += [f"  changed {change}: {count}" for change, count in self.changes.most_common()]
+        if self.rejected_path and self.rejected:
+            lines.append(f"  every rejected record, with its fix: {self.rejected_path}")
+        return "\n".join(lines)
