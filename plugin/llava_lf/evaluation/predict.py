@@ -1,7 +1,8 @@
 """Batched greedy generation through a llava-hf checkpoint, with prompts built by the host's template.
 
 Prompts go through the same template and mm plugin as training (`llava_v1` by default), so evaluation
-sees exactly the format the model was trained on.
+sees exactly the format the model was trained on. A LoRA adapter (stage 2's output) can be applied on
+top of its base model and merged, so a run need not be exported first.
 """
 
 from __future__ import annotations
@@ -26,10 +27,27 @@ class Prediction:
     answer: str
 
 
-class Predictor:
-    """Loads a llava-hf checkpoint once and answers batches of questions greedily."""
+def resolve_device(device: str) -> str:
+    """`auto` picks the first CUDA device when there is one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
 
-    def __init__(self, model_dir: Path, template: str = "llava_v1", max_new_tokens: int = 16, device: str = "cpu"):
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """`auto` is bfloat16 on an accelerator (LLaVA-1.5 evaluates in half precision) and float32 on CPU."""
+    if dtype != "auto":
+        return dtype
+    return "float32" if device == "cpu" else "bfloat16"
+
+
+class Predictor:
+    """Loads a llava-hf checkpoint (and optionally a LoRA adapter) once and answers batches greedily."""
+
+    def __init__(self, model_dir: Path, template: str = "llava_v1", max_new_tokens: int = 16, device: str = "cpu",
+                 adapter_dir: Path | None = None, dtype: str = "float32"):
         import torch
         from llamafactory.data.template import get_template_and_fix_tokenizer
         from llamafactory.hparams import DataArguments
@@ -38,7 +56,13 @@ class Predictor:
         self.processor = AutoProcessor.from_pretrained(model_dir)
         self.tokenizer = self.processor.tokenizer
         self.template = get_template_and_fix_tokenizer(self.tokenizer, DataArguments(template=template))
-        self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+        model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+        if adapter_dir is not None:
+            from peft import PeftModel
+
+            # Merging once makes generation as fast as with an exported checkpoint.
+            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        self.model = model.to(device).eval()
         self.device = device
         self.max_new_tokens = max_new_tokens
 
@@ -63,7 +87,7 @@ class Predictor:
         images = [Image.open(request.image).convert("RGB") for request in requests if request.image]
         if images:
             pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-            inputs["pixel_values"] = pixels.to(self.device)
+            inputs["pixel_values"] = pixels.to(self.device, dtype=self.model.dtype)
         with torch.no_grad():
             output = self.model.generate(
                 **inputs,
