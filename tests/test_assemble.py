@@ -1,34 +1,197 @@
-"""The assembled checkpoint is a standard llava-hf one whose parts equal their sources."""
+"""Parity of the assembled llava-hf checkpoint with its sources, on tiny real models built from config."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+pytestmark = pytest.mark.timeout(300)
 
-def test_assembled_parts_match_their_sources(tiny_llava, tiny_parts):
-    from transformers import AutoModelForCausalLM, AutoProcessor, CLIPVisionModel, LlavaForConditionalGeneration
+HIDDEN = 64
 
-    clip_dir, llama_dir = tiny_parts
-    llava = LlavaForConditionalGeneration.from_pretrained(tiny_llava).eval()
-    llama = AutoModelForCausalLM.from_pretrained(llama_dir).eval()
-    clip = CLIPVisionModel.from_pretrained(clip_dir).eval()
 
-    ids = torch.tensor([[1, 20, 30, 40, 50]])
+def build_text_model(kind: str, tokenizer, out: Path, seed: int = 0) -> Path:
+    """A tiny decoder of `kind` sharing the demo tokenizer; Qwen2 ties its head to the embeddings, as Qwen2-0.5B."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(
+        kind, vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=kind == "qwen2")
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_siglip(out: Path) -> Path:
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(0)
+    config = SiglipVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                                image_size=32, patch_size=8)
+    SiglipVisionModel(config).save_pretrained(out)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_parts) -> dict[str, Path]:
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    root = tmp_path_factory.mktemp("assemble_models")
+    clip, llama = tiny_parts
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    found = {"clip": clip, "llama": llama, "siglip": build_siglip(root / "siglip")}
+    for kind in ("mistral", "qwen2"):
+        found[kind] = build_text_model(kind, tokenizer, root / kind)
+    GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=len(tokenizer))).save_pretrained(root / "gpt2")
+    tokenizer.save_pretrained(root / "gpt2")
+    found["gpt2"] = root / "gpt2"
+    return found
+
+
+def picture(width: int = 60, height: int = 30, seed: int = 0):
+    """A real, non-square RGB picture (noise, so padding and resizing both show)."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8)
+    return Image.fromarray(pixels.numpy())
+
+
+def assemble_to(tmp_path: Path, **fields):
+    from llava_lf.assembly import AssemblySpec, assemble_report
+
+    return assemble_report(AssemblySpec(out=tmp_path / "llava", progress=False, **fields))
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2"])
+def test_text_only_logits_equal_the_source_llm(tmp_path, models, kind):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration
+
+    report = assemble_to(tmp_path, vision=models["clip"], llm=models[kind])
+    llava, info = LlavaForConditionalGeneration.from_pretrained(report.out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    source = AutoModelForCausalLM.from_pretrained(models[kind]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(models[kind])
+    ids = torch.randint(0, len(tokenizer), (3, 17), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        expected = llama(input_ids=ids).logits
-        got = llava(input_ids=ids).logits[..., : expected.shape[-1]]
-        torch.testing.assert_close(got, expected)
-        pixels = torch.randn(2, 3, 48, 48)
-        torch.testing.assert_close(llava.model.vision_tower(pixels).last_hidden_state, clip(pixels).last_hidden_state)
+        expected = source(input_ids=ids).logits
+        got = llava.eval()(input_ids=ids).logits
+    assert (got[..., : expected.shape[-1]] - expected).abs().max().item() <= 1e-5
+    rows = got.shape[-1]
+    assert rows % 64 == 0 and rows >= len(tokenizer) + 2  # <image> and <pad> were added
+    assert (report.image_token_id, report.pad_token_id) == (len(tokenizer), len(tokenizer) + 1)
+    assert llava.config.tie_word_embeddings == (kind == "qwen2")
 
-    processor = AutoProcessor.from_pretrained(tiny_llava)
-    config = json.loads((tiny_llava / "config.json").read_text())
-    assert config["image_token_index"] == processor.tokenizer.convert_tokens_to_ids("<image>")
-    assert config["text_config"]["vocab_size"] % 64 == 0
-    assert processor.tokenizer.pad_token is not None
+
+@pytest.mark.parametrize(("tower", "strategy", "layer"),
+                         [("clip", "default", -2), ("clip", "full", -1), ("siglip", "full", -2)])
+def test_projector_input_is_the_towers_selected_layer(tmp_path, models, tower, strategy, layer):
+    from transformers import AutoModel, AutoProcessor, LlavaForConditionalGeneration
+
+    from llava_lf.image_tokens import image_seqlen_from_config
+
+    report = assemble_to(tmp_path, vision=models[tower], llm=models["llama"], select_strategy=strategy,
+                         vision_feature_layer=layer)
+    llava = LlavaForConditionalGeneration.from_pretrained(report.out).eval()
+    processor = AutoProcessor.from_pretrained(report.out)
+    inputs = processor(text=["<image>\nWhat is here?"], images=[picture()], return_tensors="pt")
+    seen = []
+    llava.model.multi_modal_projector.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        llava(**inputs)
+        states = AutoModel.from_pretrained(models[tower]).eval()(inputs["pixel_values"], output_hidden_states=True)
+    selected = states.hidden_states[layer]
+    if strategy == "default":
+        selected = selected[:, 1:]  # CLIP's CLS token
+    torch.testing.assert_close(seen[0], selected, rtol=0, atol=1e-6)
+    # One image becomes as many tokens as the processor wrote, the config says, and the plugin computes.
+    image_tokens = int((inputs["input_ids"] == llava.config.image_token_index).sum())
+    assert image_tokens == seen[0].shape[1] == llava.config.image_seq_length == image_seqlen_from_config(processor)
+
+
+def test_checkpoint_is_what_transformers_writes(tmp_path, models):
+    from safetensors import safe_open
+    from transformers import LlavaForConditionalGeneration
+
+    def layout(directory: Path) -> dict[str, tuple]:
+        with safe_open(directory / "model.safetensors", "pt") as handle:
+            return {key: (handle.get_slice(key).get_dtype(), tuple(handle.get_slice(key).get_shape()))
+                    for key in handle.keys()}
+
+    for kind in ("llama", "qwen2"):
+        report = assemble_to(tmp_path / kind, vision=models["clip"], llm=models[kind])
+        LlavaForConditionalGeneration.from_pretrained(report.out).save_pretrained(tmp_path / f"{kind}_resaved")
+        assert layout(report.out) == layout(tmp_path / f"{kind}_resaved")
+
+
+def test_new_embedding_rows_sit_at_the_mean(tmp_path, models):
+    from safetensors.torch import load_file
+
+    report = assemble_to(tmp_path, vision=models["clip"], llm=models["llama"], vocab_multiple=128)
+    stored = load_file(models["llama"] / "model.safetensors")["model.embed_tokens.weight"]
+    written = load_file(report.out / "model.safetensors")["language_model.model.embed_tokens.weight"]
+    assert written.shape[0] == 512 and report.vocab_rows == (stored.shape[0], 512)
+    torch.testing.assert_close(written[: stored.shape[0]], stored, rtol=0, atol=0)
+    new = written[stored.shape[0]:]
+    torch.testing.assert_close(new, stored.mean(0).expand_as(new), rtol=0, atol=1e-3 * stored.std().item())
+    assert new.unique(dim=0).shape[0] == new.shape[0]  # a little noise keeps the rows apart
+
+
+def test_pad_to_square_is_llavas_expand2square(tmp_path, models):
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    report = assemble_to(tmp_path, vision=models["clip"], llm=models["llama"], pad_to_square=True)
+    processor = AutoProcessor.from_pretrained(report.out)
+    image = picture(60, 30)
+    clip_processor = AutoImageProcessor.from_pretrained(models["clip"])
+    # LLaVA-1.5's expand2square: paste centred on a square of the CLIP mean colour, then the CLIP processor.
+    background = tuple(int(x * 255) for x in clip_processor.image_mean)
+    square = Image.new("RGB", (60, 60), background)
+    square.paste(image, (0, 15))
+    expected = clip_processor(images=square, return_tensors="pt")["pixel_values"]
+    got = processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    unpadded = clip_processor(images=image, return_tensors="pt")["pixel_values"]
+    assert (got - unpadded).abs().max() > 0.1
+
+
+@pytest.mark.parametrize(("kind", "suffix"), [("mlp2x_gelu", ".bin"), ("linear", ".safetensors")])
+def test_original_projector_weights_are_loaded(tmp_path, models, kind, suffix):
+    from safetensors.torch import save_file
+    from transformers import LlavaForConditionalGeneration
+
+    generator = torch.Generator().manual_seed(3)
+    weights = {"model.mm_projector.0.weight": torch.randn(HIDDEN * 2, 96, generator=generator),
+               "model.mm_projector.0.bias": torch.randn(HIDDEN * 2, generator=generator)}
+    if kind == "mlp2x_gelu":
+        weights |= {"model.mm_projector.2.weight": torch.randn(HIDDEN * 2, HIDDEN * 2, generator=generator),
+                    "model.mm_projector.2.bias": torch.randn(HIDDEN * 2, generator=generator)}
+    else:  # LLaVA v1 saved a bare nn.Linear
+        weights = {key.replace("mm_projector.0.", "mm_projector."): value for key, value in weights.items()}
+    file = tmp_path / f"mm_projector{suffix}"
+    save_file(weights, file) if suffix == ".safetensors" else torch.save(weights, file)
+
+    report = assemble_to(tmp_path, vision=models["clip"], llm=models["llama"], projector_weights=file)
+    assert report.projector.startswith(kind)
+    projector = LlavaForConditionalGeneration.from_pretrained(report.out).model.multi_modal_projector
+    features = torch.randn(2, 9, 96, generator=generator)
+    with torch.no_grad():
+        got = projector(features)
+        if kind == "linear":  # exact: x W^T + b, as LLaVA v1's single layer
+            expected = features @ weights["model.mm_projector.weight"].T + weights["model.mm_projector.bias"]
+        else:
+            hidden = torch.nn.functional.gelu(features @ weights["model.mm_projector.0.weight"].T
+                                              + weights["model.mm_projector.0.bias"])
+            expected = hidden @ weights["model.mm_projector.2.weight"].T + weights["model.mm_projector.2.bias"]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_chat_template_renders_the_training_format(tiny_llava):
@@ -42,11 +205,14 @@ def test_chat_template_renders_the_training_format(tiny_llava):
     assert rendered.endswith("questions. USER: <image>\nWhat color? ASSISTANT: red</s>")
 
 
-def test_not_a_vision_checkpoint_is_a_clear_error(tmp_path, tiny_parts):
-    from llava_lf.assemble import AssemblyError, AssemblySpec, assemble
+def test_sharded_output_and_dtype(tmp_path, models):
+    from transformers import LlavaForConditionalGeneration
 
-    _, llama_dir = tiny_parts
-    with pytest.raises(AssemblyError, match="is not a CLIP vision model"):
-        assemble(AssemblySpec(vision=llama_dir, llm=llama_dir, out=tmp_path / "x"))
-    with pytest.raises(AssemblyError, match="no config.json"):
-        assemble(AssemblySpec(vision=tmp_path, llm=llama_dir, out=tmp_path / "x"))
+    report = assemble_to(tmp_path, vision=models["clip"], llm=models["llama"], dtype="bfloat16",
+                         max_shard_bytes=200_000)
+    index = json.loads((report.out / "model.safetensors.index.json").read_text())
+    shards = set(index["weight_map"].values())
+    assert len(shards) > 1 and all((report.out / shard).is_file() for shard in shards)
+    assert index["metadata"]["total_size"] == report.bytes_written
+    llava = LlavaForConditionalGeneration.from_pretrained(report.out)
+    assert {parameter.dtype for parameter in llava.parameters()} == {torch.bfloat16}

@@ -10,6 +10,7 @@ from pathlib import Path
 # Subcommands that live beside the code they drive: each module exposes
 # `add_subcommand(commands)` and is imported only to build the parser (its heavy imports stay lazy).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "llava_lf.assembly.cli",
     "llava_lf.evaluation.cli",
     "llava_lf.generate.cli",
     "llava_lf.convert.cli",
@@ -36,20 +37,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_assemble(args: argparse.Namespace) -> int:
-    from .assemble import AssemblyError, AssemblySpec, assemble
-
-    try:
-        out = assemble(AssemblySpec(vision=args.vision, llm=args.llm, out=args.out,
-                                    vision_feature_layer=args.vision_feature_layer,
-                                    select_strategy=args.select_strategy))
-    except AssemblyError as error:
-        print(f"llava-lf assemble: {error}", file=sys.stderr)
-        return 2
-    print(f"llava-hf checkpoint written to {out}")
-    return 0
-
-
 def _cmd_doctor(args: argparse.Namespace) -> int:
     """Show whether the import hook registered our templates in this environment."""
     from ._hook import DISABLE_ENV, is_disabled
@@ -72,14 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--test-scenes", type=int, default=60, help="held-out scenes, five questions each")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_cmd_demo)
-
-    assemble = commands.add_parser("assemble", help="CLIP + projector + LLaMA -> a llava-hf checkpoint")
-    assemble.add_argument("--vision", type=Path, required=True)
-    assemble.add_argument("--llm", type=Path, required=True)
-    assemble.add_argument("--out", type=Path, required=True)
-    assemble.add_argument("--vision-feature-layer", type=int, default=-2)
-    assemble.add_argument("--select-strategy", choices=["default", "full"], default="default")
-    assemble.set_defaults(run=_cmd_assemble)
 
     doctor = commands.add_parser("doctor", help="check that llamafactory-cli sees our templates")
     doctor.set_defaults(run=_cmd_doctor)

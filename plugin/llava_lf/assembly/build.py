@@ -1,0 +1,276 @@
+"""Write a llava-hf checkpoint from resolved parts, one tensor at a time, into a staging directory that
+replaces `out` only once everything is on disk.
+
+Expected names and shapes come from HF Llava itself, built on the meta device (no memory); saved names are
+the ones `save_pretrained` writes (transformers' own reverse key mapping), so the result is what
+transformers would have written for the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..formats import IMAGE_TOKEN, LLAVA_V1_CHAT_TEMPLATE
+from ..image_tokens import image_seqlen_from_config
+from .language import TextPart, grow_rows
+from .projector import ACTIVATIONS, ProjectorWeights, check_shapes
+from .spec import AssemblyError, DtypeName, ProjectorKind, SelectStrategy
+from .tensor_files import PlannedTensor, WeightSource, write_safetensors
+from .vision import VisionPart, check_choices
+
+MAX_LISTED = 8  # problems of one kind listed before "... and N more"
+VOCAB_KEYS = ("model.language_model.embed_tokens.weight", "lm_head.weight")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The resolved choices of one assembly."""
+
+    projector: ProjectorKind
+    vision_feature_layer: int
+    select_strategy: SelectStrategy
+    pad_to_square: bool
+    dtype: DtypeName
+    vocab_multiple: int
+    seed: int
+    max_shard_bytes: int
+    progress: bool
+
+
+@dataclass
+class StoredWeights:
+    """Where the vision tower's and the decoder's stored tensors are, and how their keys map into HF Llava."""
+
+    vision: WeightSource
+    vision_key: Callable[[str], str | None]  # stored key -> key inside model.vision_tower, None to leave out
+    text: WeightSource
+    text_key: Callable[[str], str | None]  # stored key -> runtime key (model.language_model.* / lm_head.weight)
+
+
+@dataclass(frozen=True)
+class AssemblyReport:
+    out: Path
+    bytes_written: int
+    dtype: str
+    vision_type: str
+    text_type: str
+    projector: str
+    vocab_rows: tuple[int, int]
+    image_token_id: int
+    pad_token_id: int
+    image_seq_length: int
+    pad_to_square: bool
+
+    def summary(self) -> str:
+        return "\n".join([
+            f"llava-hf checkpoint written to {self.out} ({self.bytes_written / 2**30:.2f} GiB of {self.dtype} weights)",
+            f"  vision {self.vision_type}, language model {self.text_type}, projector {self.projector}",
+            f"  vocabulary rows {self.vocab_rows[0]} -> {self.vocab_rows[1]}; <image> id {self.image_token_id}, "
+            f"pad id {self.pad_token_id}",
+            f"  {self.image_seq_length} tokens per image; pad to square: {'yes' if self.pad_to_square else 'no'}",
+        ])
+
+
+def resolve_dtype(name: DtypeName, text_config) -> torch.dtype:
+    if name != "auto":
+        return getattr(torch, name)
+    stored = getattr(text_config, "dtype", None) or getattr(text_config, "torch_dtype", None)
+    if isinstance(stored, str):
+        stored = getattr(torch, stored, None)
+    return stored if isinstance(stored, torch.dtype) and stored.is_floating_point else torch.float32
+
+
+def check_destination(out: Path, sources: list[Path]) -> None:
+    """Refuse an --out that holds something other than a llava checkpoint, or that is one of the inputs."""
+    resolved = out.resolve()
+    for source in sources:
+        if resolved == source.resolve() or resolved in source.resolve().parents:
+            raise AssemblyError(f"--out {out}: is (or contains) the input {source}; choose a new directory")
+    if out.is_file():
+        raise AssemblyError(f"--out {out}: is a file; give a directory path")
+    if out.is_dir() and any(out.iterdir()):
+        config = out / "config.json"
+        is_llava = config.is_file() and json.loads(config.read_text()).get("model_type") == "llava"
+        if not is_llava:
+            raise AssemblyError(f"--out {out}: exists and is not a llava checkpoint; choose a new or empty directory "
+                                "(an earlier llava checkpoint there would be replaced)")
+
+
+def _publish(staging: Path, out: Path) -> None:
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        staging.rename(out)
+        return
+    previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+    out.rename(previous / out.name)
+    staging.rename(out)
+    shutil.rmtree(previous)
+
+
+def _llava_config(vision: VisionPart, text: TextPart, recipe: Recipe, image_seq_length: int, dtype: torch.dtype):
+    from transformers import LlavaConfig
+
+    config = LlavaConfig(
+        vision_config=vision.config, text_config=text.config,
+        image_token_index=text.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        projector_hidden_act=ACTIVATIONS[recipe.projector],
+        vision_feature_layer=recipe.vision_feature_layer,
+        vision_feature_select_strategy=recipe.select_strategy,
+        image_seq_length=image_seq_length,
+        pad_token_id=text.tokenizer.pad_token_id,
+        tie_word_embeddings=text.tied,
+    )
+    for part in (config, config.vision_config, config.text_config):
+        part.dtype = dtype
+    return config
+
+
+def _processor(vision: VisionPart, text: TextPart, recipe: Recipe):
+    from transformers import LlavaProcessor
+
+    return LlavaProcessor(image_processor=vision.image_processor, tokenizer=text.tokenizer,
+                          patch_size=vision.config.patch_size, vision_feature_select_strategy=recipe.select_strategy,
+                          num_additional_image_tokens=vision.cls_tokens, chat_template=LLAVA_V1_CHAT_TEMPLATE)
+
+
+def _expected(config) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Runtime key -> shape of every tensor the checkpoint holds, and runtime key -> saved key."""
+    from transformers import LlavaForConditionalGeneration
+    from transformers.core_model_loading import revert_weight_conversion
+
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    state = model.state_dict()
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)  # tied to the embeddings; save_pretrained leaves it out
+    saved = {key: next(iter(revert_weight_conversion(model, {key: tensor}))) for key, tensor in state.items()}
+    return {key: tuple(tensor.shape) for key, tensor in state.items()}, saved
+
+
+def _listed(title: str, items: list[str]) -> list[str]:
+    if not items:
+        return []
+    more = f" ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return [f"{title}: {', '.join(items[:MAX_LISTED])}{more}"]
+
+
+def _match(source: WeightSource, to_runtime: Callable[[str], str | None], expected: dict[str, tuple[int, ...]],
+           stored_rows: int | None = None) -> tuple[dict[str, str], list[str]]:
+    """Map `source`'s keys to runtime keys in `expected`; report unexpected keys and shape mismatches."""
+    matched: dict[str, str] = {}
+    unexpected, mismatched = [], []
+    for stored in source.keys():
+        runtime = to_runtime(stored)
+        if runtime is None:
+            continue
+        if runtime not in expected:
+            unexpected.append(stored)
+            continue
+        shape, want = source.ref(stored).shape, expected[runtime]
+        if runtime in VOCAB_KEYS and stored_rows is not None:
+            want = (stored_rows,) + want[1:]  # rows grow on the way out
+        if shape != want:
+            mismatched.append(f"{stored} {list(shape)} (llava needs {list(want)})")
+            continue
+        matched[runtime] = stored
+    problems = _listed(f"{source.origin}: tensors HF Llava has no place for", unexpected)
+    problems += _listed(f"{source.origin}: tensors whose shape does not fit", mismatched)
+    return matched, problems
+
+
+def _plan_source(source: WeightSource, matched: dict[str, str], saved: dict[str, str], dtype: torch.dtype,
+                 expected: dict[str, tuple[int, ...]], seed: int) -> list[PlannedTensor]:
+    """Tensors of one source in stored order (each .bin file is read once); the last one lets the file go."""
+    order = {stored: index for index, stored in enumerate(source.keys())}
+    runtimes = sorted(matched, key=lambda runtime: order[matched[runtime]])
+    planned = []
+    for index, runtime in enumerate(runtimes):
+        stored, last = matched[runtime], index == len(runtimes) - 1
+        rows = expected[runtime][0] if runtime in VOCAB_KEYS else None
+        salt = VOCAB_KEYS.index(runtime) if runtime in VOCAB_KEYS else 0  # embeddings and head draw apart
+
+        def make(stored=stored, last=last, rows=rows, salt=salt):
+            value = source.read(stored)
+            if last:
+                source.release()
+            if rows is not None:
+                value = grow_rows(value, rows, seed + salt)
+            return value.to(dtype)
+
+        planned.append(PlannedTensor(saved[runtime], dtype, expected[runtime], make))
+    return planned
+
+
+def build_checkpoint(vision: VisionPart, text: TextPart, projector: ProjectorWeights, stored: StoredWeights,
+                     recipe: Recipe, out: Path) -> AssemblyReport:
+    """Check everything, then write the checkpoint to `out` (atomically); raise AssemblyError listing all problems."""
+    from tqdm.auto import tqdm
+
+    dtype = resolve_dtype(recipe.dtype, text.config)
+    processor = _processor(vision, text, recipe)
+    patches = (vision.config.image_size // vision.config.patch_size) ** 2
+    fallback = patches + vision.cls_tokens - (vision.cls_tokens if recipe.select_strategy == "default" else 0)
+    image_seq_length = image_seqlen_from_config(processor) or fallback
+    config = _llava_config(vision, text, recipe, image_seq_length, dtype)
+    expected, saved = _expected(config)
+
+    problems = check_choices(vision, recipe.vision_feature_layer, recipe.select_strategy)
+    problems += check_shapes(projector, vision.config.hidden_size, text.config.hidden_size,
+                             stored.vision.origin, stored.text.origin)
+    tower = {key.removeprefix("model.vision_tower."): shape for key, shape in expected.items()
+             if key.startswith("model.vision_tower.")}
+    vision_matched, vision_problems = _match(stored.vision, stored.vision_key, tower)
+    vision_matched = {"model.vision_tower." + key: value for key, value in vision_matched.items()}
+
+    def text_key(key: str) -> str | None:
+        runtime = stored.text_key(key)
+        return None if text.tied and runtime == "lm_head.weight" else runtime  # a tied head is not stored
+
+    text_expected = {key: shape for key, shape in expected.items()
+                     if key.startswith("model.language_model.") or key == "lm_head.weight"}
+    text_matched, text_problems = _match(stored.text, text_key, text_expected, text.stored_rows)
+    problems += vision_problems + text_problems
+    missing = [key for key in expected if key not in vision_matched and key not in text_matched
+               and not key.startswith("model.multi_modal_projector.")]
+    problems += _listed("tensors missing from the inputs (wrong or incomplete checkpoint?)", missing)
+    if problems:
+        raise AssemblyError("cannot assemble:\n  " + "\n  ".join(problems))
+
+    planned = _plan_source(stored.vision, vision_matched, saved, dtype, expected, recipe.seed)
+    for name, tensor in projector.tensors.items():
+        runtime = "model.multi_modal_projector." + name
+        planned.append(PlannedTensor(saved[runtime], dtype, expected[runtime], lambda t=tensor: t.to(dtype)))
+    planned += _plan_source(stored.text, text_matched, saved, dtype, expected, recipe.seed)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        total_bytes = sum(tensor.nbytes for tensor in planned)
+        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="writing llava-hf weights",
+                  disable=not recipe.progress) as progress:
+            written = write_safetensors(staging, planned, recipe.max_shard_bytes, progress)
+        config.save_pretrained(staging)
+        text.generation_config.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        _publish(staging, out)
+    finally:
+        stored.vision.release()
+        stored.text.release()
+        if staging.exists():
+            shutil.rmtree(staging)
+    return AssemblyReport(
+        out=out, bytes_written=written, dtype=str(dtype).removeprefix("torch."),
+        vision_type=vision.config.model_type, text_type=text.config.model_type,
+        projector=f"{projector.kind} from {projector.origin}", vocab_rows=(text.stored_rows, text.config.vocab_size),
+        image_token_id=config.image_token_index, pad_token_id=text.tokenizer.pad_token_id,
+        image_seq_length=image_seq_length, pad_to_square=recipe.pad_to_square,
+    )

@@ -1,0 +1,121 @@
+"""The language side: which causal LMs HF Llava hosts here, the tokenizer's `<image>`/pad tokens, and the
+embedding rows they need (padded to a multiple, new rows near the mean of the old ones)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..formats import IMAGE_TOKEN, LLAVA_V1_CHAT_TEMPLATE, PAD_TOKEN
+from .spec import AssemblyError
+
+# model_type -> the decoder HF Llava builds for it; each one is covered by a parity test.
+SUPPORTED_TEXT_TYPES = ("llama", "mistral", "qwen2")
+NEW_ROW_VARIANCE = 1e-9  # as transformers' mean resizing: new rows sit within ~3e-5 std of the mean
+ROW_CHUNK = 4096  # rows per step of the mean/variance pass, so a 7B vocabulary is never copied whole
+REBUILT_BUFFERS = ("rotary_emb.inv_freq",)  # older checkpoints saved it; current models recompute it
+
+
+def check_text_type(model_type: str | None, where: Path) -> str:
+    if model_type not in SUPPORTED_TEXT_TYPES:
+        raise AssemblyError(f"{where}: model_type {model_type!r} is not a language model this assembler supports "
+                            f"(supported: {', '.join(SUPPORTED_TEXT_TYPES)}); give a LLaMA/Vicuna, Mistral or "
+                            "Qwen2 checkpoint")
+    return model_type
+
+
+def text_config_from(raw: dict[str, Any], model_type: str):
+    """A text config of `model_type` from a raw config dict (foreign keys are dropped by the caller)."""
+    from transformers import CONFIG_MAPPING
+
+    fields = {key: value for key, value in raw.items() if key not in {"model_type", "architectures", "auto_map"}}
+    return CONFIG_MAPPING[model_type].from_dict(fields)
+
+
+def load_tokenizer(path: Path, role: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise AssemblyError(f"{role} {path}: no usable tokenizer ({error}); copy the tokenizer files "
+                            "(tokenizer.json or tokenizer.model + tokenizer_config.json) next to config.json") from error
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Add `<image>` and a pad token when missing (reused when present); set the `llava_v1` chat template."""
+    from tokenizers import AddedToken
+
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    tokenizer.chat_template = LLAVA_V1_CHAT_TEMPLATE
+
+
+def padded_rows(tokenizer_size: int, stored_rows: int, multiple: int) -> int:
+    """Embedding rows after assembly: enough for every token, rounded up; never fewer than stored."""
+    rows = max(tokenizer_size, stored_rows)
+    return -(-rows // multiple) * multiple
+
+
+def grow_rows(old: torch.Tensor, rows: int, seed: int) -> torch.Tensor:
+    """`old` with rows appended, each the mean of the old rows plus noise of 1e-9 times their variance."""
+    if rows == old.shape[0]:
+        return old
+    total = torch.zeros(old.shape[1], dtype=torch.float64)
+    for start in range(0, old.shape[0], ROW_CHUNK):
+        total += old[start:start + ROW_CHUNK].sum(0, dtype=torch.float64)
+    mean = total / old.shape[0]
+    squares = torch.zeros_like(mean)
+    for start in range(0, old.shape[0], ROW_CHUNK):
+        squares += ((old[start:start + ROW_CHUNK].double() - mean) ** 2).sum(0)
+    std = (squares / old.shape[0] * NEW_ROW_VARIANCE).sqrt()
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(rows - old.shape[0], old.shape[1], generator=generator, dtype=torch.float64)
+    return torch.cat([old, (mean + noise * std).to(old.dtype)])
+
+
+@dataclass
+class TextPart:
+    config: Any  # the decoder's PreTrainedConfig; vocab_size is updated to the padded row count
+    tokenizer: Any
+    generation_config: Any
+    stored_rows: int  # embedding rows in the stored weights
+
+    @property
+    def tied(self) -> bool:
+        return bool(getattr(self.config, "tie_word_embeddings", False))
+
+
+def generation_config_for(path: Path, config):
+    from transformers import GenerationConfig
+
+    if (path / "generation_config.json").is_file():
+        return GenerationConfig.from_pretrained(path)
+    return GenerationConfig.from_model_config(config)
+
+
+def finish_text(config, tokenizer, generation_config, multiple: int) -> TextPart:
+    """Prepare the tokenizer and size the vocabulary; the config then describes the output's decoder."""
+    stored_rows = config.vocab_size
+    prepare_tokenizer(tokenizer)
+    config.vocab_size = padded_rows(len(tokenizer), stored_rows, multiple)
+    config.pad_token_id = tokenizer.pad_token_id
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name)
+        if value is not None:
+            setattr(generation_config, name, value)
+    return TextPart(config, tokenizer, generation_config, stored_rows)
+
+
+def llm_key(stored: str) -> str | None:
+    """The runtime key inside HF Llava for a stored causal-LM key; None for buffers to leave out."""
+    if stored.endswith(REBUILT_BUFFERS):
+        return None
+    if stored.startswith("model."):
+        return "model.language_model." + stored.removeprefix("model.")
+    return stored  # lm_head.weight keeps its name

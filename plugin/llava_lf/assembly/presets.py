@@ -1,0 +1,64 @@
+"""Named assembly presets (`yaml/assemble/*.yaml`): YAML files that spell a recipe's model choices.
+
+Keys are strict: an unknown key or a bad value is an error that names the file, the key and the valid values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .spec import DTYPE_NAMES, PROJECTOR_KINDS, SELECT_STRATEGIES, AssemblyError
+
+# key -> (type, allowed values or None)
+PRESET_KEYS: dict[str, tuple[type, tuple[str, ...] | None]] = {
+    "projector": (str, PROJECTOR_KINDS),
+    "vision_feature_layer": (int, None),
+    "select_strategy": (str, SELECT_STRATEGIES),
+    "pad_to_square": (bool, None),
+    "dtype": (str, DTYPE_NAMES),
+    "vocab_multiple": (int, None),
+}
+
+
+def preset_dir() -> Path:
+    """yaml/assemble of a source checkout, else yaml/assemble under the working directory."""
+    checkout = Path(__file__).resolve().parents[3] / "yaml" / "assemble"
+    return checkout if checkout.is_dir() else Path.cwd() / "yaml" / "assemble"
+
+
+def find_preset(value: str) -> Path:
+    """A preset given as a file path, or by name (`llava1_5_7b`) from the preset folder."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    named = preset_dir() / f"{value}.yaml"
+    if named.is_file():
+        return named
+    known = sorted(file.stem for file in preset_dir().glob("*.yaml"))
+    raise AssemblyError(f"--preset {value}: no such file or preset; known presets: {', '.join(known) or 'none'}")
+
+
+def load_preset(value: str) -> dict[str, Any]:
+    import yaml
+
+    path = find_preset(value)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise AssemblyError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise AssemblyError(f"{path}: expected a mapping of choices ({', '.join(PRESET_KEYS)})")
+    problems = []
+    for key, value in data.items():
+        if key not in PRESET_KEYS:
+            problems.append(f"{path}: unknown key {key!r}; valid keys: {', '.join(PRESET_KEYS)}")
+            continue
+        kind, allowed = PRESET_KEYS[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            problems.append(f"{path}: {key} must be a {kind.__name__}, got {value!r}")
+        elif allowed is not None and value not in allowed:
+            problems.append(f"{path}: {key} {value!r} is not one of {', '.join(allowed)}")
+    if problems:
+        raise AssemblyError("\n".join(problems))
+    return data

@@ -1,0 +1,54 @@
+"""What an assembly or an import is asked to build (import-free: the CLI and presets read these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+ProjectorKind = Literal["mlp2x_gelu", "linear"]
+SelectStrategy = Literal["default", "full"]
+DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
+
+PROJECTOR_KINDS: tuple[str, ...] = get_args(ProjectorKind)
+SELECT_STRATEGIES: tuple[str, ...] = get_args(SelectStrategy)
+DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
+
+DEFAULT_SHARD_BYTES = 5 * 1024**3
+
+
+class AssemblyError(ValueError):
+    """Bad input to the assembler or importer; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class AssemblySpec:
+    """CLIP/SigLIP vision + projector + causal LM -> a llava-hf checkpoint at `out`; LLaVA-1.5's choices by default."""
+
+    vision: Path
+    llm: Path
+    out: Path
+    projector: ProjectorKind | None = None  # None: what `projector_weights` holds, else mlp2x_gelu
+    projector_weights: Path | None = None  # an original mm_projector.bin / .safetensors (stage 1)
+    vision_feature_layer: int = -2  # penultimate layer, as LLaVA
+    select_strategy: SelectStrategy = "default"  # drop CLIP's CLS token
+    pad_to_square: bool = False  # LLaVA-1.5 pads with the CLIP mean colour; the presets turn it on
+    dtype: DtypeName = "auto"  # auto: the language model's stored dtype
+    vocab_multiple: int = 64
+    seed: int = 0  # new embedding rows and a fresh projector
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    """An original (liuhaotian-format) LLaVA checkpoint -> llava-hf; its config.json supplies the choices."""
+
+    src: Path
+    vision: Path
+    out: Path
+    dtype: DtypeName = "auto"
+    vocab_multiple: int = 64
+    seed: int = 0
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES
+    progress: bool = True
