@@ -32,6 +32,7 @@ class Reply:
     raw: bytes | None = None  # sent as the body instead of a completion
     headers: tuple[tuple[str, str], ...] = ()
     delay_s: float = 0.0
+    hang_up: bool = False  # close the kept-alive connection after replying, without saying so
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class ScriptedTeacher:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args) -> None:
                 pass
@@ -126,6 +128,7 @@ class ScriptedTeacher:
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
         handler.wfile.write(payload)
+        handler.close_connection = reply.hang_up
 
     def count(self, **match) -> int:
         return sum(all(getattr(seen, k) == v for k, v in match.items()) for seen in self.seen)
@@ -253,3 +256,18 @@ def test_fatal_status_stops_the_run(tmp_path, coco):
     assert len(teacher.seen) == 1  # one refusal is enough: the key is wrong for every request
     assert report.unfinished == len(contexts) * len(TASK_TYPES)
     assert Counter(failure.reason for failure in report.failures) == {"http_401": 1}
+
+
+@pytest.mark.timeout(30)
+def test_connections_closed_by_the_server_are_reopened_without_a_retry(tmp_path, coco):
+    from llava_lf.generate import GenerateJob, TeacherConfig, run_generation
+
+    _, captions, instances, contexts = coco
+    script = {(context.image_id, "conversation"): [Reply(hang_up=True)] for context in contexts}
+    with ScriptedTeacher(contexts, script) as teacher:
+        config = TeacherConfig(base_url=teacher.url, model="scripted", backoff_s=5.0)  # a retry would show
+        began = time.monotonic()
+        report = run_generation(GenerateJob(captions, instances, ["conversation"], tmp_path / "g.jsonl", config,
+                                            concurrency=1, progress=False))
+    assert report.written["conversation"] == len(teacher.seen) == report.requests == len(contexts)
+    assert not report.retries and time.monotonic() - began < 2.5
