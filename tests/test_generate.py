@@ -176,9 +176,8 @@ def test_appender_refuses_damage_before_the_last_line_and_a_second_writer(tmp_pa
     with pytest.raises(OutputError, match="out.jsonl:2: not a JSON object"):
         JsonlAppender(path).__enter__()
     path.write_text('{"id": "a"}\n')
-    with JsonlAppender(path):
-        with pytest.raises(OutputError, match="being written by another run"):
-            JsonlAppender(path).__enter__()
+    with JsonlAppender(path), pytest.raises(OutputError, match="being written by another run"):
+        JsonlAppender(path).__enter__()
     with JsonlAppender(path) as log:  # the lock went with the first writer
         assert len(log.rows) == 1
 
@@ -226,3 +225,21 @@ def test_prompt_files_ship_in_the_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"llava_lf/generate/prompts/{path.name}" for path in PACKAGED_PROMPTS.iterdir()}
     assert len(shipped) == 7 and shipped <= names
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--out", "gen.json"], "must end in .jsonl"),
+    (["--out", "gen.jsonl", "--types", "detail"], "--instances is needed for the detail and complex types"),
+    (["--out", "gen.jsonl", "--types", "conversation,story"], "unknown type(s) ['story']"),
+    (["--out", "gen.jsonl", "--types", "conversation", "--prompts", "nowhere"], "has no conversation_system.txt"),
+])
+def test_cli_usage_errors_exit_2_with_the_fix(tmp_path, capsys, monkeypatch, extra, message):
+    from llava_lf.cli import build_parser
+
+    captions, _ = _write_coco(tmp_path, [{"id": 1, "image_id": 7, "caption": "A dog."}], [])
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["generate", "--captions", str(captions), "--teacher-base-url",
+                                      "http://127.0.0.1:9/v1", "--teacher-model", "m", *extra])
+    assert args.run(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "gen.jsonl").exists()

@@ -56,11 +56,11 @@ def test_sigkill_then_restart_loses_nothing_and_duplicates_nothing(tmp_path):
     done_before = set(_ids(out)) | set(_ids(rejected))
     assert 20 <= len(done_before) < len(every)
     with open(out, "ab") as handle:  # what a kill inside a write leaves behind
-        handle.write(b'{"id": "' + sorted(every - done_before)[0].encode() + b'", "image": "tor')
+        handle.write(b'{"id": "' + min(every - done_before).encode() + b'", "image": "tor')
 
     with ScriptedTeacher(contexts, script) as teacher:
         result = subprocess.run(command + ["--teacher-base-url", teacher.url], env=env, capture_output=True,
-                                text=True, timeout=60)
+                                text=True, timeout=60, check=False)
         asked_again = Counter(f"{seen.image_id}-{seen.task}" for seen in teacher.seen)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "dropped 1 torn row(s)" in result.stdout

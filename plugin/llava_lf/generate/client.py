@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import threading
 import time
 from collections import Counter
@@ -180,7 +179,7 @@ class TeacherClient:
     def _attempt(self, body: bytes, attempts: int) -> Completion:
         try:
             status, headers, payload = self._post(body)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:  # socket.timeout is an alias of it
             self._drop_connection()
             raise _Retry("timeout", f"no complete reply within {self.config.timeout_s:g} s") from None
         except (ConnectionError, http.client.HTTPException, OSError) as error:

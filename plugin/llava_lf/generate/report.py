@@ -43,9 +43,9 @@ class GenerationReport:
 
     def summary(self) -> str:
         done = sum(self.written.values())
-        lines = [f"generate: {self.pairs} (image, type) pairs, {self.skipped} already done; this run wrote {done} "
-                 f"to {self.output}, rejected {sum(self.rejected.values())} (see {self.rejected_file}), "
-                 f"{len(self.failures)} failed, {self.unfinished} left unfinished"]
+        lines = [(f"generate: {self.pairs} (image, type) pairs, {self.skipped} already done; this run wrote {done} "
+                  f"to {self.output}, rejected {sum(self.rejected.values())} (see {self.rejected_file}), "
+                  f"{len(self.failures)} failed, {self.unfinished} left unfinished")]
         if self.written:
             lines.append("  written: " + ", ".join(f"{task} {n}" for task, n in sorted(self.written.items())))
         if self.rejected:

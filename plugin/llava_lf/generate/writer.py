@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Self
 
 
 class OutputError(RuntimeError):
@@ -32,7 +33,7 @@ class JsonlAppender:
         self.dropped_tail = b""
         self._fd: int | None = None
 
-    def __enter__(self) -> JsonlAppender:
+    def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
