@@ -86,6 +86,7 @@ def import_original(spec: ImportSpec) -> AssemblyReport:
     where = spec.src / "config.json"
     check_destination(spec.out, [spec.src, spec.vision])
     projector_kind, layer, strategy, pad_to_square = _choices(raw, where)
+    source = _weights_or_hint(spec.src)
     text_type = _text_type(raw, where)
 
     vision = load_vision(spec.vision, pad_to_square)
@@ -99,7 +100,6 @@ def import_original(spec: ImportSpec) -> AssemblyReport:
     text = finish_text(text_config, load_tokenizer(spec.src, "SRC"), generation_config_for(spec.src, text_config),
                        spec.vocab_multiple)
 
-    source = _weights_or_hint(spec.src)
     projector = read_original(source, projector_kind)
     has_tower = any(key.startswith("model.vision_tower.") for key in source.keys())
 
