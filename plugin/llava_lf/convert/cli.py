@@ -55,7 +55,7 @@ def _run_guarded(prog: str, work: Callable[[], int]) -> int:
         return work()
     except SourceFormatError as error:
         print(f"llava-lf {prog}: {error}\n  the file must be a JSON array of records or JSON Lines; fix it at "
-              f"that line and column and run again (nothing was written)", file=sys.stderr)
+              f"that line and column and run again (no earlier output was changed)", file=sys.stderr)
     except (CutoffError, ValueError, FileNotFoundError, IsADirectoryError) as error:
         print(f"llava-lf {prog}: {error}", file=sys.stderr)
     return EXIT_BAD_INPUT

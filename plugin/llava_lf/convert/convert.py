@@ -7,7 +7,6 @@ with the file. Nothing is dropped silently: each rejected record becomes a line 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,7 +163,7 @@ def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str,
     try:
         for item in _pipeline(_sources(src, options), Path(image_folder), out_dir, options, report):
             if isinstance(item, Rejection):
-                rejected.handle.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
+                rejected.write_json_line(item.to_json())
             else:
                 dataset.write(item.record)
     except BaseException:
@@ -189,7 +188,7 @@ def check_file(src: Path, image_folder: Path, options: ConvertOptions | None = N
     try:
         for item in _pipeline(_sources(Path(src), options), Path(image_folder), None, options, report):
             if rejected is not None and isinstance(item, Rejection):
-                rejected.handle.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
+                rejected.write_json_line(item.to_json())
     except BaseException:
         if rejected is not None:
             rejected.discard()

@@ -48,10 +48,11 @@ def inspect_image(path: str, max_pixels: int) -> ImageFault | None:
     return None
 
 
-def _init_worker(max_pixels: int) -> None:
+def _init_worker() -> None:
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)  # our limit decides, in this worker only
+    # Our own check (header size vs max_pixels, before decoding) decides; only in these worker processes.
+    Image.MAX_IMAGE_PIXELS = None
 
 
 def _inspect_batch(paths: list[list[str]], max_pixels: int) -> list[list[ImageFault | None]]:
@@ -86,8 +87,7 @@ class ImageVerifier:
     ) -> Iterator[tuple[T, list[ImageFault | None]]]:
         # spawn: the parent may hold tokenizer threads (cutoff counting), which fork would copy badly
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(self.max_pixels,)) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker) as pool:
             window: deque[tuple[list[T], Future]] = deque()
             batch: list[T] = []
             for item in items:

@@ -3,6 +3,8 @@
 Every problem found in a record is collected (not just the first), each naming the field and the fix.
 Normalisation follows LLaVA: `<image>` moves to the front of its turn as `<image>\\n`, a leading gpt
 turn is dropped; we also drop an unanswered last human turn. Each such change is counted.
+The checks run over whole lists with C-level operations (`str.join`, `list.count`) because they run
+once per record of 665K-record files; the per-turn loops only run to explain a problem.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass, field
 from .records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMAN, ROLE_SYSTEM, LlavaTurn
 from .report import Problem
 
-_ROLES = (ROLE_HUMAN, ROLE_GPT, ROLE_SYSTEM)
+_ROLES = frozenset((ROLE_HUMAN, ROLE_GPT, ROLE_SYSTEM))
+_TURN_FIX = "write each turn as {\"from\": \"human\"|\"gpt\", \"value\": \"...\"}"
 
 
 @dataclass(slots=True)
@@ -24,18 +27,34 @@ class Normalised:
 
 def record_id(record: object, problems: list[Problem]) -> str | None:
     """The record's id as a string; a problem when it is present but neither a string nor an integer."""
-    if not isinstance(record, dict) or (value := record.get("id")) is None:
+    if type(record) is not dict or (value := record.get("id")) is None:
         return None
-    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+    if type(value) is str:
+        return value
+    if type(value) is int:
         return str(value)
     problems.append(Problem("malformed", "id", f"expected a string or an integer, got {type(value).__name__}",
                             "write the id as a string, e.g. \"000000033471\""))
     return None
 
 
+def record_images(record: object, problems: list[Problem]) -> list[str] | None:
+    """The record's image paths ([] for a text-only sample), or None with a problem when mistyped."""
+    if type(record) is not dict or (image := record.get("image")) is None:
+        return []
+    if type(image) is str and image.strip():
+        return [image]
+    if type(image) is list and all(type(item) is str and item.strip() for item in image):
+        return image
+    problems.append(Problem("malformed", "image", f"expected a path or a list of paths, got {image!r:.80}",
+                            "write 'image' as \"folder/file.jpg\" (or a list of such paths), or leave it out "
+                            "for a text-only sample"))
+    return None
+
+
 def normalise(record: object, images: list[str] | None, plain: bool, problems: list[Problem]) -> Normalised | None:
     """The normalised record (`images` from `record_images`), or None with `problems` filled in."""
-    if not isinstance(record, dict):
+    if type(record) is not dict:
         problems.append(Problem("malformed", "<record>", f"expected an object, got {type(record).__name__}",
                                 "make each element a JSON object with 'conversations' (and 'image')"))
         return None
@@ -43,94 +62,92 @@ def normalise(record: object, images: list[str] | None, plain: bool, problems: l
     if turns is None:
         return None
     changes: list[str] = []
-    positions = _order_roles(turns, problems, changes)
-    turns = [turns[position] for position in positions]
-    if images is not None and turns:
-        _place_images(turns, positions, len(images), problems, changes)
+    start, end = _order_roles(turns, problems, changes)
+    if start == end:
+        return None
+    system = turns[0]["from"] == ROLE_SYSTEM
+    kept = turns[:1] + turns[start:end] if system else turns[start:end]
+    if images is not None:
+        _place_images(kept, start - system, system, len(images), problems, changes)
         if plain:
-            _check_plain(turns, len(images), problems)
-    return Normalised(turns, images, changes) if not problems else None
-
-
-def record_images(record: object, problems: list[Problem]) -> list[str] | None:
-    """The record's image paths ([] for a text-only sample), or None with a problem when mistyped."""
-    if not isinstance(record, dict):
-        return []
-    image = record.get("image")
-    if image is None:
-        return []
-    images = [image] if isinstance(image, str) else image
-    if isinstance(images, list) and all(isinstance(item, str) and item.strip() for item in images):
-        return images
-    problems.append(Problem("malformed", "image", f"expected a path or a list of paths, got {image!r:.80}",
-                            "write 'image' as \"folder/file.jpg\" (or a list of such paths), or leave it out "
-                            "for a text-only sample"))
-    return None
+            _check_plain(kept, len(images), problems)
+    return Normalised(kept, images, changes) if not problems else None
 
 
 def _turns(record: dict, problems: list[Problem]) -> list[LlavaTurn] | None:
     turns = record.get("conversations")
-    if not isinstance(turns, list) or not turns:
+    if type(turns) is not list or not turns:
         got = "nothing" if turns is None else f"{type(turns).__name__} {turns!r:.60}"
         problems.append(Problem("malformed", "conversations", f"expected a non-empty list of turns, got {got}",
                                 "give the record 'conversations': [{\"from\": \"human\", \"value\": ...}, "
                                 "{\"from\": \"gpt\", \"value\": ...}]"))
         return None
-    cleaned: list[LlavaTurn] = []
-    for position, turn in enumerate(turns):
-        role = turn.get("from") if isinstance(turn, dict) else None
-        value = turn.get("value") if isinstance(turn, dict) else None
-        if not isinstance(value, str) or role not in _ROLES:
-            what = (f"role {role!r} is not one of human, gpt, system" if isinstance(value, str) else
-                    f"expected {{\"from\": ..., \"value\": \"text\"}}, got {turn!r:.80}")
-            problems.append(Problem("malformed", f"conversations[{position}]", what,
-                                    "write each turn as {\"from\": \"human\"|\"gpt\", \"value\": \"...\"}"))
-            continue
-        cleaned.append({"from": role, "value": value})
-    return cleaned if len(cleaned) == len(turns) else None
+    try:
+        roles = [turn["from"] for turn in turns]
+        well_formed = _ROLES.issuperset(roles) and all(type(turn["value"]) is str for turn in turns)
+    except (TypeError, KeyError):
+        well_formed = False
+    if not well_formed:
+        for position, turn in enumerate(turns):
+            role = turn.get("from") if type(turn) is dict else None
+            value = turn.get("value") if type(turn) is dict else None
+            if type(value) is not str:
+                problems.append(Problem("malformed", f"conversations[{position}]",
+                                        f"expected {{\"from\": ..., \"value\": \"text\"}}, got {turn!r:.80}", _TURN_FIX))
+            elif role not in _ROLES:
+                problems.append(Problem("malformed", f"conversations[{position}].from",
+                                        f"role {role!r} is not one of human, gpt, system", _TURN_FIX))
+        return None
+    # Extra keys in a turn are not carried over; the dicts are shared otherwise (they are never mutated).
+    return [turn if len(turn) == 2 else {"from": turn["from"], "value": turn["value"]} for turn in turns]
 
 
-def _order_roles(turns: list[LlavaTurn], problems: list[Problem], changes: list[str]) -> list[int]:
-    """Positions of the turns kept: system first (optional), then human/gpt pairs; repairs counted."""
-    start = 1 if turns[0]["from"] == ROLE_SYSTEM else 0
-    if start < len(turns) and turns[start]["from"] == ROLE_GPT:
+def _order_roles(turns: list[LlavaTurn], problems: list[Problem], changes: list[str]) -> tuple[int, int]:
+    """[start, end) of the human/gpt pairs, after an optional system turn; repairs counted. start == end: rejected."""
+    roles = [turn["from"] for turn in turns]
+    start = 1 if roles[0] == ROLE_SYSTEM else 0
+    if start < len(roles) and roles[start] == ROLE_GPT:
         start += 1
         changes.append("leading_gpt_dropped")
-    end = len(turns)
-    if (end - start) % 2 and turns[-1]["from"] == ROLE_HUMAN:
+    end = len(roles)
+    if (end - start) % 2 and roles[-1] == ROLE_HUMAN:
         end -= 1
         changes.append("trailing_human_dropped")
     if end - start < 2:
         problems.append(Problem("roles", "conversations", f"no human/gpt pair among {len(turns)} turn(s)",
                                 "give the record at least one human question followed by a gpt answer"))
-        return []
-    for position in range(start, end):
-        expected = ROLE_HUMAN if (position - start) % 2 == 0 else ROLE_GPT
-        if turns[position]["from"] != expected:
-            problems.append(Problem("roles", f"conversations[{position}].from",
-                                    f"got {turns[position]['from']!r} where {expected!r} was due",
-                                    "alternate human and gpt turns (a system turn may only come first)"))
-            break
-    kept = ([0] if turns[0]["from"] == ROLE_SYSTEM else []) + list(range(start, end))
-    for position in kept:
-        if not turns[position]["value"].strip():
-            problems.append(Problem("empty_turn", f"conversations[{position}].value", "the turn has no text",
-                                    "fill in the turn or remove the record"))
-    return kept
+        return start, start
+    humans, answers = roles[start:end:2], roles[start + 1:end:2]
+    if humans.count(ROLE_HUMAN) != len(humans) or answers.count(ROLE_GPT) != len(answers):
+        position = next(p for p in range(start, end) if roles[p] != (ROLE_HUMAN if (p - start) % 2 == 0 else ROLE_GPT))
+        due = ROLE_HUMAN if (position - start) % 2 == 0 else ROLE_GPT
+        problems.append(Problem("roles", f"conversations[{position}].from", f"got {roles[position]!r} where {due!r} "
+                                "was due", "alternate human and gpt turns (a system turn may only come first)"))
+    positions = ([0] if start and roles[0] == ROLE_SYSTEM else []) + list(range(start, end))
+    if not all(turns[position]["value"].strip() for position in positions):
+        problems.extend(Problem("empty_turn", f"conversations[{position}].value", "the turn has no text",
+                                "fill in the turn or remove the record")
+                        for position in positions if not turns[position]["value"].strip())
+    return start, end
 
 
-def _place_images(turns: list[LlavaTurn], positions: list[int], n_images: int, problems: list[Problem],
+def _place_images(turns: list[LlavaTurn], offset: int, system: bool, n_images: int, problems: list[Problem],
                   changes: list[str]) -> None:
-    found = 0
-    for position, turn in zip(positions, turns):
-        count = turn["value"].count(IMAGE_PLACEHOLDER)
-        if count and turn["from"] != ROLE_HUMAN:
-            problems.append(Problem("image_in_answer", f"conversations[{position}].value",
-                                    f"a {turn['from']} turn contains the literal '{IMAGE_PLACEHOLDER}'",
-                                    f"remove '{IMAGE_PLACEHOLDER}' from the {turn['from']} text (only human turns "
-                                    "may hold it)"))
-        elif count:
-            found += count
+    """Placeholder count must equal the image count, in human turns only; one image moves to the front.
+
+    `turns[k]` came from `conversations[k + offset]`, except a system turn, which came from position 0.
+    """
+    human_text = "\0".join([turn["value"] for turn in turns if turn["from"] == ROLE_HUMAN])
+    other_text = "\0".join([turn["value"] for turn in turns if turn["from"] != ROLE_HUMAN])
+    if IMAGE_PLACEHOLDER in other_text:
+        for position, turn in enumerate(turns):
+            if turn["from"] != ROLE_HUMAN and IMAGE_PLACEHOLDER in turn["value"]:
+                source = 0 if system and position == 0 else position + offset
+                problems.append(Problem("image_in_answer", f"conversations[{source}].value",
+                                        f"a {turn['from']} turn contains the literal '{IMAGE_PLACEHOLDER}'",
+                                        f"remove '{IMAGE_PLACEHOLDER}' from the {turn['from']} text (only human "
+                                        "turns may hold it)"))
+    found = human_text.count(IMAGE_PLACEHOLDER)
     if found != n_images:
         fix = ("add the 'image' field or remove the placeholders" if n_images == 0 else
                f"put '{IMAGE_PLACEHOLDER}' in the first human turn" if found == 0 and n_images == 1 else
@@ -138,19 +155,20 @@ def _place_images(turns: list[LlavaTurn], positions: list[int], n_images: int, p
         problems.append(Problem("placeholder_count", "conversations",
                                 f"{found} '{IMAGE_PLACEHOLDER}' placeholder(s) for {n_images} image(s)", fix))
     elif n_images == 1 and not problems:
-        for turn in turns:
+        for position, turn in enumerate(turns):
             if IMAGE_PLACEHOLDER in turn["value"]:
-                text = turn["value"].replace(IMAGE_PLACEHOLDER, "").strip()
-                moved = f"{IMAGE_PLACEHOLDER}\n{text}".strip()
+                moved = f"{IMAGE_PLACEHOLDER}\n{turn['value'].replace(IMAGE_PLACEHOLDER, '').strip()}".strip()
                 if moved != turn["value"]:
-                    turn["value"] = moved
+                    turns[position] = {"from": turn["from"], "value": moved}  # a new dict: the source stays as read
                     changes.append("image_moved_to_front")
+                break
 
 
 def _check_plain(turns: list[LlavaTurn], n_images: int, problems: list[Problem]) -> None:
     """Stage-1 data as LLaVA's plain format reads it: one image, one human/gpt pair, no system."""
-    if n_images != 1 or len(turns) != 2 or turns[0]["from"] == ROLE_SYSTEM:
-        shape = f"{n_images} image(s), {len(turns)} turn(s)" + (" with a system turn" if turns[0]["from"] == ROLE_SYSTEM else "")
+    system = turns[0]["from"] == ROLE_SYSTEM
+    if n_images != 1 or len(turns) != 2 or system:
+        shape = f"{n_images} image(s), {len(turns)} turn(s)" + (" with a system turn" if system else "")
         problems.append(Problem("plain_shape", "conversations", f"llava_plain takes one image and one human/gpt "
                                 f"pair; this record has {shape}",
                                 "convert stage-2 data with --template llava_v1, or give the caption sample one "

@@ -16,16 +16,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
+
 from .records import SharegptRecord
 
 
 class AtomicFile:
-    """A text file that replaces `path` on `commit()` and vanishes on `discard()`."""
+    """A binary file that replaces `path` on `commit()` and vanishes on `discard()`."""
 
     def __init__(self, path: Path):
         self.path = path
         self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        self.handle = open(self._tmp, "x", encoding="utf-8", buffering=1 << 20)  # "x": umask-respecting mode
+        self.handle = open(self._tmp, "xb", buffering=1 << 20)  # "x" creates it with the umask's mode
+
+    def write_json_line(self, row: object) -> None:
+        self.handle.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
 
     def commit(self) -> None:
         self.handle.close()
@@ -52,7 +57,7 @@ class DatasetWriter:
         self.reordered = False
 
     def write(self, record: SharegptRecord) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         if self._seen_image:
             self.file.handle.write(line)
         elif record["images"]:
@@ -62,7 +67,7 @@ class DatasetWriter:
             self.reordered = self.reordered or self._spill is not None
         else:
             if self._spill is None:
-                self._spill = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.file.path.parent)
+                self._spill = tempfile.TemporaryFile("w+b", dir=self.file.path.parent)
             self._spill.write(line)
 
     def _release_spill(self) -> None:
@@ -103,7 +108,7 @@ def update_dataset_info(out_dir: Path, name: str, entry: dict) -> None:
         info[name] = entry
         target = AtomicFile(info_path)
         try:
-            target.handle.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+            target.handle.write((json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
         except BaseException:
             target.discard()
             raise

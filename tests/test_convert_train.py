@@ -1,0 +1,59 @@
+"""A converted LLaVA file trains: image and text-only samples in one batch, through the real llamafactory-cli."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import BIN
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def test_converted_mixed_data_trains_with_llava_v1(tmp_path, tiny_llava, demo_data):
+    data, _ = demo_data
+    first, second = sorted(p.name for p in data.image_dir.iterdir() if p.suffix in (".png", ".jpg"))[:2]
+    records = [
+        {"id": "img-end", "image": first, "conversations": [
+            {"from": "human", "value": "What shape is shown?\n<image>"}, {"from": "gpt", "value": "A circle."},
+            {"from": "human", "value": "What colour is it?"}, {"from": "gpt", "value": "Red."}]},
+        {"id": "text-system", "conversations": [
+            {"from": "system", "value": "Answer in one word."},
+            {"from": "human", "value": "Which colour is the sky?"}, {"from": "gpt", "value": "Blue."}]},
+        {"id": "img-list", "image": [second], "conversations": [
+            {"from": "human", "value": "<image>\nHow many shapes?"}, {"from": "gpt", "value": "Two."}]},
+        {"id": "text-gpt-first", "conversations": [
+            {"from": "gpt", "value": "Hello!"}, {"from": "human", "value": "Name a shape."},
+            {"from": "gpt", "value": "A square."}]},
+    ]
+    src = tmp_path / "mixed.jsonl"
+    src.write_text("\n".join(json.dumps(record) for record in records) + "\n")
+    datasets = tmp_path / "datasets"
+    convert = subprocess.run(
+        [str(BIN / "llava-lf"), "convert", str(src), "--image-folder", str(data.image_dir), "--out", str(datasets),
+         "--name", "mixed", "--template", "llava_v1", "--cutoff-len", "128", "--tokenizer", str(tiny_llava),
+         "--strict"], capture_output=True, text=True, timeout=300)
+    assert convert.returncode == 0, convert.stdout + convert.stderr
+    written = [json.loads(line) for line in (datasets / "mixed.jsonl").read_text().splitlines()]
+    assert sorted(bool(record["images"]) for record in written) == [False, False, True, True]
+
+    config = {
+        "model_name_or_path": str(tiny_llava), "stage": "sft", "do_train": True, "finetuning_type": "lora",
+        "lora_target": "all", "dataset": "mixed", "dataset_dir": str(datasets), "template": "llava_v1",
+        "cutoff_len": 128, "preprocessing_num_workers": 1, "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 4,  # all four samples, image and text-only, in every batch
+        "max_steps": 2, "learning_rate": 1.0e-3, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run([str(BIN / "llamafactory-cli"), "train", str(path)], capture_output=True, text=True,
+                            env=env, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "Num examples = 4" in log and "Total optimization steps = 2" in log
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
