@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..demo.scoring import TypeScore, load_questions, score
-from .prediction_file import PredictRunSummary, answers_for, run_predictions
 from .predict import PredictionRequest, Predictor
+from .prediction_file import PredictRunSummary, answers_for, run_predictions
 
 
 class DemoDataError(ValueError):

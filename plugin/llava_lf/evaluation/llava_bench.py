@@ -94,13 +94,15 @@ def load_bench(questions: Path, contexts: Path, references: Path) -> list[BenchQ
     for row in _read_jsonl(questions):
         qid, image = str(_field(row, "question_id", questions)), _field(row, "image", questions)
         category = _field(row, "category", questions)
+        found = []
         if category not in CATEGORIES:
-            problems.append(f"question {qid}: category {category!r} is not one of {', '.join(CATEGORIES)}")
+            found.append(f"question {qid}: category {category!r} is not one of {', '.join(CATEGORIES)}")
         if image not in by_image:
-            problems.append(f"question {qid}: image {image!r} has no record in {contexts.name}")
+            found.append(f"question {qid}: image {image!r} has no record in {contexts.name}")
         if qid not in reference_text:
-            problems.append(f"question {qid}: no reference answer in {references.name}")
-        if not problems:
+            found.append(f"question {qid}: no reference answer in {references.name}")
+        problems += found
+        if not found:
             context, boxes = by_image[image]
             items.append(BenchQuestion(qid, image, _field(row, "text", questions), category, context, boxes,
                                        reference_text[qid]))

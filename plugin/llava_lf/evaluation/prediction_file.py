@@ -50,11 +50,14 @@ def read_predictions(path: Path) -> tuple[dict[str, PredictionRecord], bool]:
         if not line.strip():
             continue
         try:
-            record = PredictionRecord(**json.loads(line))
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
+            row = json.loads(line)
+            # Extra fields are fine, so answer files from LLaVA's own scripts can be scored too.
+            record = PredictionRecord(str(row["question_id"]), str(row.get("prompt", "")), str(row["text"]),
+                                      str(row.get("model_id", "")))
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
             raise PredictionFileError(
-                f"{path}, line {number}: not a prediction record ({error}); fix or delete that line "
-                f"(fields: question_id, prompt, text, model_id)") from None
+                f"{path}, line {number}: not a prediction record ({type(error).__name__}: {error}); fix or delete "
+                "that line (a record needs question_id and text; prompt and model_id are optional)") from None
         if record.question_id in records:
             raise PredictionFileError(
                 f"{path}, line {number}: question_id {record.question_id!r} appears twice; keep one of the lines")
