@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from llava_lf.evaluation import llava_bench, pope, scienceqa
 from llava_lf.evaluation.cli import add_subcommand
+from PIL import Image
 
 SUBJECTS = ("natural science", "social science", "language science")
 

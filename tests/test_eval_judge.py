@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import pytest
-
 from llava_lf.evaluation import llava_bench
 from llava_lf.evaluation.judge import JudgeClient, JudgeConfig, JudgeError, retry_after_seconds
 from test_eval_data import run_cli, write_llava_bench, write_predictions
@@ -74,7 +74,7 @@ class JudgeServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
-    def __enter__(self) -> JudgeServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from PIL import Image
-
 from llava_lf.evaluation import llava_bench, scienceqa
 from llava_lf.evaluation.llava_bench import Judgement
+from PIL import Image
 from test_eval_data import run_cli, scienceqa_problem, write_pope, write_predictions, write_scienceqa
 
 
@@ -75,7 +74,7 @@ def test_scienceqa_score_groups_rules_and_report_files(tmp_path, sqa_files, caps
     assert result["out_of_range"] == ["7"]
     table = (out / "scienceqa.md").read_text()
     img_row = next(line for line in table.splitlines() if line.startswith("| with image (IMG)"))
-    assert "| 6 | 50.0 |" in img_row and "66.8" in img_row and "71.6" in img_row  # beside LLaVA-1.5's SQA-IMG
+    assert "| 6 | 50.00 |" in img_row and "66.8" in img_row and "71.6" in img_row  # beside LLaVA-1.5's SQA-IMG
     assert "Failed to parse (5, counted wrong): 4, 5, 6, 9, 10" in table
     assert Image.open(out / "scienceqa.png").size[0] > 300
     assert "ScienceQA test: 41.67% of 12; with image 50.00% of 6" in capsys.readouterr().out
@@ -165,10 +164,10 @@ def test_judge_score_parsing(reply, scores):
 
 def test_demo_score_uses_the_demo_scoring(tmp_path):
     questions = tmp_path / "shapes_test_questions.jsonl"
-    rows = [{"image_id": 1, "qtype": "color", "question": "What color is the circle?", "answer": "red", "image": "a.png"},
-            {"image_id": 1, "qtype": "count", "question": "How many shapes are there?", "answer": "2", "image": "a.png"},
-            {"image_id": 2, "qtype": "color", "question": "What color is the square?", "answer": "blue", "image": "b.png"},
-            {"image_id": 2, "qtype": "presence", "question": "Is there a red cross?", "answer": "no", "image": "b.png"}]
+    rows = [{"qtype": "color", "question": "What color is the circle?", "answer": "red", "image": "a.png"},
+            {"qtype": "count", "question": "How many shapes are there?", "answer": "2", "image": "a.png"},
+            {"qtype": "color", "question": "What color is the square?", "answer": "blue", "image": "b.png"},
+            {"qtype": "presence", "question": "Is there a red cross?", "answer": "no", "image": "b.png"}]
     questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     # "Red." and "two" match after the demo's normalisation; "green" does not.
     predictions = write_predictions(tmp_path / "demo.jsonl", {"0": "Red.", "1": "two", "2": "green", "3": "No"})
