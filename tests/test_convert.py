@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from llava_lf.convert import ConvertOptions, convert_file
 from llava_lf.convert.report import REASONS
+from PIL import Image
 
 Q = "What is in the picture?"
 

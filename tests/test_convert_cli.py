@@ -8,13 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import BIN
+from PIL import Image
 
 
 def _llava_lf(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "llava-lf"), *map(str, args)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(BIN / "llava-lf"), *map(str, args)], check=False, capture_output=True, text=True,
+                          timeout=120)
 
 
 @pytest.fixture()

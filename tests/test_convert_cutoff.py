@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from llava_lf.convert import ConvertOptions, convert_file
 
 pytestmark = pytest.mark.timeout(300)
@@ -17,12 +16,11 @@ def _pair(question: str, answer: str) -> list[dict]:
 
 def _host_encode(tiny_llava, template_name: str, cutoff_len: int, record: dict, image_dir):
     """input_ids exactly as the host's supervised preprocessing builds them for training."""
-    from PIL import Image
-    from transformers import AutoProcessor, AutoTokenizer
-
     from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
     from llamafactory.data.template import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
+    from PIL import Image
+    from transformers import AutoProcessor, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llava)
     processor = AutoProcessor.from_pretrained(tiny_llava)
@@ -56,7 +54,7 @@ def test_counts_equal_the_hosts_and_trimmed_samples_are_not_truncated_by_it(tmp_
     from llava_lf.convert.cutoff import CutoffSpec, TurnBudget
 
     data, _ = demo_data
-    image = sorted(p.name for p in data.image_dir.iterdir())[0]
+    image = min(p.name for p in data.image_dir.iterdir())
     records = _records(image)
     if template == "llava_plain":  # one pair each; the human text is dropped by the template, so a long caption
         records = [records[0], {"id": "huge-first", "image": image,

@@ -7,7 +7,6 @@ import random
 import tracemalloc
 
 import pytest
-
 from llava_lf.convert import reader
 from llava_lf.convert.reader import SourceFormatError, iter_records
 

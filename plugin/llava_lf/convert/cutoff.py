@@ -51,10 +51,9 @@ class TurnBudget:
     """Counts a conversation's tokens per human/gpt pair as the host's template renders them."""
 
     def __init__(self, spec: CutoffSpec):
-        from transformers import AutoTokenizer
-
         from llamafactory.data.template import get_template_and_fix_tokenizer
         from llamafactory.hparams import DataArguments
+        from transformers import AutoTokenizer
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer)

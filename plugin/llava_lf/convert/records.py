@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
-from ..formats import IMAGE_TOKEN as IMAGE_PLACEHOLDER  # one definition of the placeholder
+from ..formats import IMAGE_TOKEN
+
+IMAGE_PLACEHOLDER = IMAGE_TOKEN  # one definition of the placeholder, shared with the templates
 ROLE_HUMAN, ROLE_GPT, ROLE_SYSTEM = "human", "gpt", "system"
 
 

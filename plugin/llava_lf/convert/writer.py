@@ -27,7 +27,8 @@ class AtomicFile:
     def __init__(self, path: Path):
         self.path = path
         self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        self.handle = open(self._tmp, "xb", buffering=1 << 20)  # "x" creates it with the umask's mode
+        # Open across many writes, closed by commit()/discard(); "x" creates it with the umask's mode.
+        self.handle = open(self._tmp, "xb", buffering=1 << 20)  # noqa: SIM115
 
     def write_json_line(self, row: object) -> None:
         self.handle.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
@@ -67,7 +68,7 @@ class DatasetWriter:
             self.reordered = self.reordered or self._spill is not None
         else:
             if self._spill is None:
-                self._spill = tempfile.TemporaryFile("w+b", dir=self.file.path.parent)
+                self._spill = tempfile.TemporaryFile("w+b", dir=self.file.path.parent)  # noqa: SIM115 (closed on release)
             self._spill.write(line)
 
     def _release_spill(self) -> None:
@@ -104,7 +105,7 @@ def update_dataset_info(out_dir: Path, name: str, entry: dict) -> None:
     with _locked(info_path.parent):
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
         if not isinstance(info, dict):
-            raise ValueError(f"{info_path} is not a JSON object of dataset entries; fix or remove it")
+            raise ValueError(f"{info_path} is not a JSON object of dataset entries; fix or remove it")  # noqa: TRY004
         info[name] = entry
         target = AtomicFile(info_path)
         try:
