@@ -13,7 +13,7 @@ import pytest
 from conftest import BIN
 from llava_lf.demo.scoring import load_questions
 from llava_lf.evaluation.demo_eval import demo_requests, evaluate_demo, score_demo
-from llava_lf.evaluation.predict import Predictor
+from llava_lf.evaluation.predict import Predictor, model_id
 from llava_lf.evaluation.prediction_file import PredictionFileError, read_predictions, run_predictions
 from test_eval_data import many_scienceqa_problems, run_cli, write_pope, write_predictions, write_scienceqa
 
@@ -61,6 +61,21 @@ def test_a_damaged_predictions_file_is_an_error_naming_the_line(tmp_path):
     write_predictions(path, {"1": "a"}, model_id="/models/other")
     with pytest.raises(PredictionFileError, match=r"answers from another model \(/models/other\)"):
         run_predictions(requests, path, "/models/mine", Predictor)
+
+
+def test_model_id_changes_when_the_weights_change(tmp_path):
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"x" * 10)
+    before = model_id(weights.parent)
+    assert model_id(weights.parent) == before and before.startswith(str(weights.parent.resolve()))
+    weights.write_bytes(b"y" * 11)  # re-trained into the same folder
+    after = model_id(weights.parent)
+    assert after != before
+    write_predictions(tmp_path / "p.jsonl", {"1": "a"}, model_id=before)
+    with pytest.raises(PredictionFileError, match="answers from another model"):
+        run_predictions([], tmp_path / "p.jsonl", after, Predictor)
+    assert model_id(weights.parent, tmp_path / "model") != after  # an adapter is part of the identity
 
 
 def test_answer_files_from_llava_scripts_are_read(tmp_path):
@@ -160,3 +175,6 @@ def test_evaluate_demo_predicts_then_scores_with_the_demo_scoring(tmp_path, tiny
     questions = load_questions(data.test_questions)
     assert scores["all"].questions == len(questions) == len(read_predictions(predictions)[0])
     assert scores == score_demo(data.test_questions, predictions)[0]
+    write_predictions(predictions, {"0": "stale"}, model_id="an older model")
+    assert evaluate_demo(tiny_llava, data.test_questions, data.image_dir, predictions, max_new_tokens=4,
+                         fresh=True) == scores  # fresh: the stale file is replaced, not resumed

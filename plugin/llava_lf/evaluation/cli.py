@@ -13,13 +13,8 @@ from pathlib import Path
 from .tasks import TASKS, Task
 
 
-def model_id(model: Path, adapter: Path | None) -> str:
-    """Which model answered, as recorded in every prediction (absolute paths: the same model however named)."""
-    return str(model.resolve()) + (f" + {adapter.resolve()}" if adapter else "")
-
-
 def _run_predict(task: Task, args: argparse.Namespace) -> int:
-    from .predict import Predictor, resolve_device, resolve_dtype
+    from .predict import Predictor, model_id, resolve_device, resolve_dtype
     from .prediction_file import run_predictions
 
     requests = task.requests(args)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..demo.scoring import TypeScore, load_questions, score
-from .predict import PredictionRequest, Predictor
+from .predict import PredictionRequest, Predictor, model_id
 from .prediction_file import PredictRunSummary, answers_for, run_predictions
 
 
@@ -35,9 +35,8 @@ def predict_demo(model_dir: Path, questions_path: Path, image_dir: Path, predict
                  adapter_dir: Path | None = None, label: str = "predict demo", max_new_tokens: int = 8,
                  batch_size: int = 32, device: str = "cpu", template: str = "llava_v1") -> PredictRunSummary:
     requests = demo_requests(load_questions(questions_path), image_dir)
-    model_id = str(model_dir) + (f" + {adapter_dir}" if adapter_dir else "")
     return run_predictions(
-        requests, predictions, model_id,
+        requests, predictions, model_id(model_dir, adapter_dir),
         lambda: Predictor(model_dir, template=template, max_new_tokens=max_new_tokens, device=device,
                           adapter_dir=adapter_dir),
         batch_size=batch_size, desc=label)
@@ -55,8 +54,11 @@ def score_demo(questions_path: Path, predictions: Path, allow_partial: bool = Fa
 
 
 def evaluate_demo(model_dir: Path, questions_path: Path, image_dir: Path, predictions: Path, *,
-                  label: str = "eval", max_new_tokens: int = 8, batch_size: int = 32) -> dict[str, TypeScore]:
-    """Predict (resuming from `predictions` if it exists) and score: the demo pipeline's evaluation step."""
+                  label: str = "eval", max_new_tokens: int = 8, batch_size: int = 32,
+                  fresh: bool = False) -> dict[str, TypeScore]:
+    """Predict (resuming from `predictions` unless `fresh`) and score: the demo pipeline's evaluation step."""
+    if fresh:
+        predictions.unlink(missing_ok=True)
     predict_demo(model_dir, questions_path, image_dir, predictions, label=label, max_new_tokens=max_new_tokens,
                  batch_size=batch_size)
     scores, _ = score_demo(questions_path, predictions)

@@ -27,6 +27,23 @@ class Prediction:
     answer: str
 
 
+def model_id(model_dir: Path, adapter_dir: Path | None = None) -> str:
+    """Which model answers, as recorded beside every prediction: absolute paths plus a fingerprint of the
+    weight files (size, modification time), so answers from re-trained weights in the same folder are
+    never mixed with the old ones."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for folder in (model_dir, adapter_dir):
+        if folder is None:
+            continue
+        for weights in sorted(Path(folder).glob("*.safetensors")) + sorted(Path(folder).glob("*.bin")):
+            status = weights.stat()
+            digest.update(f"{weights.name}:{status.st_size}:{status.st_mtime_ns};".encode())
+    name = str(Path(model_dir).resolve()) + (f" + {Path(adapter_dir).resolve()}" if adapter_dir else "")
+    return f"{name} @{digest.hexdigest()[:12]}"
+
+
 def resolve_device(device: str) -> str:
     """`auto` picks the first CUDA device when there is one, else the CPU."""
     if device != "auto":
