@@ -33,10 +33,7 @@ IMAGE_POOLS = {  # folder -> distinct placeholder files (smaller than the real s
     "ocr_vqa/images": 15_000, "textvqa/train_images": 5_000,
 }
 SHORT_PROMPT = "Answer the question using a single word or phrase."
-WORDS = ("the a of and to in is on with what color man woman table dog cat sign red blue green white black "
-         "left right person standing sitting holding wearing building street car train bus sky tree water "
-         "picture image shows near behind front large small two three several people kitchen room window "
-         "describe detail scene object background reason because likely appears").split()
+WORDS = ["the", "a", "of", "and", "to", "in", "is", "on", "with", "what", "color", "man", "woman", "table", "dog", "cat", "sign", "red", "blue", "green", "white", "black", "left", "right", "person", "standing", "sitting", "holding", "wearing", "building", "street", "car", "train", "bus", "sky", "tree", "water", "picture", "image", "shows", "near", "behind", "front", "large", "small", "two", "three", "several", "people", "kitchen", "room", "window", "describe", "detail", "scene", "object", "background", "reason", "because", "likely", "appears"]
 
 
 def _text(rng: random.Random, n_words: int) -> str:
@@ -101,7 +98,13 @@ def measure(src: Path, images: Path, out: Path, extra: list[str]) -> dict:
                "--name", src.stem, *extra]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    _, status, usage = os.wait4(process.pid, 0)  # this child's own peak RSS
+    samples = []  # (seconds, RSS MB) every 0.1 s, for the chart
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)  # on exit: this child's own peak RSS
+        if pid:
+            break
+        samples.append((time.perf_counter() - started, _rss_mb(process.pid)))
+        time.sleep(0.1)
     seconds = time.perf_counter() - started
     output = process.stdout.read()
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -111,13 +114,44 @@ def measure(src: Path, images: Path, out: Path, extra: list[str]) -> dict:
     cpu = usage.ru_utime + usage.ru_stime
     return {"records": total, "seconds": seconds, "records_per_s": total / seconds, "cpu_s": cpu,
             "records_per_cpu_s": total / cpu, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "file_mb": src.stat().st_size / 1e6, "summary": output.strip()}
+            "file_mb": src.stat().st_size / 1e6, "summary": output.strip(), "samples": samples}
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    kilobytes = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), "nan")
+    return float(kilobytes) / 1024
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """RSS over the run, against the share of the file converted: flat lines mean memory independent of size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    for result in results:
+        if result["samples"]:
+            xs = [t / result["seconds"] for t, _ in result["samples"]]
+            axis.plot(xs, [mb for _, mb in result["samples"]],
+                      label=f"{result['records']:,} records ({result['file_mb']:,.0f} MB): "
+                            f"{result['records_per_s']:,.0f} records/s, peak {result['peak_rss_mb']:.0f} MB")
+    axis.set(xlabel="share of the run", ylabel="RSS (MB)", ylim=(0, None),
+             title="llava-lf convert on mix665k-shaped files: memory stays flat")
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, sum(MIX665K.values())])
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep the files")
+    parser.add_argument("--chart", type=Path, default=Path("runs/bench/convert_throughput.png"))
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `llava-lf convert` options")
     args = parser.parse_args()
 
@@ -131,15 +165,20 @@ def main() -> None:
               "CPU time is the converter's own)")
         print(f"{'records':>9} {'file MB':>8} {'wall s':>7} {'records/s':>10} {'CPU s':>6} {'records/CPU-s':>14} "
               f"{'peak RSS MB':>12}")
+        results = []
         for size in args.sizes:
             src = work / f"mix_{size}.json"
             if not src.is_file():
                 write_mix(src, size)
             result = measure(src, images, work / "datasets", args.extra)
+            results.append(result)
             print(f"{result['records']:>9,} {result['file_mb']:>8.0f} {result['seconds']:>7.1f} "
                   f"{result['records_per_s']:>10,.0f} {result['cpu_s']:>6.1f} {result['records_per_cpu_s']:>14,.0f} "
                   f"{result['peak_rss_mb']:>12.0f}", flush=True)
         print("\nlast summary:\n" + result["summary"])
+        args.chart.parent.mkdir(parents=True, exist_ok=True)
+        plot(results, args.chart)
+        print(f"chart: {args.chart}")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -55,8 +55,10 @@ class _Kept:
 
     index: int
     line: int | None
+    source_id: str | None
     record: SharegptRecord
     image_files: list[str]  # absolute paths, for verification
+    image_fields: list[str]  # where each image is named in the source record
     changes: list[str] = field(default_factory=list)
 
 
@@ -69,12 +71,13 @@ def _validated(sources: Iterable[SourceRecord], folder: ImageFolder, options: Co
         rid = record_id(source.value, problems)
         images = record_images(source.value, problems)
         normalised = normalise(source.value, images, plain, problems)
-        written, files = [], []
+        written, files, fields = [], [], []
         for position, path in enumerate(images or ()):
-            field_name = "image" if isinstance(source.value.get("image"), str) else f"image[{position}]"
+            field_name = "image" if type(source.value["image"]) is str else f"image[{position}]"
             if (resolved := folder.resolve(path, field_name, problems)) is not None:
                 written.append(resolved[0])
                 files.append(resolved[1])
+                fields.append(field_name)
         if rid is not None and not seen.add(rid):
             problems.append(Problem("duplicate_id", "id", f"id {rid!r} appeared earlier in the file",
                                     "give every record a unique id (e.g. append a suffix to repeats)"))
@@ -89,7 +92,7 @@ def _validated(sources: Iterable[SourceRecord], folder: ImageFolder, options: Co
             continue
         record: SharegptRecord = {"id": rid if rid is not None else str(source.index), "conversations": turns,
                                   "images": written}
-        yield _Kept(source.index, source.line, record, files, normalised.changes)
+        yield _Kept(source.index, source.line, rid, record, files, fields, normalised.changes)
 
 
 def _image_files(item: _Kept | Rejection) -> list[str]:
@@ -103,10 +106,9 @@ def _verified(items: Iterator[_Kept | Rejection], options: ConvertOptions) -> It
         if not bad:
             yield item
             continue
-        many = len(item.image_files) > 1
-        problems = [fault_problem(fault, f"image[{position}]" if many else "image", item.image_files[position])
+        problems = [fault_problem(fault, item.image_fields[position], item.image_files[position])
                     for position, fault in bad]
-        yield Rejection.of(item.index, item.record["id"], item.line, problems)
+        yield Rejection.of(item.index, item.source_id, item.line, problems)
 
 
 def _pipeline(sources: Iterable[SourceRecord], image_folder: Path, out_dir: Path | None,
