@@ -62,7 +62,7 @@ def normalise(record: object, images: list[str] | None, plain: bool, problems: l
     if turns is None:
         return None
     changes: list[str] = []
-    start, end = _order_roles(turns, problems, changes)
+    start, end = _order_roles(turns, [turn["value"] for turn in turns], problems, changes)
     if start == end:
         return None
     system = turns[0]["from"] == ROLE_SYSTEM
@@ -83,8 +83,8 @@ def _turns(record: dict, problems: list[Problem]) -> list[LlavaTurn] | None:
                                 "{\"from\": \"gpt\", \"value\": ...}]"))
         return None
     try:
-        roles = [turn["from"] for turn in turns]
-        well_formed = _ROLES.issuperset(roles) and all(type(turn["value"]) is str for turn in turns)
+        well_formed = (_ROLES.issuperset([turn["from"] for turn in turns])
+                       and set(map(type, [turn["value"] for turn in turns])) == {str})
     except (TypeError, KeyError):
         well_formed = False
     if not well_formed:
@@ -98,11 +98,13 @@ def _turns(record: dict, problems: list[Problem]) -> list[LlavaTurn] | None:
                 problems.append(Problem("malformed", f"conversations[{position}].from",
                                         f"role {role!r} is not one of human, gpt, system", _TURN_FIX))
         return None
-    # Extra keys in a turn are not carried over; the dicts are shared otherwise (they are never mutated).
-    return [turn if len(turn) == 2 else {"from": turn["from"], "value": turn["value"]} for turn in turns]
+    if set(map(len, turns)) == {2}:  # only from/value: the dicts are shared (they are never mutated)
+        return list(turns)
+    return [{"from": turn["from"], "value": turn["value"]} for turn in turns]  # extra keys are not carried over
 
 
-def _order_roles(turns: list[LlavaTurn], problems: list[Problem], changes: list[str]) -> tuple[int, int]:
+def _order_roles(turns: list[LlavaTurn], values: list[str], problems: list[Problem],
+                 changes: list[str]) -> tuple[int, int]:
     """[start, end) of the human/gpt pairs, after an optional system turn; repairs counted. start == end: rejected."""
     roles = [turn["from"] for turn in turns]
     start = 1 if roles[0] == ROLE_SYSTEM else 0
@@ -123,11 +125,12 @@ def _order_roles(turns: list[LlavaTurn], problems: list[Problem], changes: list[
         due = ROLE_HUMAN if (position - start) % 2 == 0 else ROLE_GPT
         problems.append(Problem("roles", f"conversations[{position}].from", f"got {roles[position]!r} where {due!r} "
                                 "was due", "alternate human and gpt turns (a system turn may only come first)"))
-    positions = ([0] if start and roles[0] == ROLE_SYSTEM else []) + list(range(start, end))
-    if not all(turns[position]["value"].strip() for position in positions):
+    system = roles[0] == ROLE_SYSTEM
+    if not all(map(str.strip, values[start:end])) or (system and not values[0].strip()):
+        positions = ([0] if system else []) + list(range(start, end))
         problems.extend(Problem("empty_turn", f"conversations[{position}].value", "the turn has no text",
                                 "fill in the turn or remove the record")
-                        for position in positions if not turns[position]["value"].strip())
+                        for position in positions if not values[position].strip())
     return start, end
 
 
