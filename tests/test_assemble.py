@@ -39,11 +39,10 @@ def build_siglip(out: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, tiny_parts) -> dict[str, Path]:
+def build_models(root: Path, tiny_parts: tuple[Path, Path]) -> dict[str, Path]:
+    """The session's tiny CLIP and LLaMA plus a SigLIP, a Mistral, a tied Qwen2 and an unsupported GPT-2."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    root = tmp_path_factory.mktemp("assemble_models")
     clip, llama = tiny_parts
     tokenizer = AutoTokenizer.from_pretrained(llama)
     found = {"clip": clip, "llama": llama, "siglip": build_siglip(root / "siglip")}
@@ -53,6 +52,11 @@ def models(tmp_path_factory, tiny_parts) -> dict[str, Path]:
     tokenizer.save_pretrained(root / "gpt2")
     found["gpt2"] = root / "gpt2"
     return found
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_parts) -> dict[str, Path]:
+    return build_models(tmp_path_factory.mktemp("assemble_models"), tiny_parts)
 
 
 def picture(width: int = 60, height: int = 30, seed: int = 0):
@@ -93,9 +97,8 @@ def test_text_only_logits_equal_the_source_llm(tmp_path, models, kind):
 @pytest.mark.parametrize(("tower", "strategy", "layer"),
                          [("clip", "default", -2), ("clip", "full", -1), ("siglip", "full", -2)])
 def test_projector_input_is_the_towers_selected_layer(tmp_path, models, tower, strategy, layer):
-    from transformers import AutoModel, AutoProcessor, LlavaForConditionalGeneration
-
     from llava_lf.image_tokens import image_seqlen_from_config
+    from transformers import AutoModel, AutoProcessor, LlavaForConditionalGeneration
 
     report = assemble_to(tmp_path, vision=models[tower], llm=models["llama"], select_strategy=strategy,
                          vision_feature_layer=layer)
@@ -122,8 +125,8 @@ def test_checkpoint_is_what_transformers_writes(tmp_path, models):
 
     def layout(directory: Path) -> dict[str, tuple]:
         with safe_open(directory / "model.safetensors", "pt") as handle:
-            return {key: (handle.get_slice(key).get_dtype(), tuple(handle.get_slice(key).get_shape()))
-                    for key in handle.keys()}
+            names = handle.keys()
+            return {key: (handle.get_slice(key).get_dtype(), tuple(handle.get_slice(key).get_shape())) for key in names}
 
     for kind in ("llama", "qwen2"):
         report = assemble_to(tmp_path / kind, vision=models["clip"], llm=models[kind])

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from test_assemble import assemble_to, models  # noqa: F401  (models is a fixture)
+from test_assemble import assemble_to, build_models
 
 pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_parts) -> dict[str, Path]:
+    return build_models(tmp_path_factory.mktemp("assemble_models"), tiny_parts)
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -42,24 +46,24 @@ def wide_projector(tmp_path: Path) -> Path:
 
 
 CASES = {
-    # name: (fields, expected message); a callable value is made from (tmp_path, models)
-    "vision is a language model": (dict(vision="llama"), r"model_type 'llama' is not a CLIP or SigLIP vision model"),
-    "vision has no config": (dict(vision=lambda t, m: t), r"no config.json; give a Hugging Face model directory"),
-    "vision path missing": (dict(vision=lambda t, m: t / "nowhere"), r"nowhere: no such directory"),
-    "vision without processor": (dict(vision=lambda t, m: no_preprocessor(t, m["clip"])),
+    # name: (spec fields, expected message); a callable field is made from (tmp_path, models)
+    "vision is a language model": ({"vision": "llama"}, r"model_type 'llama' is not a CLIP or SigLIP vision model"),
+    "vision has no config": ({"vision": lambda t, m: t}, r"no config.json; give a Hugging Face model directory"),
+    "vision path missing": ({"vision": lambda t, m: t / "nowhere"}, r"nowhere: no such directory"),
+    "vision without processor": ({"vision": lambda t, m: no_preprocessor(t, m["clip"])},
                                  r"no preprocessor_config.json; copy it"),
-    "llm architecture unsupported": (dict(llm="gpt2"), r"model_type 'gpt2' is not a language model this assembler "
-                                                       r"supports \(supported: llama, mistral, qwen2\)"),
-    "llm is multimodal": (dict(llm=lambda t, m: m["tiny_llava"]), r"is a multimodal checkpoint.*import-llava"),
-    "llm weights truncated": (dict(llm=lambda t, m: truncated_llm(t, m["llama"])), r"model.safetensors: truncated"),
-    "projector too wide": (dict(projector_weights=lambda t, m: wide_projector(t)),
+    "llm architecture unsupported": ({"llm": "gpt2"}, (r"model_type 'gpt2' is not a language model this assembler "
+                                                       r"supports \(supported: llama, mistral, qwen2\)")),
+    "llm is multimodal": ({"llm": lambda t, m: m["tiny_llava"]}, r"is a multimodal checkpoint.*import-llava"),
+    "llm weights truncated": ({"llm": lambda t, m: truncated_llm(t, m["llama"])}, r"model.safetensors: truncated"),
+    "projector too wide": ({"projector_weights": lambda t, m: wide_projector(t)},
                            r"mm_projector.bin: projector takes 32-wide vision features, but --vision .* gives 96"),
-    "projector kind mismatch": (dict(projector_weights=lambda t, m: wide_projector(t), projector="linear"),
+    "projector kind mismatch": ({"projector_weights": lambda t, m: wide_projector(t), "projector": "linear"},
                                 r"holds a mlp2x_gelu projector but linear was asked; pass --projector mlp2x_gelu"),
-    "projector file missing": (dict(projector_weights=lambda t, m: t / "none.bin"), r"none.bin: no such file"),
-    "siglip keeps no cls": (dict(vision="siglip"), r"has none; use --select-strategy full"),
-    "feature layer out of range": (dict(vision_feature_layer=3), r"--vision-feature-layer 3: the tower .* has 2 "
-                                                                 r"layers, so hidden states run from -3 to 2"),
+    "projector file missing": ({"projector_weights": lambda t, m: t / "none.bin"}, r"none.bin: no such file"),
+    "siglip keeps no cls": ({"vision": "siglip"}, r"has none; use --select-strategy full"),
+    "feature layer out of range": ({"vision_feature_layer": 3}, (r"--vision-feature-layer 3: the tower .* has 2 "
+                                                                 r"layers, so hidden states run from -3 to 2")),
 }
 
 

@@ -9,7 +9,6 @@ transformers would have written for the same model.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -73,8 +72,8 @@ class AssemblyReport:
         return "\n".join([
             f"llava-hf checkpoint written to {self.out} ({self.bytes_written / 2**30:.2f} GiB of {self.dtype} weights)",
             f"  vision {self.vision_type}, language model {self.text_type}, projector {self.projector}",
-            f"  vocabulary rows {self.vocab_rows[0]} -> {self.vocab_rows[1]}; <image> id {self.image_token_id}, "
-            f"pad id {self.pad_token_id}",
+            (f"  vocabulary rows {self.vocab_rows[0]} -> {self.vocab_rows[1]}; <image> id {self.image_token_id}, "
+             f"pad id {self.pad_token_id}"),
             f"  {self.image_seq_length} tokens per image; pad to square: {'yes' if self.pad_to_square else 'no'}",
         ])
 
@@ -168,7 +167,7 @@ def _match(source: WeightSource, to_runtime: Callable[[str], str | None], expect
     """Map `source`'s keys to runtime keys in `expected`; report unexpected keys and shape mismatches."""
     matched: dict[str, str] = {}
     unexpected, mismatched = [], []
-    for stored in source.keys():
+    for stored in source:
         runtime = to_runtime(stored)
         if runtime is None:
             continue
@@ -190,7 +189,7 @@ def _match(source: WeightSource, to_runtime: Callable[[str], str | None], expect
 def _plan_source(source: WeightSource, matched: dict[str, str], saved: dict[str, str], dtype: torch.dtype,
                  expected: dict[str, tuple[int, ...]], seed: int) -> list[PlannedTensor]:
     """Tensors of one source in stored order (each .bin file is read once); the last one lets the file go."""
-    order = {stored: index for index, stored in enumerate(source.keys())}
+    order = {stored: index for index, stored in enumerate(source)}
     runtimes = sorted(matched, key=lambda runtime: order[matched[runtime]])
     planned = []
     for index, runtime in enumerate(runtimes):

@@ -101,7 +101,7 @@ def import_original(spec: ImportSpec) -> AssemblyReport:
                        spec.vocab_multiple)
 
     projector = read_original(source, projector_kind)
-    has_tower = any(key.startswith("model.vision_tower.") for key in source.keys())
+    has_tower = any(key.startswith("model.vision_tower.") for key in source)
 
     def decoder_key(key: str) -> str | None:
         return None if MARKER in key or key.startswith("model.vision_tower.") else llm_key(key)

@@ -39,10 +39,10 @@ def find_preset(value: str) -> Path:
     raise AssemblyError(f"--preset {value}: no such file or preset; known presets: {', '.join(known) or 'none'}")
 
 
-def load_preset(value: str) -> dict[str, Any]:
+def load_preset(name_or_path: str) -> dict[str, Any]:
     import yaml
 
-    path = find_preset(value)
+    path = find_preset(name_or_path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

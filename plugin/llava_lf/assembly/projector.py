@@ -42,7 +42,7 @@ def _complete_linear(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def projector_keys(source: WeightSource) -> list[str]:
-    return [key for key in source.keys() if MARKER in key]
+    return [key for key in source if MARKER in key]
 
 
 def read_original(source: WeightSource, asked: ProjectorKind | None) -> ProjectorWeights:

@@ -2,8 +2,8 @@
 
 safetensors files are read with positioned reads rather than mmap: pages of a mapped file count towards
 the process's RSS for as long as the file stays mapped, a plain read does not. PyTorch `.bin` files
-(original LLaVA and Vicuna ship these) are mapped one file at a time and let go as soon as the
-assembler has moved on to the next file.
+(original LLaVA and Vicuna ship these) are mapped one file at a time and mapped afresh after every
+`BIN_REMAP_BYTES` read, which lets go of the pages already copied out.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
 DTYPE_CODES = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+BIN_REMAP_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class WeightSource:
             for ref in self._scan(file):
                 self._refs.setdefault(ref.key, ref)
         self._open_bin: tuple[Path, dict[str, torch.Tensor]] | None = None
+        self._read_since_map = 0
 
     @staticmethod
     def _scan(file: Path) -> Iterator[TensorRef]:
@@ -116,8 +118,9 @@ class WeightSource:
                 yield TensorRef(key, file, tensor.dtype, tuple(tensor.shape))
         del state
 
-    def keys(self) -> list[str]:
-        return list(self._refs)
+    def __iter__(self) -> Iterator[str]:
+        """Stored keys, file by file in stored order."""
+        return iter(self._refs)
 
     def __contains__(self, key: str) -> bool:
         return key in self._refs
@@ -129,10 +132,13 @@ class WeightSource:
         ref = self._refs[key]
         if ref.file.suffix == ".safetensors":
             return _read_exactly(ref.file, ref)
-        if self._open_bin is None or self._open_bin[0] != ref.file:
-            self._open_bin = None  # unmap the previous file before mapping the next
+        if self._open_bin is None or self._open_bin[0] != ref.file or self._read_since_map > BIN_REMAP_BYTES:
+            self._open_bin = None  # unmap (dropping the pages copied so far) before mapping again
             self._open_bin = (ref.file, _load_bin(ref.file))
-        return self._open_bin[1][key].clone()
+            self._read_since_map = 0
+        tensor = self._open_bin[1][key].clone()
+        self._read_since_map += tensor.numel() * tensor.element_size()
+        return tensor
 
     def release(self) -> None:
         self._open_bin = None
