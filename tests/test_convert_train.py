@@ -35,7 +35,7 @@ def test_converted_mixed_data_trains_with_llava_v1(tmp_path, tiny_llava, demo_da
     datasets = tmp_path / "datasets"
     convert = subprocess.run(
         [str(BIN / "llava-lf"), "convert", str(src), "--image-folder", str(data.image_dir), "--out", str(datasets),
-         "--name", "mixed", "--template", "llava_v1", "--cutoff-len", "128", "--tokenizer", str(tiny_llava),
+         "--name", "mixed", "--template", "llava_v1", "--cutoff-len", "128", "--model", str(tiny_llava),
          "--strict"], check=False, capture_output=True, text=True, timeout=300)
     assert convert.returncode == 0, convert.stdout + convert.stderr
     written = [json.loads(line) for line in (datasets / "mixed.jsonl").read_text().splitlines()]

@@ -28,7 +28,7 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="image verification processes (default: CPUs)")
     parser.add_argument("--cutoff-len", type=int, default=None,
                         help="trim conversations at turn boundaries to fit this many tokens, image tokens included")
-    parser.add_argument("--tokenizer", type=Path, default=None,
+    parser.add_argument("--tokenizer", "--model", dest="tokenizer", type=Path, default=None,
                         help="tokenizer or model folder for --cutoff-len (a Llava model folder also gives the "
                              "tokens per image)")
     parser.add_argument("--image-tokens", type=int, default=None,
