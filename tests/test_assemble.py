@@ -119,6 +119,40 @@ def test_projector_input_is_the_towers_selected_layer(tmp_path, models, tower, s
     assert image_tokens == seen[0].shape[1] == llava.config.image_seq_length == image_seqlen_from_config(processor)
 
 
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_full_dual_encoder_checkpoints_give_their_vision_half(tmp_path, models, family):
+    """openai/clip-vit-large-patch14-336 is a whole CLIPModel in pytorch_model.bin; its text half is left out."""
+    from transformers import AutoImageProcessor, AutoModel, CLIPConfig, LlavaForConditionalGeneration, SiglipConfig
+
+    torch.manual_seed(4)
+    vision = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "image_size": 32, "patch_size": 8}
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
+    config = (CLIPConfig if family == "clip" else SiglipConfig)(vision_config=vision, text_config=text)
+    full = AutoModel.from_config(config)
+    source = tmp_path / family
+    full.config.save_pretrained(source)
+    if family == "clip":  # saved by an older transformers, with the position-id buffers it then kept
+        positions = torch.arange((32 // 8) ** 2 + 1)[None]
+        torch.save({**full.state_dict(), "vision_model.embeddings.position_ids": positions},
+                   source / "pytorch_model.bin")
+    else:
+        full.save_pretrained(source)
+    AutoImageProcessor.from_pretrained(models[family]).save_pretrained(source)
+    if family == "clip":
+        processor = AutoImageProcessor.from_pretrained(source)
+        processor.size, processor.crop_size = {"shortest_edge": 32}, {"height": 32, "width": 32}
+        processor.save_pretrained(source)
+
+    report = assemble_to(tmp_path, vision=source, llm=models["llama"],
+                         select_strategy="default" if family == "clip" else "full")
+    tower = LlavaForConditionalGeneration.from_pretrained(report.out).model.vision_tower.state_dict()
+    expected = {key.removeprefix("vision_model."): value for key, value in full.state_dict().items()
+                if key.startswith("vision_model.")}
+    assert tower.keys() == expected.keys()
+    assert all(torch.equal(tower[key], value) for key, value in expected.items())
+
+
 def test_checkpoint_is_what_transformers_writes(tmp_path, models):
     from safetensors import safe_open
     from transformers import LlavaForConditionalGeneration
