@@ -96,8 +96,10 @@ def check_destination(out: Path, sources: list[Path]) -> None:
     if out.is_file():
         raise AssemblyError(f"--out {out}: is a file; give a directory path")
     if out.is_dir() and any(out.iterdir()):
-        config = out / "config.json"
-        is_llava = config.is_file() and json.loads(config.read_text()).get("model_type") == "llava"
+        try:
+            is_llava = json.loads((out / "config.json").read_text()).get("model_type") == "llava"
+        except (OSError, ValueError, AttributeError):
+            is_llava = False
         if not is_llava:
             raise AssemblyError(f"--out {out}: exists and is not a llava checkpoint; choose a new or empty directory "
                                 "(an earlier llava checkpoint there would be replaced)")

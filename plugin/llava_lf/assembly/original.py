@@ -13,7 +13,7 @@ from typing import Any
 from .build import AssemblyReport, Recipe, StoredWeights, build_checkpoint, check_destination
 from .language import check_text_type, finish_text, generation_config_for, llm_key, load_tokenizer, text_config_from
 from .projector import MARKER, read_original
-from .spec import AssemblyError, ImportSpec, ProjectorKind, SelectStrategy
+from .spec import DTYPE_NAMES, AssemblyError, ImportSpec, ProjectorKind, SelectStrategy
 from .tensor_files import weight_source
 from .vision import load_vision, original_tower_key, read_config, tower_key
 
@@ -82,6 +82,9 @@ def _weights_or_hint(src: Path):
 
 
 def import_original(spec: ImportSpec) -> AssemblyReport:
+    if spec.dtype not in DTYPE_NAMES or spec.vocab_multiple < 1:
+        raise AssemblyError(f"dtype {spec.dtype!r} / vocab_multiple {spec.vocab_multiple}: dtype is one of "
+                            f"{', '.join(DTYPE_NAMES)}, vocab_multiple at least 1 (llava-hf uses 64)")
     raw = read_original_config(spec.src)
     where = spec.src / "config.json"
     check_destination(spec.out, [spec.src, spec.vision])

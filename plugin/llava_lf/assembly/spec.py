@@ -17,6 +17,14 @@ DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
 DEFAULT_SHARD_BYTES = 5 * 1024**3
 
 
+def _paths_as_paths(spec: object, names: tuple[str, ...]) -> None:
+    """Accept str paths from programmatic callers (the dataclasses are frozen, hence object.__setattr__)."""
+    for name in names:
+        value = getattr(spec, name)
+        if value is not None and not isinstance(value, Path):
+            object.__setattr__(spec, name, Path(value))
+
+
 class AssemblyError(ValueError):
     """Bad input to the assembler or importer; the message names the file and the fix."""
 
@@ -39,6 +47,9 @@ class AssemblySpec:
     max_shard_bytes: int = DEFAULT_SHARD_BYTES
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        _paths_as_paths(self, ("vision", "llm", "out", "projector_weights"))
+
 
 @dataclass(frozen=True)
 class ImportSpec:
@@ -52,3 +63,6 @@ class ImportSpec:
     seed: int = 0
     max_shard_bytes: int = DEFAULT_SHARD_BYTES
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        _paths_as_paths(self, ("src", "vision", "out"))
