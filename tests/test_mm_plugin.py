@@ -56,3 +56,44 @@ def test_unfixed_size_falls_back_to_none():
     processor = SimpleNamespace(image_processor=image_processor, patch_size=14, num_additional_image_tokens=1,
                                 vision_feature_select_strategy="default")
     assert image_seqlen_from_config(processor) is None
+
+
+@pytest.mark.parametrize("content", ["What is this?\n<image>", "<image>What is this?", "  <image>\n What is this? "])
+def test_a_single_image_goes_first_as_llava_does(processor, content):
+    """LLaVA's preprocessing (and our converter) put the image first: `<image>\\n{text}`; chat requests too."""
+    from llamafactory.data.mm_plugin import get_mm_plugin
+
+    messages = [{"role": "user", "content": content}, {"role": "assistant", "content": "fine"},
+                {"role": "user", "content": "Now <image> and <image>"}, {"role": "assistant", "content": "same"}]
+    ours = get_mm_plugin("llava_lf", image_token="<image>").process_messages(messages, ["unused.png"] * 3, [], [],
+                                                                             processor)
+    assert ours[0]["content"] == "<image>" * 9 + "\nWhat is this?"
+    assert ours[2]["content"] == "Now " + "<image>" * 9 + " and " + "<image>" * 9  # several images stay in place
+
+
+def _batch_inputs(golden_processor, image: str, rows: list[list[int]], imglens: list[int]):
+    from llamafactory.data.mm_plugin import get_mm_plugin
+
+    plugin = get_mm_plugin("llava_lf", image_token="<image>")
+    images = [image] * sum(imglens)
+    return plugin.get_mm_inputs(images, [], [], imglens, [0] * len(rows), [0] * len(rows), rows, golden_processor)
+
+
+def test_collator_leaves_out_images_of_dropped_samples(tmp_path):
+    from test_templates import build_golden_processor, write_image
+
+    processor = build_golden_processor(tmp_path / "processor")
+    image = write_image(tmp_path / "red.png")
+    whole, dropped, text_only = [1, *[3] * 9, 6, 31], [1], [1, 42]
+    inputs = _batch_inputs(processor, image, [whole, dropped, text_only, whole], [1, 1, 0, 1])
+    assert tuple(inputs["pixel_values"].shape) == (2, 3, 48, 48)  # the two whole images; none for the dropped row
+    assert "pixel_values" not in _batch_inputs(processor, image, [dropped, dropped], [1, 1])
+
+
+def test_collator_refuses_a_row_with_part_of_an_image(tmp_path):
+    from test_templates import build_golden_processor, write_image
+
+    processor = build_golden_processor(tmp_path / "processor")
+    image = write_image(tmp_path / "red.png")
+    with pytest.raises(ValueError, match=r"batch row 1 holds 5 image tokens .* part of an image was cut"):
+        _batch_inputs(processor, image, [[1, *[3] * 9], [1, *[3] * 5]], [1, 1])

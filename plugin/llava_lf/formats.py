@@ -7,24 +7,44 @@ VICUNA_V1_SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 
-# The `llava_v1` template as a Jinja chat template, for the processor/tokenizer saved with a model, so
-# `processor.apply_chat_template` renders what training saw. Content may be a string (with `<image>`
-# already in it) or llava-hf style parts; each image part becomes `<image>\n` before the text.
-LLAVA_V1_CHAT_TEMPLATE = (
-    "{%- set system = '" + VICUNA_V1_SYSTEM.replace("'", "\\'") + "' -%}"
-    "{%- if messages and messages[0]['role'] == 'system' -%}"
-    "{%- if messages[0]['content'] is string -%}{%- set system = messages[0]['content'] -%}"
-    "{%- else -%}{%- set system = messages[0]['content'] | selectattr('type', 'equalto', 'text')"
-    " | map(attribute='text') | join('') -%}{%- endif -%}"
-    "{%- set messages = messages[1:] -%}{%- endif -%}"
-    "{{- bos_token -}}{%- if system -%}{{- system + ' ' -}}{%- endif -%}"
-    "{%- for message in messages -%}"
+# Message content may be a string (with `<image>` in it) or llava-hf style parts (an image part is
+# `<image>\n`). A user turn with one image is put in LLaVA's form, as the `llava_lf` mm plugin does in
+# training: `<image>\n` and then the stripped text.
+_CONTENT_AS_TEXT = (
     "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
     "{%- else -%}{%- set parts = namespace(text='') -%}{%- for part in message['content'] -%}"
     "{%- if part['type'] == 'image' -%}{%- set parts.text = parts.text + '<image>\\n' -%}"
     "{%- elif part['type'] == 'text' -%}{%- set parts.text = parts.text + part['text'] -%}{%- endif -%}"
     "{%- endfor -%}{%- set text = parts.text -%}{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}{{- 'USER: ' + text + ' ASSISTANT:' -}}"
-    "{%- elif message['role'] == 'assistant' -%}{{- ' ' + text + eos_token -}}{%- endif -%}"
+    "{%- if message['role'] == 'user' and text.count('<image>') == 1 -%}"
+    "{%- set text = '<image>\\n' + (text.replace('<image>', '') | trim) -%}{%- endif -%}"
+)
+
+
+def llava_v1_chat_template(system: str = VICUNA_V1_SYSTEM) -> str:
+    """The `llava_v1` template as Jinja, for `apply_chat_template` on a saved tokenizer or processor."""
+    return (
+        "{%- set system = '" + system.replace("\\", "\\\\").replace("'", "\\'") + "' -%}"
+        "{%- if messages and messages[0]['role'] == 'system' -%}"
+        "{%- if messages[0]['content'] is string -%}{%- set system = messages[0]['content'] -%}"
+        "{%- else -%}{%- set system = messages[0]['content'] | selectattr('type', 'equalto', 'text')"
+        " | map(attribute='text') | join('') -%}{%- endif -%}"
+        "{%- set messages = messages[1:] -%}{%- endif -%}"
+        "{{- bos_token -}}{%- if system -%}{{- system + ' ' -}}{%- endif -%}"
+        "{%- for message in messages -%}" + _CONTENT_AS_TEXT +
+        "{%- if message['role'] == 'user' -%}{{- 'USER: ' + text + ' ASSISTANT:' -}}"
+        "{%- elif message['role'] == 'assistant' -%}{{- ' ' + text + eos_token -}}{%- endif -%}"
+        "{%- endfor -%}"
+    )
+
+
+LLAVA_V1_CHAT_TEMPLATE = llava_v1_chat_template()
+
+# Stage 1 (`llava_plain`): a user turn keeps only its images; an answer is followed by a newline.
+LLAVA_PLAIN_CHAT_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}" + _CONTENT_AS_TEXT +
+    "{%- if message['role'] == 'user' -%}{{- '<image>' * text.count('<image>') -}}"
+    "{%- elif message['role'] == 'assistant' -%}{{- text + '\\n' -}}{%- endif -%}"
     "{%- endfor -%}"
 )

@@ -1,0 +1,54 @@
+"""Tokenising an expanded image run as one token and widening it gives exactly the plain tokenizer's ids."""
+
+from __future__ import annotations
+
+import pytest
+
+TEXTS = [
+    "USER: " + "<image>" * 576 + "\nWhat is the colour of the bus? ASSISTANT:",
+    "<image>" * 9 + "A red circle.\n",
+    "Compare " + "<image>" * 4 + " and" + "<image>" * 4 + "\n please",
+    "no image here",
+    "one <image> only",
+    "ends with a run " + "<image>" * 3,
+]
+
+
+def _metaspace_bpe():
+    """A LLaMA-style (SentencePiece-like, prefix space on the first piece only) BPE tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    bpe.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
+    corpus = ["What is the colour of the bus?", "A red circle and a blue square.", "Compare the two pictures please."]
+    bpe.train_from_iterator(corpus * 20, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<s>", "</s>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   extra_special_tokens=["<image>"])
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tiny_llava, tmp_path_factory):
+    from test_templates import build_golden_processor
+    from transformers import AutoTokenizer
+
+    golden = build_golden_processor(tmp_path_factory.mktemp("golden") / "processor").tokenizer
+    return {"words": golden, "tiny_llava_bpe": AutoTokenizer.from_pretrained(tiny_llava), "metaspace": _metaspace_bpe()}
+
+
+@pytest.mark.parametrize("name", ["words", "tiny_llava_bpe", "metaspace"])
+def test_runs_tokenise_like_the_plain_path(tokenizers, name):
+    from llava_lf.image_runs import encode_with_image_runs
+
+    tokenizer = tokenizers[name]
+    for text in TEXTS:
+        assert encode_with_image_runs(tokenizer, text, "<image>") == tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_a_tokenizer_without_an_image_token_gets_the_plain_path(tokenizers):
+    from llava_lf.image_runs import encode_with_image_runs
+
+    tokenizer = tokenizers["metaspace"]
+    text = "x " + "<img>" * 5 + " y"  # not a special token: splicing would be wrong, so it must not happen
+    assert encode_with_image_runs(tokenizer, text, "<img>") == tokenizer.encode(text, add_special_tokens=False)
