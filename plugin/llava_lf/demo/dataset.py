@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..formats import VICUNA_V1_SYSTEM
-from .shapes import KINDS, Question, Scene, captions, make_scenes, questions, render
+from .shapes import KINDS, Question, Scene, captions, grid_text, make_scenes, questions, render
 
 CAPTION_PROMPTS = (
     "Describe the image briefly.",
@@ -25,6 +25,24 @@ class DemoData:
     instruct_json: Path  # stage 2, LLaVA JSON
     test_questions: Path  # held-out JSONL
     text_corpus: Path  # language-model warm-up, JSONL {"text": ...}
+
+
+def language_corpus(scenes: list[Scene], rng: random.Random) -> list[str]:
+    """Text the tiny language model learns before it ever sees a picture, as Vicuna knew language.
+
+    Each scene is written as its nine cell words (`[red circle][empty]...`) followed by either a caption,
+    in the stage-1 layout (`<s>` grid caption newline), or one question and answer in the stage-2 Vicuna
+    layout; the host appends `</s>` to every document. The model thus learns to read a grid of words,
+    and stages 1 and 2 only have to teach the projector to write each picture patch as its cell's word.
+    """
+    documents = []
+    for scene in scenes:
+        grid = grid_text(scene)
+        documents.append(f"<s>{grid}{rng.choice(captions(scene))}\n")
+        for qa in questions(scene, rng):
+            documents.append(f"<s>{VICUNA_V1_SYSTEM} USER: {grid}\n{qa.question} ASSISTANT: {qa.answer}")
+    rng.shuffle(documents)
+    return documents
 
 
 def _write_json(path: Path, payload) -> None:
@@ -58,8 +76,12 @@ def _conversation(qas: list[Question]) -> list[dict[str, str]]:
     return turns
 
 
-def write_demo_data(root: Path, n_train: int, n_test: int, image_size: int, seed: int) -> DemoData:
-    """Generate train and held-out scenes; every file the demo's later steps read."""
+def write_demo_data(root: Path, n_train: int, n_test: int, image_size: int, seed: int,
+                    n_text: int | None = None) -> DemoData:
+    """Generate train and held-out scenes; every file the demo's later steps read.
+
+    The language model's text comes from `n_text` further scenes (default 3 x n_train) that are never drawn.
+    """
     image_dir = root / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     train = make_scenes(n_train, seed, image_size)
@@ -70,7 +92,7 @@ def write_demo_data(root: Path, n_train: int, n_test: int, image_size: int, seed
     _write_coco(root / "test", test)
 
     rng = random.Random(seed + 2)
-    caption_records, instruct_records, corpus = [], [], []
+    caption_records, instruct_records = [], []
     for scene in train:
         for text in rng.sample(captions(scene), 2):
             caption_records.append({
@@ -84,8 +106,6 @@ def write_demo_data(root: Path, n_train: int, n_test: int, image_size: int, seed
         for qa in qas:
             instruct_records.append({"id": f"qa-{scene.image_id}-{qa.qtype}", "image": scene.file_name,
                                      "conversations": _conversation([qa])})
-        corpus.append(" ".join(captions(scene)))
-        corpus.append(VICUNA_V1_SYSTEM + " " + "".join(f"USER: {qa.question} ASSISTANT: {qa.answer}</s>" for qa in qas))
 
     data = DemoData(root, image_dir, root / "shapes_caption.json", root / "shapes_instruct.json",
                     root / "shapes_test_questions.jsonl", root / "shapes_text.jsonl")
@@ -96,6 +116,8 @@ def write_demo_data(root: Path, n_train: int, n_test: int, image_size: int, seed
         for scene in test:
             for qa in questions(scene, qrng):
                 handle.write(json.dumps({**asdict(qa), "image": scene.file_name}) + "\n")
+    text_scenes = make_scenes(3 * n_train if n_text is None else n_text, seed + 4, image_size, first_id=n_train + n_test)
+    corpus = language_corpus(text_scenes, random.Random(seed + 5))
     with open(data.text_corpus, "w", encoding="utf-8") as handle:
         for text in corpus:
             handle.write(json.dumps({"text": text}) + "\n")

@@ -18,7 +18,8 @@ from ..convert.convert import update_dataset_info
 from .dataset import DemoData, write_demo_data
 from .host_cli import run_host
 from .report import accuracy_table, plot_accuracy, plot_losses
-from .scoring import TypeScore, load_questions, score
+from .shapes import CELL_WORDS
+from .scoring import TypeScore, load_questions
 from .tiny_models import TinyDims, build_language_model, build_vision_tower, train_tokenizer
 
 
@@ -79,14 +80,12 @@ def prepare_datasets(data: DemoData, layout: DemoLayout) -> None:
     update_dataset_info(layout.datasets, "shapes_text", {"file_name": "shapes_text.jsonl", "columns": {"prompt": "text"}})
 
 
-def evaluate(model_dir: Path, data: DemoData, label: str) -> dict[str, TypeScore]:
-    from ..evaluation.predict import PredictionRequest, Predictor
+def evaluate(model_dir: Path, data: DemoData, predictions: Path, label: str) -> dict[str, TypeScore]:
+    """The held-out questions through `llava-lf eval demo`'s machinery (answers kept in `predictions`)."""
+    from ..evaluation.demo_eval import evaluate_demo
 
-    questions = load_questions(data.test_questions)
-    requests = [PredictionRequest(str(i), q["question"], data.image_dir / q["image"]) for i, q in enumerate(questions)]
-    predictor = Predictor(model_dir, template="llava_v1", max_new_tokens=8)
-    answers = {prediction.key: prediction.answer for prediction in predictor.predict(requests, desc=label)}
-    return score(questions, answers)
+    return evaluate_demo(model_dir, data.test_questions, data.image_dir, predictions, label=label,
+                         max_new_tokens=8, fresh=True)
 
 
 def chat_once(model_dir: Path, data: DemoData) -> tuple[str, str, str]:
@@ -104,6 +103,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     layout, progress = DemoLayout(config.out), _Progress(9)
     yaml_dir = config.recipes
     common = {"dataset_dir": layout.datasets, **dict(config.train_overrides)}
+    layout.results.mkdir(parents=True, exist_ok=True)
 
     progress.step(f"synthetic picture set: {config.n_train} training and {config.n_test} held-out scenes")
     data = write_demo_data(layout.data, config.n_train, config.n_test, config.dims.image_size, config.seed)
@@ -111,7 +111,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     progress.step("tiny CLIP vision tower and tiny LLaMA with a tokenizer trained on the synthetic text")
     corpus = [json.loads(line)["text"] for line in data.text_corpus.read_text().splitlines()]
-    tokenizer = train_tokenizer(corpus, config.dims.vocab_size)
+    tokenizer = train_tokenizer(corpus, config.dims.vocab_size, words=CELL_WORDS)
     build_vision_tower(config.dims, layout.clip, seed=config.seed)
     build_language_model(config.dims, tokenizer, layout.llama, seed=config.seed)
 
@@ -121,7 +121,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     progress.step("assemble CLIP + projector + LLaMA into a llava-hf checkpoint")
     assemble(AssemblySpec(vision=layout.clip, llm=layout.llama_warm, out=layout.base))
-    before = evaluate(layout.base, data, "eval before")
+    before = evaluate(layout.base, data, layout.results / "predictions_before.jsonl", "eval before")
 
     progress.step("stage 1: projector alignment on captions (llamafactory-cli train, template llava_plain)")
     run_host("train", yaml_dir / "stage1_pretrain.yaml",
@@ -137,12 +137,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
              layout.logs / "export.log")
 
     progress.step("held-out evaluation of the exported model")
-    after = evaluate(layout.export, data, "eval after")
+    after = evaluate(layout.export, data, layout.results / "predictions_after.jsonl", "eval after")
 
     progress.step("one chat answer through the host's inference engine")
     question, answer, expected = chat_once(layout.export, data)
 
-    layout.results.mkdir(parents=True, exist_ok=True)
     charts = [
         plot_losses({"LM warm-up": layout.llama_warm, "stage 1": layout.stage1, "stage 2": layout.stage2},
                     layout.results / "loss_curves.png"),

@@ -148,6 +148,20 @@ def questions(scene: Scene, rng: random.Random) -> list[Question]:
     ]
 
 
+def cell_word(shape: Shape | None) -> str:
+    """The tiny language model's word for one grid cell: `[red circle]`, or `[empty]`."""
+    return "[empty]" if shape is None else f"[{shape.name}]"
+
+
+CELL_WORDS: tuple[str, ...] = tuple(f"[{color} {kind}]" for color in COLORS for kind in KINDS) + ("[empty]",)
+
+
+def grid_text(scene: Scene) -> str:
+    """The scene as nine cell words in patch order, the text the projector learns to imitate."""
+    by_cell = {shape.cell: shape for shape in scene.shapes}
+    return "".join(cell_word(by_cell.get(cell)) for cell in range(GRID * GRID))
+
+
 def make_scenes(count: int, seed: int, size: int, first_id: int = 0) -> list[Scene]:
     rng = random.Random(seed)
     return [random_scene(rng, first_id + index, size) for index in range(count)]

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..formats import PAD_TOKEN
+
 
 @dataclass(frozen=True)
 class TinyDims:
@@ -19,8 +21,11 @@ class TinyDims:
     vocab_size: int = 512
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
-    """A byte-level BPE tokenizer trained on the synthetic text, with LLaMA's <s>/</s>/<unk>."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, words: Iterable[str] = ()):
+    """A byte-level BPE tokenizer trained on the synthetic text, with LLaMA's <s>/</s>/<unk>.
+
+    `words` become single tokens (the demo's cell words, so one picture patch lines up with one word).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -29,12 +34,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>"],
+        special_tokens=["<unk>", "<s>", "</s>", PAD_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    # A pad token of its own: were pad the same as </s>, the host's `stage: pt` collator would mask every
+    # </s> out of the labels, and the model would never learn to end an answer.
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token=PAD_TOKEN)
+    fast.add_tokens(list(words))
+    return fast
 
 
 def build_vision_tower(dims: TinyDims, out: Path, seed: int = 0) -> Path:
@@ -72,6 +82,7 @@ def build_language_model(dims: TinyDims, tokenizer, out: Path, seed: int = 0) ->
         max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
     LlamaForCausalLM(config).save_pretrained(out)
