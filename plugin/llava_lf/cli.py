@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "llava_lf.evaluation.cli",
     "llava_lf.generate.cli",
     "llava_lf.convert.cli",
+    "llava_lf.training.cli",
 )
 
 

@@ -10,15 +10,17 @@ def register_all() -> list[str]:
     from llamafactory.data import mm_plugin as host_plugins
     from llamafactory.data import template as host_templates
 
+    from .training import register_training_callback
+
+    added = register_training_callback()  # `report_to: [llava_lf]`; independent of the modules below
     for module_name, defined_last in (("llava_lf.mm_plugin", "PLUGINS"), ("llava_lf.templates", "TEMPLATES")):
         module = sys.modules.get(module_name)
         if module is not None and not hasattr(module, defined_last):
             # That module imported the host first and is still executing; its last line registers.
-            return []
+            return added
 
     from . import mm_plugin, templates
 
-    added = []
     for name, plugin_class in mm_plugin.PLUGINS.items():
         if name not in host_plugins.PLUGINS:
             host_plugins.register_mm_plugin(name, plugin_class)
