@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 PLUGIN_NAME = "llava_lf"
 REPORT_RUN = "_report_run_pid"  # the training run whose report the first batch summarises; never pickled
+SEQLEN = "_seqlen_memo"  # (processor, tokens per image), never pickled
 
 logger = get_logger(f"llamafactory.{__name__}")  # the host's handler and format
 
@@ -77,7 +78,13 @@ class LlavaFastPlugin(LlavaPlugin):
         setattr(self, REPORT_RUN, run_pid)
 
     def _image_seqlen(self, processor: MMProcessor | None) -> int | None:
-        return image_seqlen_from_config(processor) if self.expand_mm_tokens else 1
+        if not self.expand_mm_tokens:
+            return 1
+        owner, seqlen = self.__dict__.get(SEQLEN) or (None, None)
+        if owner is not processor:  # read once per processor: its attribute lookups are slow
+            owner, seqlen = processor, image_seqlen_from_config(processor)
+            self.__dict__[SEQLEN] = (owner, seqlen)
+        return seqlen
 
     def _summarise_report(self) -> None:
         run_pid = getattr(self, REPORT_RUN, None)
@@ -92,6 +99,7 @@ class LlavaFastPlugin(LlavaPlugin):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop(REPORT_RUN, None)
+        state.pop(SEQLEN, None)
         return state
 
 

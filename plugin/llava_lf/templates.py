@@ -5,7 +5,7 @@
 `llava_plain`: stage-1 feature alignment: <s><image>{caption}\\n (the human text is discarded).
 
 Both fit each training sample into cutoff_len at turn boundaries (`truncation`), report what they trimmed
-or dropped (`truncation_report`), and tokenise expanded image tokens as one run (`image_runs`).
+or dropped (`truncation_report`), and tokenise fast and exactly (`fast_encode`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from llamafactory.data.mm_plugin import get_mm_plugin
 from llamafactory.data.template import TEMPLATES as HOST_TEMPLATES
 from llamafactory.data.template import Template, register_template
 
+from .fast_encode import encode_text, encode_with_image_runs
 from .formats import IMAGE_TOKEN, LLAVA_PLAIN_CHAT_TEMPLATE, VICUNA_V1_SYSTEM, llava_v1_chat_template
 from .host_context import EncodeCall, encode_call, training_output_dir
-from .image_runs import encode_with_image_runs
 from .mm_plugin import PLUGIN_NAME
 from .truncation import TurnFit, dropped_placeholder, fit_turns, image_tokens_in
 from .truncation_report import SampleRecord, is_reporting_rank, note_tokenising, open_run, record_sample
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .truncation import Pairs
 
 RUN_PID = "_run_pid"  # set on the training process's template; never pickled, so map workers lack it
+MEMO, MEMO_MAX_CHARS, MEMO_MAX_ENTRIES = "_encoded_texts", 400, 512  # never pickled either
 
 
 @dataclass
@@ -72,9 +73,25 @@ class LlavaTemplate(Template):
         for element in elements:
             if isinstance(element, str) and image_token and image_token in element:
                 token_ids += encode_with_image_runs(tokenizer, element, image_token)
+            elif isinstance(element, str) and len(element) > MEMO_MAX_CHARS:
+                token_ids += encode_text(tokenizer, element)
+            elif isinstance(element, (str, set)):  # `{"bos_token"}` / `{"eos_token"}` cost a property lookup each
+                token_ids += self._remembered(tokenizer, element)
             else:
                 token_ids += super()._convert_elements_to_ids(tokenizer, [element])
         return token_ids
+
+    def _remembered(self, tokenizer: PreTrainedTokenizer, element: str | set[str]) -> list[int]:
+        """Ids of a short text or a special-token slot, remembered: the system text recurs in every sample."""
+        owner, memo = self.__dict__.get(MEMO) or (None, {})
+        if owner is not tokenizer or len(memo) >= MEMO_MAX_ENTRIES:
+            owner, memo = tokenizer, {}
+            self.__dict__[MEMO] = (owner, memo)
+        key = element if isinstance(element, str) else frozenset(element)
+        if key not in memo:
+            memo[key] = (encode_text(tokenizer, element) if isinstance(element, str)
+                         else super()._convert_elements_to_ids(tokenizer, [element]))
+        return memo[key]
 
     def _get_jinja_template(self, tokenizer: PreTrainedTokenizer) -> str:
         return llava_v1_chat_template(self.default_system)
@@ -82,6 +99,7 @@ class LlavaTemplate(Template):
     def fix_special_tokens(self, tokenizer: PreTrainedTokenizer) -> None:
         """The host's fix, and (called from a training workflow) the start of this run's trim/drop report."""
         super().fix_special_tokens(tokenizer)
+        self.__dict__.pop(MEMO, None)  # the tokenizer may have gained tokens
         output_dir = training_output_dir(sys._getframe(1))
         run_pid = open_run(output_dir, self._name()) if output_dir and is_reporting_rank() else None
         setattr(self, RUN_PID, run_pid)
@@ -101,6 +119,7 @@ class LlavaTemplate(Template):
         # Keeps the datasets fingerprint (a hash of the pickled processor) the same from run to run.
         state = dict(self.__dict__)
         state.pop(RUN_PID, None)
+        state.pop(MEMO, None)
         return state
 
 

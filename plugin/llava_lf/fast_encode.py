@@ -1,0 +1,75 @@
+"""Tokenise template text fast, with exactly the ids `tokenizer.encode(text, add_special_tokens=False)` gives.
+
+Two costs dominate once images are no longer decoded. After image-token expansion a LLaVA-1.5 prompt
+holds 576 `<image>` tokens in a row, which the tokenizer splits about 10x slower than the rest of the
+sample; `<image>` is an added special token, so the text around a run is tokenised the same whether the
+run holds one copy or 576 (added tokens split the text first, each piece is tokenised on its own): we
+tokenise with each run collapsed to one copy and widen that id again. And transformers' `encode` wraps the
+Rust tokenizer in per-call bookkeeping worth about a third of the time: we call the Rust tokenizer
+(its offset-free batch call) directly while its state is the one `encode` would set (no truncation or padding, the same special-token
+splitting), and fall back to `encode` otherwise or for a tokenizer without one.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizer
+
+
+def encode_text(tokenizer: PreTrainedTokenizer, text: str) -> list[int]:
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if (backend is None or getattr(backend, "truncation", True) is not None or getattr(backend, "padding", True) is not None
+            or getattr(backend, "encode_special_tokens", None) != getattr(tokenizer, "split_special_tokens", False)):
+        return tokenizer.encode(text, add_special_tokens=False)
+    if hasattr(backend, "encode_batch_fast"):  # no offsets tracked: about a third faster, same ids
+        return backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
+    return backend.encode(text, add_special_tokens=False).ids
+
+
+@lru_cache(maxsize=8)
+def _run_pattern(image_token: str) -> re.Pattern[str]:
+    return re.compile(f"(?:{re.escape(image_token)})+")
+
+
+def _collapse_runs(text: str, image_token: str) -> tuple[str, list[int]]:
+    """The text with each run of `image_token` reduced to one copy, and the run lengths in order."""
+    width, total = len(image_token), text.count(image_token)
+    first = text.find(image_token)
+    if total and text.startswith(image_token * total, first):  # the usual case, one run: no regex over 4 KB
+        return text[:first] + image_token + text[first + width * total :], [total]
+    runs: list[int] = []
+
+    def collapse(run: re.Match[str]) -> str:
+        runs.append(len(run.group()) // width)
+        return image_token
+
+    return _run_pattern(image_token).sub(collapse, text), runs
+
+
+def encode_with_image_runs(tokenizer: PreTrainedTokenizer, text: str, image_token: str) -> list[int]:
+    """`encode_text`, with each run of `image_token` tokenised as one copy and widened back."""
+    collapsed, runs = _collapse_runs(text, image_token)
+    if not runs or max(runs) == 1:
+        return encode_text(tokenizer, text)
+
+    ids = encode_text(tokenizer, collapsed)
+    image_id = tokenizer.convert_tokens_to_ids(image_token)
+    if len(runs) == 1 and ids.count(image_id) == 1:
+        position = ids.index(image_id)
+        return ids[:position] + [image_id] * runs[0] + ids[position + 1 :]
+    positions = [index for index, token_id in enumerate(ids) if token_id == image_id]
+    if len(positions) != len(runs):  # `<image>` is not one token here: splicing would change the ids
+        return encode_text(tokenizer, text)
+
+    spliced: list[int] = []
+    start = 0
+    for position, count in zip(positions, runs):
+        spliced += ids[start:position]
+        spliced += [image_id] * count
+        start = position + 1
+    spliced += ids[start:]
+    return spliced
