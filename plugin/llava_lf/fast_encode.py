@@ -4,7 +4,8 @@ Two costs dominate once images are no longer decoded. After image-token expansio
 holds 576 `<image>` tokens in a row, which the tokenizer splits about 10x slower than the rest of the
 sample; `<image>` is an added special token, so the text around a run is tokenised the same whether the
 run holds one copy or 576 (added tokens split the text first, each piece is tokenised on its own): we
-tokenise with each run collapsed to one copy and widen that id again. And transformers' `encode` wraps the
+tokenise with each run collapsed to one copy and widen that id again (the text before the first run, the
+same system text and `USER: ` in every sample, can be remembered the same way). And transformers' `encode` wraps the
 Rust tokenizer in per-call bookkeeping worth about a third of the time: we call the Rust tokenizer
 (its offset-free batch call) directly while its state is the one `encode` would set (no truncation or padding, the same special-token
 splitting), and fall back to `encode` otherwise or for a tokenizer without one.
@@ -13,7 +14,8 @@ splitting), and fall back to `encode` otherwise or for a tokenizer without one.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -50,22 +52,29 @@ def _collapse_runs(text: str, image_token: str) -> tuple[str, list[int]]:
     return _run_pattern(image_token).sub(collapse, text), runs
 
 
-def encode_with_image_runs(tokenizer: PreTrainedTokenizer, text: str, image_token: str) -> list[int]:
-    """`encode_text`, with each run of `image_token` tokenised as one copy and widened back."""
+def encode_with_image_runs(tokenizer: PreTrainedTokenizer, text: str, image_token: str,
+                           encode_head: Callable[[str], list[int]] | None = None) -> list[int]:
+    """`encode_text`, with each run of `image_token` tokenised as one copy and widened back.
+
+    The text before the first image (the system text and `USER: `, the same in every sample) is a piece of
+    its own once added tokens split the text, so `encode_head` may remember its ids.
+    """
     collapsed, runs = _collapse_runs(text, image_token)
     if not runs or max(runs) == 1:
         return encode_text(tokenizer, text)
 
-    ids = encode_text(tokenizer, collapsed)
+    first = collapsed.find(image_token)
+    head = (encode_head or partial(encode_text, tokenizer))(collapsed[:first]) if first else []
+    ids = encode_text(tokenizer, collapsed[first:])  # starts with the image token: its text is no first piece
     image_id = tokenizer.convert_tokens_to_ids(image_token)
     if len(runs) == 1 and ids.count(image_id) == 1:
         position = ids.index(image_id)
-        return ids[:position] + [image_id] * runs[0] + ids[position + 1 :]
+        return head + ids[:position] + [image_id] * runs[0] + ids[position + 1 :]
     positions = [index for index, token_id in enumerate(ids) if token_id == image_id]
     if len(positions) != len(runs):  # `<image>` is not one token here: splicing would change the ids
         return encode_text(tokenizer, text)
 
-    spliced: list[int] = []
+    spliced: list[int] = list(head)
     start = 0
     for position, count in zip(positions, runs):
         spliced += ids[start:position]

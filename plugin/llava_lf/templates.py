@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from llamafactory.data.data_utils import Role
@@ -70,11 +71,10 @@ class LlavaTemplate(Template):
     def _convert_elements_to_ids(self, tokenizer: PreTrainedTokenizer, elements: list[Any]) -> list[int]:
         image_token = self.mm_plugin.image_token
         token_ids: list[int] = []
-        for element in elements:
+        for element in _join_adjacent_text(elements):
             if isinstance(element, str) and image_token and image_token in element:
-                token_ids += encode_with_image_runs(tokenizer, element, image_token)
-            elif isinstance(element, str) and len(element) > MEMO_MAX_CHARS:
-                token_ids += encode_text(tokenizer, element)
+                token_ids += encode_with_image_runs(tokenizer, element, image_token,
+                                                    encode_head=partial(self._remembered, tokenizer))
             elif isinstance(element, (str, set)):  # `{"bos_token"}` / `{"eos_token"}` cost a property lookup each
                 token_ids += self._remembered(tokenizer, element)
             else:
@@ -83,6 +83,8 @@ class LlavaTemplate(Template):
 
     def _remembered(self, tokenizer: PreTrainedTokenizer, element: str | set[str]) -> list[int]:
         """Ids of a short text or a special-token slot, remembered: the system text recurs in every sample."""
+        if isinstance(element, str) and len(element) > MEMO_MAX_CHARS:
+            return encode_text(tokenizer, element)
         owner, memo = self.__dict__.get(MEMO) or (None, {})
         if owner is not tokenizer or len(memo) >= MEMO_MAX_ENTRIES:
             owner, memo = tokenizer, {}
@@ -121,6 +123,18 @@ class LlavaTemplate(Template):
         state.pop(RUN_PID, None)
         state.pop(MEMO, None)
         return state
+
+
+def _join_adjacent_text(elements: list[Any]) -> list[Any]:
+    """One string per run of text slots: `{system} ` and `USER: ...` are tokenised together, as in the rendered
+    prompt a processor's chat template gives (a tokenizer may merge across that boundary)."""
+    joined: list[Any] = []
+    for element in elements:
+        if isinstance(element, str) and joined and isinstance(joined[-1], str):
+            joined[-1] += element
+        else:
+            joined.append(element)
+    return joined
 
 
 def _record(call: EncodeCall, fit: TurnFit, image_tokens: int, kept_image_tokens: int) -> SampleRecord:
