@@ -23,7 +23,7 @@ sys.path.insert(0, str(BENCH))
 from speed.configs import PlanError, RunPlan, _cli_value, align_global_batch, parse_variant
 from speed.metrics import compare_losses, throughput
 from speed.model import SHAPES, facts_without_weights
-from speed.probe import StepRecord, sequence_lengths
+from speed.probe import StepRecord, batch_counts, sequence_lengths
 
 RUN_FIELDS = {"measured_steps", "seconds", "tokens", "tokens_per_s", "step_s_median", "tokens_per_step",
               "samples_per_step", "padding_fraction", "mfu", "peak_gpu_allocated_gib", "peak_gpu_reserved_gib",
@@ -109,6 +109,8 @@ def test_sequence_lengths_in_every_batch_form():
     positions = torch.tensor([[0, 1, 0, 1, 2, 3]])  # varlen packing: positions restart per sequence
     assert sequence_lengths(torch.ones(1, 6, dtype=torch.long), None, positions, pad_id=0).tolist() == [2, 4]
     assert sequence_lengths(ids, None, None, pad_id=0).tolist() == [5, 3]
+    # tokens, image tokens (id 7), sequences, sum of squared lengths of one packed model call
+    assert batch_counts({"input_ids": ids, "attention_mask": packed}, 0, 7).tolist() == [11, 2, 5, 27]
 
 
 def test_loss_comparison_rejects_a_step_outlier_a_drift_and_different_data():

@@ -101,7 +101,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.work = args.work or args.out / "work"
+    if args.steps <= args.warmup_steps:
+        parser.error(f"--steps {args.steps} leaves nothing to time after --warmup-steps {args.warmup_steps}")
     return args
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions = {}
+    for name in ("torch", "transformers", "peft", "accelerate", "llamafactory", "llamafactory-llava"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _child_env(on_gpu: bool) -> dict[str, str]:
@@ -224,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     run_settings = {"shape": args.shape, "samples": samples, "text_words": args.text_words,
                     "length_spread": args.length_spread, "global_batch": global_batch, "steps": args.steps,
                     "warmup_steps": args.warmup_steps, "seed": args.seed, "loss_rtol": args.loss_rtol,
-                    "ours_yaml": str(args.ours_yaml or DEFAULT_OURS),
+                    "ours_yaml": str(args.ours_yaml or DEFAULT_OURS), "versions": _versions(),
                     "plans": {plan.name: {"base": plan.base, "command": plan.cli_args()} for plan in plans}}
     runs, records = {}, {}
     interrupted = None
@@ -241,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         device = record.device
         peak = peak or peak_tflops(device)
-        runs[plan.name] = run_summary(record, facts, args.warmup_steps, peak)
+        try:
+            runs[plan.name] = run_summary(record, facts, args.warmup_steps, peak)
+        except ValueError as failure:  # fewer steps than the warm-up (a run stopped early)
+            runs[plan.name] = {"error": str(failure)}
+            continue
         plugin_report = args.work / "runs" / plan.name / "llava_lf_training.json"  # written by our callback
         if plugin_report.is_file():
             runs[plan.name]["plugin_report"] = json.loads(plugin_report.read_text(encoding="utf-8"))

@@ -19,56 +19,55 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-COUNTS = ("tokens", "padded_tokens", "image_tokens", "sequences", "sum_sq_seq_len")
+COUNTS = ("tokens", "image_tokens", "sequences", "sum_sq_seq_len")  # gathered on the device, per model call
 
 
-def _starts_to_lengths(starts: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Lengths of the runs of real positions that begin at each start (both [batch, seq] booleans)."""
-    segment = torch.cumsum((starts & real).flatten().long(), 0)
-    segment = segment[real.flatten()]
-    lengths = torch.bincount(segment)
-    return lengths[lengths > 0]
+def segment_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+                pad_id: int | None) -> torch.Tensor:
+    """Per position, the number of the sequence it belongs to within its row (1, 2, ...), 0 for padding.
 
-
-def sequence_lengths(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                     position_ids: torch.Tensor | None, pad_id: int | None) -> torch.Tensor:
-    """Length of every sequence in a batch: padded rows, packed rows (indexed masks, 4-D block masks, or
-    restarting position ids) alike. Attention cost grows with these, not with the row length."""
-    batch, seq = input_ids.shape
+    Padded rows, packed rows with the host's numbered masks, 4-D block masks and restarting position ids
+    alike; fixed-shape tensor operations only, so the device is never waited for."""
     if attention_mask is not None and attention_mask.dim() == 4:  # [b, 1, s, s], additive or boolean
         allowed = attention_mask[:, 0] if attention_mask.dtype == torch.bool else attention_mask[:, 0] == 0
         real = torch.diagonal(allowed, dim1=-2, dim2=-1)
-        to_previous = torch.diagonal(allowed, offset=-1, dim1=-2, dim2=-1)  # can position i see i-1?
         starts = torch.ones_like(real)
-        starts[:, 1:] = ~to_previous
-        return _starts_to_lengths(starts, real)
+        starts[:, 1:] = ~torch.diagonal(allowed, offset=-1, dim1=-2, dim2=-1)  # position i cannot see i-1
+        return torch.cumsum(starts & real, -1) * real
     if attention_mask is not None and attention_mask.dim() == 2:
         real = attention_mask != 0
-        if attention_mask.max() > 1:  # packed: 1, 1, 2, 2, 2, 0 numbers the sequences of a row
-            starts = torch.ones_like(real)
-            starts[:, 1:] = attention_mask[:, 1:] != attention_mask[:, :-1]
-            return _starts_to_lengths(starts, real)
-        if position_ids is None:
-            lengths = real.sum(-1)
-            return lengths[lengths > 0]
+    elif pad_id is not None:
+        real = input_ids != pad_id
     else:
-        real = input_ids != pad_id if pad_id is not None else torch.ones_like(input_ids, dtype=torch.bool)
-    if position_ids is not None and position_ids.dim() == 2 and position_ids.shape == (batch, seq):
-        return _starts_to_lengths(position_ids == 0, real)
-    lengths = real.sum(-1)
-    return lengths[lengths > 0]
+        real = torch.ones_like(input_ids, dtype=torch.bool)
+    if position_ids is not None and position_ids.shape == input_ids.shape:
+        return torch.cumsum((position_ids == 0) & real, -1) * real
+    if attention_mask is not None and attention_mask.dim() == 2:
+        return attention_mask.long() * real  # the host numbers packed sequences 1, 1, 2, 2, 2, 0; plain masks are 1
+    return real.long()
+
+
+def segment_lengths(ids: torch.Tensor) -> torch.Tensor:
+    """[batch, seq] counts: entry (b, k) is the length of sequence k + 1 of row b (0 where there is none)."""
+    counts = torch.zeros(ids.shape[0], ids.shape[1] + 1, dtype=torch.long, device=ids.device)
+    counts.scatter_add_(1, ids.long(), torch.ones_like(ids, dtype=torch.long))
+    return counts[:, 1:]
+
+
+def sequence_lengths(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+                     pad_id: int | None) -> torch.Tensor:
+    """Length of every sequence in a batch, row by row. Attention cost grows with these, not with rows."""
+    counts = segment_lengths(segment_ids(input_ids, attention_mask, position_ids, pad_id))
+    return counts[counts > 0]
 
 
 def batch_counts(inputs: dict[str, Any], pad_id: int | None, image_id: int | None) -> torch.Tensor:
     """The COUNTS of one model call, as one float64 tensor on the inputs' device (no synchronisation)."""
     input_ids = inputs["input_ids"]
-    lengths = sequence_lengths(input_ids, inputs.get("attention_mask"), inputs.get("position_ids"), pad_id)
-    image_tokens = (input_ids == image_id).sum() if image_id is not None else torch.zeros((), device=input_ids.device)
-    lengths = lengths.double()
-    return torch.stack([lengths.sum(), torch.tensor(float(input_ids.numel()), device=input_ids.device,
-                                                    dtype=torch.float64),
-                        image_tokens.double(), torch.tensor(float(lengths.numel()), device=input_ids.device,
-                                                            dtype=torch.float64), (lengths ** 2).sum()])
+    ids = segment_ids(input_ids, inputs.get("attention_mask"), inputs.get("position_ids"), pad_id)
+    lengths = segment_lengths(ids).double()
+    image_tokens = (input_ids == image_id).sum() if image_id is not None else input_ids.new_zeros(())
+    return torch.stack([lengths.sum(), image_tokens.double(), (lengths > 0).sum().double(), (lengths**2).sum()])
 
 
 @dataclass
@@ -133,7 +132,7 @@ class StepProbe(TrainerCallback):
     def __init__(self, echo_every: int = 1) -> None:
         self.record = RunRecord()
         self.echo_every = echo_every
-        self._pending: list[tuple[torch.Tensor, int]] = []
+        self._pending: list[tuple[torch.Tensor, int, int]] = []  # device counts, positions, images
         self._hook = None
         self._last = 0.0
         self._ids: tuple[int | None, int | None] = (None, None)
@@ -142,7 +141,8 @@ class StepProbe(TrainerCallback):
         if module.training and "input_ids" in kwargs:
             pixels = kwargs.get("pixel_values")
             images = int(pixels.shape[0]) if isinstance(pixels, torch.Tensor) else 0
-            self._pending.append((batch_counts(kwargs, *self._ids), images))
+            positions = int(kwargs["input_ids"].numel())
+            self._pending.append((batch_counts(kwargs, *self._ids), positions, images))
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
@@ -159,15 +159,17 @@ class StepProbe(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         _sync()
         now = time.perf_counter()
-        totals = [0.0] * len(COUNTS)
-        images = 0
-        for counts, batch_images in self._pending:
-            totals = [a + b for a, b in zip(totals, counts.tolist())]
+        totals = dict.fromkeys(COUNTS, 0.0)
+        padded_tokens = images = 0
+        for counts, positions, batch_images in self._pending:
+            for key, value in zip(COUNTS, counts.tolist()):
+                totals[key] += value
+            padded_tokens += positions
             images += batch_images
         self._pending.clear()
-        values = dict(zip(COUNTS, totals))
-        step = StepRecord(step=state.global_step, seconds=now - self._last, images=images,
-                          sum_sq_seq_len=values.pop("sum_sq_seq_len"), **{k: int(v) for k, v in values.items()})
+        step = StepRecord(step=state.global_step, seconds=now - self._last, tokens=int(totals["tokens"]),
+                          padded_tokens=padded_tokens, image_tokens=int(totals["image_tokens"]),
+                          sequences=int(totals["sequences"]), sum_sq_seq_len=totals["sum_sq_seq_len"], images=images)
         self.record.steps.append(step)
         if state.global_step % self.echo_every == 0:
             print(f"[speed-probe] step {state.global_step}/{state.max_steps} {step.seconds:.3f}s "
