@@ -7,9 +7,8 @@ import copy
 
 import pytest
 import torch
-from torch import nn
-
 from llava_lf.training.projector_lr import ProjectorLrError, split_projector_groups
+from torch import nn
 
 LR, PROJECTOR_LR = 2e-4, 2e-5
 

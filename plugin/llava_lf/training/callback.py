@@ -30,22 +30,22 @@ from .report import (
 def _check_modality_order(args: Any, train_dataloader: Any) -> dict:
     in_order, samplers = sampling(train_dataloader)
     if not in_order:
-        raise TrainingOptionsError([
+        raise TrainingOptionsError([(
             f"group_by_modality=true but the training set is read in shuffled order (samplers: "
             f"{', '.join(samplers) or 'none'}); set `disable_shuffling: true` and train on data from "
-            f"`llava-lf group-modality`"])
+            f"`llava-lf group-modality`")])
     flags = image_flags(getattr(train_dataloader, "dataset", None))
     if flags is None:
-        raise TrainingOptionsError(["group_by_modality=true but the training set has no `images` column; "
-                                    "it needs a multimodal dataset (columns.images in dataset_info.json)"])
+        raise TrainingOptionsError([("group_by_modality=true but the training set has no `images` column; it needs "
+                                     "a multimodal dataset (columns.images in dataset_info.json)")])
     check = check_grouping(flags, args.per_device_train_batch_size)
     if not check.grouped:
-        raise TrainingOptionsError([
+        raise TrainingOptionsError([(
             f"group_by_modality=true but {len(check.mixed_batches)} of "
             f"{check.image_batches + check.text_batches + len(check.mixed_batches)} micro-batches of "
             f"{check.micro_batch} mix image and text-only rows (first: {check.mixed_batches[:5]}); regroup the "
             f"data with `llava-lf group-modality --batch N` for a global batch N that "
-            f"per_device_train_batch_size={check.micro_batch} divides, and drop val_size (its split shuffles)"])
+            f"per_device_train_batch_size={check.micro_batch} divides, and drop val_size (its split shuffles)")])
     return check.as_dict()
 
 
@@ -58,11 +58,11 @@ class LlavaTrainingCallback(TrainerCallback):
     def on_init_end(self, args, state, control, **kwargs):
         self.options = parse_training_options(args.optim_args, args.optim)
         if self.options.mm_projector_lr is not None and args.deepspeed:
-            raise TrainingOptionsError([
+            raise TrainingOptionsError([(
                 "mm_projector_lr cannot be applied under DeepSpeed: ZeRO fuses each optimizer group's parameters "
                 "into flat buffers when it starts, before a callback can give the projector a group of its own. "
                 "Train LoRA stage 2 with plain DDP (FORCE_TORCHRUN=1, no `deepspeed:`; 7B LoRA fits), or drop "
-                "mm_projector_lr to train the projector at learning_rate"])
+                "mm_projector_lr to train the projector at learning_rate")])
         return control
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None,

@@ -20,7 +20,7 @@ def _reachable(dataloader: Any) -> Iterator[Any]:
 
 def sampling(dataloader: Any) -> tuple[bool, list[str]]:
     """(reads the dataset front to back, the sampler classes seen): in order under `disable_shuffling: true`."""
-    import torch.utils.data as data
+    from torch.utils import data
 
     nodes = list(_reachable(dataloader))[1:]
     sequential = any(isinstance(node, data.SequentialSampler) for node in nodes)
