@@ -12,10 +12,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import BIN, REPO
+
+import yaml
 
 BENCH = REPO / "tests" / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -75,9 +78,11 @@ def test_the_two_paths_use_their_own_templates_and_options(tiny_result):
     assert "<s>A chat between" not in stock_log and "A chat between a curious user" in stock_log
     ours = result["runs"]["ours"]
     assert result["settings"]["ours_yaml"].endswith("llava1_5_lora_sft.yaml")
+    shipped = yaml.safe_load(Path(result["settings"]["ours_yaml"]).read_text())
+    projector_lr = float(dict(item.split("=") for item in shipped["optim_args"].split(","))["mm_projector_lr"])
     groups = ours["plugin_report"]["param_groups"]  # our callback gave the projector its own rate
     projector = [group for group in groups if "projector" in group["modules"]]
-    assert projector and all(group["initial_lr"] == pytest.approx(2.0e-5) for group in projector), groups
+    assert projector and all(group["initial_lr"] == pytest.approx(projector_lr) for group in projector), groups
     assert result["runs"]["stock"]["setup"]["gradient_checkpointing"] is True
     assert ours["setup"]["trainable_params"] > result["runs"]["stock"]["setup"]["trainable_params"]  # + projector
 
