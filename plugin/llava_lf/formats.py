@@ -16,7 +16,7 @@ _CONTENT_AS_TEXT = (
     "{%- if part['type'] == 'image' -%}{%- set parts.text = parts.text + '<image>\\n' -%}"
     "{%- elif part['type'] == 'text' -%}{%- set parts.text = parts.text + part['text'] -%}{%- endif -%}"
     "{%- endfor -%}{%- set text = parts.text -%}{%- endif -%}"
-    "{%- if message['role'] == 'user' and text.count('<image>') == 1 -%}"
+    "{%- if message['role'] == 'user' and text.count('<image>') == 1 and not text.startswith('<image>\\n') -%}"
     "{%- set text = '<image>\\n' + (text.replace('<image>', '') | trim) -%}{%- endif -%}"
 )
 

@@ -104,8 +104,11 @@ class LlavaFastPlugin(LlavaPlugin):
 
 
 def _image_first(content: str) -> str:
-    """LLaVA's form of a turn holding one image: the image, a newline, the stripped text."""
-    if content.count(IMAGE_PLACEHOLDER) != 1:
+    """LLaVA's form of a turn holding one image: the image, a newline, the stripped text.
+
+    A turn already in that form is left exactly as written (converted data, and the counts made from it).
+    """
+    if content.count(IMAGE_PLACEHOLDER) != 1 or content.startswith(IMAGE_PLACEHOLDER + "\n"):
         return content
     return IMAGE_PLACEHOLDER + "\n" + content.replace(IMAGE_PLACEHOLDER, "").strip()
 
