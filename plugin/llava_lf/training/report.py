@@ -78,17 +78,25 @@ class TrainingReport:
         return f"param groups: {groups}; attention: {self.attention}"
 
 
+FUSED = "fused (DeepSpeed flat buffer)"
+
+
+def _numel(parameter: Any) -> int:
+    return getattr(parameter, "ds_numel", None) or parameter.numel()  # ZeRO-3 leaves an empty local tensor
+
+
 def describe_param_groups(param_groups: Iterable[dict], named_parameters: Iterable[tuple[str, Any]],
                           keys: ModuleKeys) -> list[ParamGroupReport]:
     names = {id(p): name for name, p in named_parameters}
     reports = []
     for group in param_groups:
-        group_names = [names.get(id(p), "?") for p in group["params"]]
+        group_names = [names.get(id(p), FUSED) for p in group["params"]]
         reports.append(ParamGroupReport(
             lr=float(group["lr"]), initial_lr=float(group["initial_lr"]) if "initial_lr" in group else None,
             weight_decay=float(group.get("weight_decay", 0.0)), tensors=len(group_names),
-            parameters=sum(p.numel() for p in group["params"]),
-            modules=dict(Counter(module_kind(name, keys) for name in group_names)), names=group_names))
+            parameters=sum(_numel(p) for p in group["params"]),
+            modules=dict(Counter(name if name == FUSED else module_kind(name, keys) for name in group_names)),
+            names=group_names))
     return reports
 
 
@@ -96,7 +104,7 @@ def trainable_by_module(named_parameters: Iterable[tuple[str, Any]], keys: Modul
     counts: Counter[str] = Counter()
     for name, parameter in named_parameters:
         if parameter.requires_grad:
-            counts[module_kind(name, keys)] += parameter.numel()
+            counts[module_kind(name, keys)] += _numel(parameter)
     return dict(counts)
 
 
