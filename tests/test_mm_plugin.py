@@ -97,3 +97,22 @@ def test_collator_refuses_a_row_with_part_of_an_image(tmp_path):
     image = write_image(tmp_path / "red.png")
     with pytest.raises(ValueError, match=r"batch row 1 holds 5 image tokens .* part of an image was cut"):
         _batch_inputs(processor, image, [[1, *[3] * 9], [1, *[3] * 5]], [1, 1])
+
+
+def test_pad_to_square_without_crop_is_counted_from_config(tmp_path):
+    """LLaVA-1.5's pad-to-square processor (as the assembler may save it) with a shortest-edge resize only."""
+    from llamafactory.data.mm_plugin import get_mm_plugin
+    from llava_lf.image_tokens import image_seqlen_from_config
+    from PIL import Image
+    from test_templates import build_golden_processor
+    from transformers import LlavaImageProcessor
+
+    processor = build_golden_processor(tmp_path / "processor")
+    processor.image_processor = LlavaImageProcessor(do_pad=True, do_center_crop=False, size={"shortest_edge": 48})
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (80, 30), (10, 200, 10)).save(wide)
+    messages = [{"role": "user", "content": "<image>\nQ"}, {"role": "assistant", "content": "A"}]
+    assert image_seqlen_from_config(processor) == 9
+    ours = get_mm_plugin("llava_lf", image_token="<image>").process_messages(messages, [str(wide)], [], [], processor)
+    host = get_mm_plugin("llava", image_token="<image>").process_messages(messages, [str(wide)], [], [], processor)
+    assert ours == host

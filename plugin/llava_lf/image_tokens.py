@@ -21,8 +21,18 @@ def processed_image_size(image_processor: Any) -> tuple[int, int] | None:
     if getattr(image_processor, "do_center_crop", False):
         return _height_width(getattr(image_processor, "crop_size", None))
     if getattr(image_processor, "do_resize", False):
-        return _height_width(getattr(image_processor, "size", None))
+        size = getattr(image_processor, "size", None)
+        fixed = _height_width(size)
+        if fixed is None and getattr(image_processor, "do_pad", False) and _is_llava_image_processor(image_processor):
+            # LLaVA-1.5's expand2square: padded to a square first, so a shortest-edge resize gives a square.
+            edge = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+            return (int(edge), int(edge)) if edge else None
+        return fixed
     return None
+
+
+def _is_llava_image_processor(image_processor: Any) -> bool:
+    return type(image_processor).__name__ in ("LlavaImageProcessor", "LlavaImageProcessorFast")
 
 
 def image_seqlen_from_config(processor: Any) -> int | None:
