@@ -12,6 +12,7 @@ batch row holds whole image blocks and leave out the images of samples the templ
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from llamafactory.data.data_utils import Role
@@ -87,7 +88,9 @@ class LlavaFastPlugin(LlavaPlugin):
         return seqlen
 
     def _summarise_report(self) -> None:
-        run_pid = getattr(self, REPORT_RUN, None)
+        # Bound by our template's setup in the training process (and inherited by forked dataloader workers);
+        # a spawned worker got a pickled copy without it, and its parent is the training process.
+        run_pid = getattr(self, REPORT_RUN) if hasattr(self, REPORT_RUN) else os.getppid()
         if run_pid is None:
             return
         setattr(self, REPORT_RUN, None)  # once per process; the claim makes it once per run
