@@ -75,3 +75,22 @@ def test_a_rust_tokenizer_left_truncating_is_not_used_directly(tokenizers):
     finally:
         tokenizer._tokenizer.no_truncation()
     assert len(ids) > 3 and ids == tokenizer.encode(text, add_special_tokens=False)
+
+
+@pytest.mark.parametrize("name", ["words", "tiny_llava_bpe", "metaspace"])
+def test_the_slot_layout_path_equals_the_hosts_slot_by_slot_path(tokenizers, name):
+    """`LlavaTemplate._encode` lays the slots out once; the host's generic `_encode` must give the same ids."""
+    from llamafactory.data.template import TEMPLATES, Template
+
+    tokenizer = tokenizers[name]
+    template = TEMPLATES["llava_v1"]
+    conversations = [
+        [{"role": "user", "content": "<image>" * 9 + "\nWhat is the colour of the bus?"},
+         {"role": "assistant", "content": "red"}, {"role": "user", "content": "And now?"},
+         {"role": "assistant", "content": "blue please"}],
+        [{"role": "user", "content": "no image here"}, {"role": "assistant", "content": ""}],
+    ]
+    for messages in conversations:
+        for system in (None, "Be brief.", ""):
+            assert template._encode(tokenizer, messages, system, None) == Template._encode(template, tokenizer,
+                                                                                          messages, system, None)

@@ -52,7 +52,7 @@ def _collapse_runs(text: str, image_token: str) -> tuple[str, list[int]]:
     return _run_pattern(image_token).sub(collapse, text), runs
 
 
-def encode_with_image_runs(tokenizer: PreTrainedTokenizer, text: str, image_token: str,
+def encode_with_image_runs(tokenizer: PreTrainedTokenizer, text: str, image_token: str, image_id: int | None = None,
                            encode_head: Callable[[str], list[int]] | None = None) -> list[int]:
     """`encode_text`, with each run of `image_token` tokenised as one copy and widened back.
 
@@ -66,7 +66,8 @@ def encode_with_image_runs(tokenizer: PreTrainedTokenizer, text: str, image_toke
     first = collapsed.find(image_token)
     head = (encode_head or partial(encode_text, tokenizer))(collapsed[:first]) if first else []
     ids = encode_text(tokenizer, collapsed[first:])  # starts with the image token: its text is no first piece
-    image_id = tokenizer.convert_tokens_to_ids(image_token)
+    if image_id is None:
+        image_id = tokenizer.convert_tokens_to_ids(image_token)
     if len(runs) == 1 and ids.count(image_id) == 1:
         position = ids.index(image_id)
         return head + ids[:position] + [image_id] * runs[0] + ids[position + 1 :]

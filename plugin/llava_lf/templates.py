@@ -26,6 +26,7 @@ from .fast_encode import encode_text, encode_with_image_runs
 from .formats import IMAGE_TOKEN, LLAVA_PLAIN_CHAT_TEMPLATE, VICUNA_V1_SYSTEM, llava_v1_chat_template
 from .host_context import EncodeCall, encode_call, training_output_dir
 from .mm_plugin import PLUGIN_NAME
+from .slot_layout import LAYOUT_KEY, SlotLayout, slot_layout
 from .truncation import TurnFit, dropped_placeholder, fit_turns, image_tokens_in
 from .truncation_report import SampleRecord, is_reporting_rank, note_tokenising, open_run, record_sample
 
@@ -68,13 +69,45 @@ class LlavaTemplate(Template):
                                            image_tokens_in(pairs[: fit.kept_pairs], image_id)))
         return kept
 
+    def _encode(self, tokenizer: PreTrainedTokenizer, messages: list[dict[str, str]], system: str | None,
+                tools: str | None) -> list[list[int]]:
+        """The host's `_encode` for user/assistant turns, with the slots laid out once instead of per message."""
+        layout = self._remembered_layout(tokenizer)
+        if (layout is None or tools
+                or not all(message["role"] in layout.turns and "{{" not in message["content"] for message in messages)):
+            return super()._encode(tokenizer, messages, system, tools)
+        system = system or self.default_system
+        encoded = []
+        for index, message in enumerate(messages):
+            turn = layout.turns[message["role"]]
+            text, ids = turn.before + message["content"] + turn.after, []
+            if index == 0:
+                ids += layout.prefix
+                if system:
+                    text = layout.system.before + system + layout.system.after + text
+            encoded.append(ids + self._encode_string(tokenizer, text, layout.image_id) + list(turn.trailing))
+        return encoded
+
+    def _encode_string(self, tokenizer: PreTrainedTokenizer, text: str, image_id: int | None = None) -> list[int]:
+        image_token = self.mm_plugin.image_token
+        if image_token and image_token in text:
+            return encode_with_image_runs(tokenizer, text, image_token, image_id=image_id,
+                                          encode_head=partial(self._remembered, tokenizer))
+        return self._remembered(tokenizer, text) if text else []
+
+    def _remembered_layout(self, tokenizer: PreTrainedTokenizer) -> SlotLayout | None:
+        self._remembered(tokenizer, "")  # makes sure the memo belongs to this tokenizer
+        memo = self.__dict__[MEMO][1]
+        if LAYOUT_KEY not in memo:
+            memo[LAYOUT_KEY] = slot_layout(self, tokenizer)
+        return memo[LAYOUT_KEY]
+
     def _convert_elements_to_ids(self, tokenizer: PreTrainedTokenizer, elements: list[Any]) -> list[int]:
         image_token = self.mm_plugin.image_token
         token_ids: list[int] = []
         for element in _join_adjacent_text(elements):
             if isinstance(element, str) and image_token and image_token in element:
-                token_ids += encode_with_image_runs(tokenizer, element, image_token,
-                                                    encode_head=partial(self._remembered, tokenizer))
+                token_ids += self._encode_string(tokenizer, element)
             elif isinstance(element, (str, set)):  # `{"bos_token"}` / `{"eos_token"}` cost a property lookup each
                 token_ids += self._remembered(tokenizer, element)
             else:
