@@ -39,11 +39,15 @@ class Chain:
 
 
 def cli(command: str, config: Path, overrides: dict, log: Path, wait: bool = True, env: dict | None = None):
-    """`llamafactory-cli COMMAND CONFIG key=value ...` in its own process group, output to `log`."""
+    """`llamafactory-cli COMMAND CONFIG key=value ...` in its own process group, output to `log`.
+
+    It runs in the log's folder: the web UI writes a `llamaboard_cache/` into its working directory.
+    """
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     args = [str(BIN / "llamafactory-cli"), command, str(config)] + [f"{k}={v}" for k, v in overrides.items()]
     with open(log, "w") as handle:
-        process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                   cwd=log.parent)
     if wait:
         code = process.wait(timeout=600)
         assert code == 0, f"{' '.join(args)} exited {code}:\n{log.read_text()[-4000:]}"
