@@ -43,11 +43,15 @@ def build_models(root: Path, tiny_parts: tuple[Path, Path]) -> dict[str, Path]:
     """The session's tiny CLIP and LLaMA plus a SigLIP, a Mistral, a tied Qwen2 and an unsupported GPT-2."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+    from llava_lf.demo.tiny_models import train_tokenizer
+
     clip, llama = tiny_parts
     tokenizer = AutoTokenizer.from_pretrained(llama)
     found = {"clip": clip, "llama": llama, "siglip": build_siglip(root / "siglip")}
-    for kind in ("mistral", "qwen2"):
-        found[kind] = build_text_model(kind, tokenizer, root / kind)
+    found["qwen2"] = build_text_model("qwen2", tokenizer, root / "qwen2")
+    # Mistral, like the real one, comes without a pad token: the assembler must add one.
+    texts = [tokenizer.decode(range(i, i + 8)) for i in range(0, len(tokenizer) - 8, 4)]
+    found["mistral"] = build_text_model("mistral", train_tokenizer(texts, 300, with_pad=False), root / "mistral")
     GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=len(tokenizer))).save_pretrained(root / "gpt2")
     tokenizer.save_pretrained(root / "gpt2")
     found["gpt2"] = root / "gpt2"
@@ -89,8 +93,12 @@ def test_text_only_logits_equal_the_source_llm(tmp_path, models, kind):
         got = llava.eval()(input_ids=ids).logits
     assert (got[..., : expected.shape[-1]] - expected).abs().max().item() <= 1e-5
     rows = got.shape[-1]
-    assert rows % 64 == 0 and rows >= len(tokenizer) + 2  # <image> and <pad> were added
-    assert (report.image_token_id, report.pad_token_id) == (len(tokenizer), len(tokenizer) + 1)
+    if tokenizer.pad_token is None:  # <image> and <pad> appended, in that order
+        assert rows % 64 == 0 and rows >= len(tokenizer) + 2
+        assert (report.image_token_id, report.pad_token_id) == (len(tokenizer), len(tokenizer) + 1)
+    else:  # <image> appended, the source's own pad reused
+        assert rows % 64 == 0 and rows >= len(tokenizer) + 1
+        assert (report.image_token_id, report.pad_token_id) == (len(tokenizer), tokenizer.pad_token_id)
     assert llava.config.tie_word_embeddings == (kind == "qwen2")
 
 

@@ -21,7 +21,7 @@ class TinyDims:
     vocab_size: int = 512
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, words: Iterable[str] = ()):
+def train_tokenizer(texts: Iterable[str], vocab_size: int, words: Iterable[str] = (), with_pad: bool = True):
     """A byte-level BPE tokenizer trained on the synthetic text, with LLaMA's <s>/</s>/<unk>.
 
     `words` become single tokens (the demo's cell words, so one picture patch lines up with one word).
@@ -34,7 +34,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, words: Iterable[str] 
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>", PAD_TOKEN],
+        special_tokens=["<unk>", "<s>", "</s>"] + ([PAD_TOKEN] if with_pad else []),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -42,7 +42,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, words: Iterable[str] 
     # A pad token of its own: were pad the same as </s>, the host's `stage: pt` collator would mask every
     # </s> out of the labels, and the model would never learn to end an answer.
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token=PAD_TOKEN)
+                                   pad_token=PAD_TOKEN if with_pad else None)
     fast.add_tokens(list(words))
     return fast
 
