@@ -68,9 +68,12 @@ def encode_with_image_runs(tokenizer: PreTrainedTokenizer, text: str, image_toke
     ids = encode_text(tokenizer, collapsed[first:])  # starts with the image token: its text is no first piece
     if image_id is None:
         image_id = tokenizer.convert_tokens_to_ids(image_token)
-    if len(runs) == 1 and ids.count(image_id) == 1:
+    if len(runs) == 1 and ids.count(image_id) == 1:  # one list built in place: the run is hundreds of ids
         position = ids.index(image_id)
-        return head + ids[:position] + [image_id] * runs[0] + ids[position + 1 :]
+        spliced = [*head, *ids[:position]]
+        spliced += [image_id] * runs[0]
+        spliced += ids[position + 1 :]
+        return spliced
     positions = [index for index, token_id in enumerate(ids) if token_id == image_id]
     if len(positions) != len(runs):  # `<image>` is not one token here: splicing would change the ids
         return encode_text(tokenizer, text)

@@ -80,12 +80,12 @@ class LlavaTemplate(Template):
         encoded = []
         for index, message in enumerate(messages):
             turn = layout.turns[message["role"]]
-            text, ids = turn.before + message["content"] + turn.after, []
+            text, prefix = turn.before + message["content"] + turn.after, ()
             if index == 0:
-                ids += layout.prefix
+                prefix = layout.prefix
                 if system:
                     text = layout.system.before + system + layout.system.after + text
-            encoded.append(ids + self._encode_string(tokenizer, text, layout.image_id) + list(turn.trailing))
+            encoded.append([*prefix, *self._encode_string(tokenizer, text, layout.image_id), *turn.trailing])
         return encoded
 
     def _encode_string(self, tokenizer: PreTrainedTokenizer, text: str, image_id: int | None = None) -> list[int]:
