@@ -99,3 +99,40 @@ def test_host_fixed_tokenizers_get_the_exact_jinja(golden):
     plain_ids, _ = encode_like_training(processor, "llava_plain", caption, [image])
     rendered = tokenizer.apply_chat_template(caption, tokenize=False, chat_template=LLAVA_PLAIN_CHAT_TEMPLATE)
     assert rendered == tokenizer.decode(plain_ids).replace("<image>" * 9, "<image>") == "<s><image>A red circle.\n"
+
+
+def _sentencepiece_style_processor(folder):
+    """A LLaMA-style tokenizer with SentencePiece's legacy prefix (every piece gets `▁`, as LLaVA-1.5 trained)."""
+    from llava_lf.formats import LLAVA_V1_CHAT_TEMPLATE
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    bpe.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    corpus = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+              "detailed, and polite answers to the user's questions. USER: What color is the circle? ASSISTANT: red "
+              "How many shapes are there? 2")
+    bpe.train_from_iterator([corpus] * 50, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])  # adds BOS
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<unk>", extra_special_tokens=["<image>"])
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=16,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=LLAVA_V1_CHAT_TEMPLATE)
+    processor.save_pretrained(folder)
+    return processor
+
+
+def test_sentencepiece_style_tokenizer_gets_the_training_ids_from_the_chat_template(golden, tmp_path):
+    from PIL import Image
+
+    _, image = golden
+    processor = _sentencepiece_style_processor(tmp_path / "processor")
+    input_ids, labels = encode_like_training(processor, "llava_v1", CONVERSATION, [image])
+    assert processor.tokenizer.convert_ids_to_tokens(input_ids[:3]) == ["<s>", "\u2581A", "\u2581chat"]
+    with_image = [{**PARTS[0], "content": [PARTS[0]["content"][0], {"type": "image", "image": Image.open(image)}]},
+                  *PARTS[1:3]]
+    prompt = processor.apply_chat_template(with_image, tokenize=True, return_dict=True)
+    assert list(prompt["input_ids"][0]) == _prompt_of(input_ids, labels)
