@@ -101,9 +101,10 @@ def _check_job(job: GenerateJob) -> None:
         raise ValueError("; ".join(problems))
 
 
-def _bounded_submit(pool: ThreadPoolExecutor, work: _Work, todo: Iterator, in_flight: set[Future], depth: int) -> None:
+def _bounded_submit(pool: ThreadPoolExecutor, work: _Work, pending_pairs: Iterator, in_flight: set[Future],
+                    depth: int) -> None:
     while len(in_flight) < depth:
-        item = next(todo, None)
+        item = next(pending_pairs, None)
         if item is None:
             return
         in_flight.add(pool.submit(work.run_one, *item))
@@ -143,9 +144,10 @@ def run_generation(job: GenerateJob) -> GenerationReport:
             finished |= {row.get("id") for row in rejects.rows}
         pairs = [(context, task) for context in contexts for task in job.types]
         report.pairs = len(pairs)
-        todo = [(context, task) for context, task in pairs if record_id(context.image_id, task) not in finished]
-        report.skipped = len(pairs) - len(todo)
-        _drive(_Work(job, prompts, client), todo, report, records, rejects)
+        pending_pairs = [(context, task) for context, task in pairs
+                         if record_id(context.image_id, task) not in finished]
+        report.skipped = len(pairs) - len(pending_pairs)
+        _drive(_Work(job, prompts, client), pending_pairs, report, records, rejects)
 
     report.requests = client.stats.requests
     report.retries = client.stats.retries
@@ -154,13 +156,15 @@ def run_generation(job: GenerateJob) -> GenerationReport:
     return report
 
 
-def _drive(work: _Work, todo: list, report: GenerationReport, records: JsonlAppender, rejects: JsonlAppender) -> None:
+def _drive(work: _Work, pending_pairs: list, report: GenerationReport, records: JsonlAppender,
+           rejects: JsonlAppender) -> None:
     from tqdm import tqdm
 
     depth = 2 * work.job.concurrency  # enough queued to keep every thread busy, few enough to stop fast
-    pending = iter(todo)
+    pending = iter(pending_pairs)
     in_flight: set[Future] = set()
-    bar = tqdm(total=len(todo), unit="pair", desc="generate", disable=not work.job.progress or not todo)
+    bar = tqdm(total=len(pending_pairs), unit="pair", desc="generate",
+               disable=not work.job.progress or not pending_pairs)
     with ThreadPoolExecutor(max_workers=work.job.concurrency, thread_name_prefix="teacher") as pool:
         try:
             _bounded_submit(pool, work, pending, in_flight, depth)
