@@ -31,15 +31,22 @@ Q2_IDS = [36, 5, 37, 5, 38, 5, 39, 5, 40]  # How many shapes are there?
 
 def build_golden_processor(folder: Path):
     """A LlavaProcessor (CLIP image processor: 48 px, patch 16) over the hand-written word tokenizer."""
-    from llava_lf.formats import LLAVA_V1_CHAT_TEMPLATE
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     words = Tokenizer(models.WordLevel(vocab=VOCAB, unk_token="<unk>"))
     words.pre_tokenizer = pre_tokenizers.Split(Regex(r"\s"), behavior="isolated")
     words.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                         pad_token="<pad>", extra_special_tokens=["<image>"])
+    return save_tiny_processor(tokenizer, folder)
+
+
+def save_tiny_processor(tokenizer, folder: Path):
+    """`tokenizer` with a CLIP image processor (48 px, patch 16: nine image tokens) as a saved LlavaProcessor."""
+    from llava_lf.formats import LLAVA_V1_CHAT_TEMPLATE
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
     image_processor = CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=16,
                                vision_feature_select_strategy="default", num_additional_image_tokens=1,

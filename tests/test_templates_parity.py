@@ -103,9 +103,9 @@ def test_host_fixed_tokenizers_get_the_exact_jinja(golden):
 
 def _sentencepiece_style_processor(folder):
     """A LLaMA-style tokenizer with SentencePiece's legacy prefix (every piece gets `▁`, as LLaVA-1.5 trained)."""
-    from llava_lf.formats import LLAVA_V1_CHAT_TEMPLATE
+    from test_templates import save_tiny_processor
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
@@ -117,12 +117,7 @@ def _sentencepiece_style_processor(folder):
     bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])  # adds BOS
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                         pad_token="<unk>", extra_special_tokens=["<image>"])
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=16,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=LLAVA_V1_CHAT_TEMPLATE)
-    processor.save_pretrained(folder)
-    return processor
+    return save_tiny_processor(tokenizer, folder)
 
 
 def test_sentencepiece_style_tokenizer_gets_the_training_ids_from_the_chat_template(golden, tmp_path):
