@@ -8,7 +8,6 @@ the format restated) and, if still unreadable, counted and listed; they never en
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from .judge import JudgeClient
 from .predict import PredictionRequest
+from .rows import read_json_rows
 
 CATEGORIES = ("conv", "detail", "complex")
 CATEGORY_NAMES = {"conv": "conversation", "detail": "detail description", "complex": "complex reasoning",
@@ -54,14 +54,7 @@ class BenchQuestion:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise LlavaBenchDataError(f"{path}, line {number}: not JSON ({error})") from None
-    return rows
+    return read_json_rows(path, LlavaBenchDataError)
 
 
 def _field(row: dict, name: str, path: Path):

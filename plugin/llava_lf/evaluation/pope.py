@@ -7,7 +7,6 @@ so a question's key is `{split}/{question_id}`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from .predict import PredictionRequest
+from .rows import read_json_rows
 
 # LLaVA-1.5's instruction for short answers.
 SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
@@ -38,17 +38,7 @@ class PopeQuestion:
 
 
 def _rows(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8").strip()
-    if text.startswith("["):  # a JSON array is accepted too
-        return json.loads(text)
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise PopeDataError(f"{path}, line {number}: not JSON ({error})") from None
-    return rows
+    return read_json_rows(path, PopeDataError, allow_array=True)  # a JSON array is accepted too
 
 
 def load_pope(annotation_dir: Path) -> list[PopeQuestion]:
