@@ -6,35 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import time
 
 import pytest
-from conftest import BIN
+from conftest import BIN, free_port, wait_for_port
 from test_eval_data import run_cli, write_llava_bench
 
 import yaml
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, log, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"llamafactory-cli api exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.25)
-    raise AssertionError(f"llamafactory-cli api did not open port {port} in {seconds} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.mark.timeout(360)
@@ -56,7 +36,7 @@ def test_llava_bench_judged_by_llamafactory_api(tmp_path, tiny_llava, monkeypatc
         server = subprocess.Popen([str(BIN / "llamafactory-cli"), "api", str(config)], stdout=handle,
                                   stderr=subprocess.STDOUT, env=env)
     try:
-        wait_for_port(port, server, log, 180)
+        wait_for_port(server, port, log, 180)
         out = tmp_path / "results"
         argv = ["llava-bench", "score", "--questions", paths["questions"], "--contexts", paths["contexts"],
                 "--answers", paths["answers"], "--predictions", predictions, "--out-dir", out,

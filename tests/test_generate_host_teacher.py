@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -18,15 +17,9 @@ import urllib.request
 import pytest
 import yaml
 
-from conftest import BIN
+from conftest import BIN, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_until_serving(process: subprocess.Popen, url: str, key: str, log, limit_s: float = 180) -> None:
@@ -55,7 +48,7 @@ def test_generate_against_llamafactory_api(tmp_path, tiny_llava, demo_data, monk
     config = tmp_path / "api.yaml"
     config.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_llava), "template": "llava_v1",
                                       "infer_backend": "huggingface"}))
-    port, key = _free_port(), "host-key-123"
+    port, key = free_port(), "host-key-123"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "API_HOST": "127.0.0.1",
            "API_PORT": str(port), "API_VERBOSE": "0", "API_KEY": key}
     monkeypatch.setenv("HOST_TEACHER_KEY", key)  # the server checks it: a missing header would be a 401

@@ -10,13 +10,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, free_port, wait_for_port
 from test_recipe_stages import cli, recipe_chain
 
 pytestmark = pytest.mark.slow
@@ -100,32 +98,14 @@ def test_export_is_standalone_and_answers_like_base_plus_adapter(exported, chain
     assert answer == host_answer["answer"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _start(command: str, overrides: dict, log: Path, env: dict[str, str]) -> subprocess.Popen:
     return cli(command, REPO / "yaml/llava1_5_infer.yaml", overrides, log, wait=False, env=env)
-
-
-def _wait_listening(process: subprocess.Popen, port: int, log: Path, seconds: float = 300) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args[1]} exited {process.returncode}:\n{log.read_text()[-4000:]}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.25)
-    raise AssertionError(f"{process.args[1]} did not listen on {port} in {seconds} s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
 def servers(exported, chain):
     """webchat on the exported model and api on base + adapter, started together (each loads for seconds)."""
-    web_port, api_port = _free_port(), _free_port()
+    web_port, api_port = free_port(), free_port()
     logs = {"webchat": chain.root / "webchat.log", "api": chain.root / "api.log"}
     started = {
         "webchat": _start("webchat", {"model_name_or_path": exported, "do_sample": "false"}, logs["webchat"],
@@ -136,8 +116,8 @@ def servers(exported, chain):
                       {"API_HOST": "127.0.0.1", "API_PORT": str(api_port), "API_KEY": API_KEY}),
     }
     try:
-        _wait_listening(started["webchat"], web_port, logs["webchat"])
-        _wait_listening(started["api"], api_port, logs["api"])
+        wait_for_port(started["webchat"], web_port, logs["webchat"], 300)
+        wait_for_port(started["api"], api_port, logs["api"], 300)
         yield {"webchat": web_port, "api": api_port}
     finally:
         for process in started.values():
