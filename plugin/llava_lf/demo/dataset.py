@@ -80,7 +80,8 @@ def write_demo_data(root: Path, n_train: int, n_test: int, image_size: int, seed
                     n_text: int | None = None) -> DemoData:
     """Generate train and held-out scenes; every file the demo's later steps read.
 
-    The language model's text comes from `n_text` further scenes (default 3 x n_train) that are never drawn.
+    The language model's text comes from `n_text` further scenes (default 4 x n_train) that are never drawn:
+    about 1,500 warm-up steps, the point at which the tiny LM learns to look cells up (measured).
     """
     image_dir = root / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +117,7 @@ def write_demo_data(root: Path, n_train: int, n_test: int, image_size: int, seed
         for scene in test:
             for qa in questions(scene, qrng):
                 handle.write(json.dumps({**asdict(qa), "image": scene.file_name}) + "\n")
-    text_scenes = make_scenes(3 * n_train if n_text is None else n_text, seed + 4, image_size, first_id=n_train + n_test)
+    text_scenes = make_scenes(4 * n_train if n_text is None else n_text, seed + 4, image_size, first_id=n_train + n_test)
     corpus = language_corpus(text_scenes, random.Random(seed + 5))
     with open(data.text_corpus, "w", encoding="utf-8") as handle:
         for text in corpus:
