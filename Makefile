@@ -24,7 +24,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/llava-lf demo --out $(DEMO_DIR)
 
+# Lint, the package's layering contracts (pyproject.toml [tool.importlinter]), then the whole suite.
 test: $(STAMP)
+	$(BIN)/ruff check plugin tests $(wildcard benchmarks)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 clean-demo:

@@ -42,7 +42,7 @@ def wait_for_port(process: subprocess.Popen, port: int, log: Path, seconds: floa
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
     """A small synthetic picture set (the demo's generator) converted to a host dataset."""
-    from llava_lf.convert import convert_file
+    from llava_lf.data.convert import convert_file
     from llava_lf.demo.dataset import write_demo_data
 
     root = tmp_path_factory.mktemp("demo_data")
@@ -70,7 +70,7 @@ def tiny_parts(tmp_path_factory, demo_data):
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory, tiny_parts):
     """The tiny parts assembled into a llava-hf checkpoint by our assembler."""
-    from llava_lf.assemble import AssemblySpec, assemble
+    from llava_lf.assembly import AssemblySpec, assemble
 
     clip, llama = tiny_parts
     return assemble(AssemblySpec(vision=clip, llm=llama, out=tmp_path_factory.mktemp("tiny_llava") / "model"))

@@ -105,8 +105,9 @@ def test_text_only_logits_equal_the_source_llm(tmp_path, models, kind):
 @pytest.mark.parametrize(("tower", "strategy", "layer"),
                          [("clip", "default", -2), ("clip", "full", -1), ("siglip", "full", -2)])
 def test_projector_input_is_the_towers_selected_layer(tmp_path, models, tower, strategy, layer):
-    from llava_lf.image_tokens import image_seqlen_from_config
     from transformers import AutoModel, AutoProcessor, LlavaForConditionalGeneration
+
+    from llava_lf.common.image_tokens import image_seqlen_from_config
 
     report = assemble_to(tmp_path, vision=models[tower], llm=models["llama"], select_strategy=strategy,
                          vision_feature_layer=layer)

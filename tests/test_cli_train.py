@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
-
 from conftest import BIN
+
+import yaml
 
 pytestmark = pytest.mark.slow
 

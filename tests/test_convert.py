@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from llava_lf.convert import ConvertOptions, convert_file
-from llava_lf.convert.report import REASONS
 from PIL import Image
+
+from llava_lf.data.convert import ConvertOptions, convert_file
+from llava_lf.data.convert.report import REASONS
 
 Q = "What is in the picture?"
 
@@ -234,7 +235,7 @@ def test_rejection_reasons_are_all_tested():
 
 
 def test_seen_ids_remembers_every_id_across_growth():
-    from llava_lf.convert.ids import SeenIds
+    from llava_lf.data.convert.ids import SeenIds
 
     seen = SeenIds(capacity=8)
     ids = [f"{n:012d}" for n in range(50_000)] + list(map(str, range(1000)))  # "0".."999" differ from padded ones

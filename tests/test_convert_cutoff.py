@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from llava_lf.convert import ConvertOptions, convert_file
+
+from llava_lf.data.convert import ConvertOptions, convert_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -51,7 +52,7 @@ def _records(image: str) -> list[dict]:
 @pytest.mark.parametrize("template", ["llava_v1", "llava_plain"])
 def test_counts_equal_the_hosts_and_trimmed_samples_are_not_truncated_by_it(tmp_path, tiny_llava, demo_data,
                                                                           template):
-    from llava_lf.convert.cutoff import CutoffSpec, TurnBudget
+    from llava_lf.data.convert.cutoff import CutoffSpec, TurnBudget
 
     data, _ = demo_data
     image = min(p.name for p in data.image_dir.iterdir())
@@ -96,7 +97,7 @@ def test_counts_equal_the_hosts_and_trimmed_samples_are_not_truncated_by_it(tmp_
 
 def test_a_tokenizer_without_the_image_token_counts_as_if_assembled(tiny_parts):
     """A plain LLaMA tokenizer folder (no processor config): <image> is added as assembling does, 576 by default."""
-    from llava_lf.convert.cutoff import CutoffSpec, TurnBudget
+    from llava_lf.data.convert.cutoff import CutoffSpec, TurnBudget
 
     _, llama = tiny_parts
     budget = TurnBudget(CutoffSpec(4096, llama, "llava_v1"))

@@ -6,8 +6,9 @@ import json
 import shutil
 
 from conftest import REPO
-from llava_lf.convert import convert_file
-from llava_lf.convert.records import dataset_info_entry
+
+from llava_lf.data.convert import convert_file
+from llava_lf.data.convert.records import dataset_info_entry
 
 SHIPPED = REPO / "datasets" / "dataset_info.json"
 PUBLIC = ("llava_pretrain_558k", "llava_instruct_150k", "llava_v1_5_mix665k", "scienceqa_llava_train")

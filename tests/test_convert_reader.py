@@ -7,8 +7,9 @@ import random
 import tracemalloc
 
 import pytest
-from llava_lf.convert import reader
-from llava_lf.convert.reader import SourceFormatError, iter_records
+
+from llava_lf.data.convert import reader
+from llava_lf.data.convert.reader import SourceFormatError, iter_records
 
 
 def _records(n: int, seed: int = 0) -> list[object]:

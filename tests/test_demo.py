@@ -6,11 +6,11 @@ import json
 import random
 
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
-from llava_lf.demo.scoring import normalise_answer, score
-from llava_lf.demo.shapes import ANSWER_SPACE, QUESTION_TYPES, make_scenes, questions
+from llava_lf.demo.shapes import make_scenes, questions
+from llava_lf.evaluation.benchmarks.shapes import ANSWER_SPACE, QUESTION_TYPES, normalise_answer, score
 
 
 def test_scenes_are_unambiguous_and_answers_in_their_space():

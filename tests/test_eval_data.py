@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
-from llava_lf.evaluation import llava_bench, pope, scienceqa
-from llava_lf.evaluation.cli import add_subcommand
 from PIL import Image
+
+from llava_lf.evaluation.benchmarks import llava_bench, pope, scienceqa
+from llava_lf.evaluation.cli import add_subcommand
 
 SUBJECTS = ("natural science", "social science", "language science")
 

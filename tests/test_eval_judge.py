@@ -14,9 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
 import pytest
-from llava_lf.evaluation import llava_bench
-from llava_lf.evaluation.judge import JudgeClient, JudgeConfig, JudgeError, retry_after_seconds
 from test_eval_data import run_cli, write_llava_bench, write_predictions
+
+from llava_lf.evaluation.benchmarks import llava_bench
+from llava_lf.evaluation.judge import JudgeClient, JudgeConfig, JudgeError, retry_after_seconds
 
 pytestmark = pytest.mark.timeout(60)
 

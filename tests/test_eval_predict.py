@@ -11,11 +11,11 @@ import time
 
 import pytest
 from conftest import BIN
-from llava_lf.demo.scoring import load_questions
-from llava_lf.evaluation.demo_eval import demo_requests, evaluate_demo, score_demo
+from test_eval_data import many_scienceqa_problems, run_cli, write_pope, write_predictions, write_scienceqa
+
+from llava_lf.evaluation.benchmarks.shapes import demo_requests, evaluate_demo, load_questions, score_demo
 from llava_lf.evaluation.predict import Predictor, model_id
 from llava_lf.evaluation.prediction_file import PredictionFileError, read_predictions, run_predictions
-from test_eval_data import many_scienceqa_problems, run_cli, write_pope, write_predictions, write_scienceqa
 
 
 def complete_lines(path) -> list[bytes]:

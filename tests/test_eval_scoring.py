@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from llava_lf.evaluation import llava_bench, scienceqa
-from llava_lf.evaluation.llava_bench import Judgement
 from PIL import Image
 from test_eval_data import run_cli, scienceqa_problem, write_pope, write_predictions, write_scienceqa
+
+from llava_lf.evaluation.benchmarks import llava_bench, scienceqa
+from llava_lf.evaluation.benchmarks.llava_bench import Judgement
 
 
 @pytest.mark.parametrize(("answer", "letter", "rule"), [

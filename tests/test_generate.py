@@ -9,8 +9,9 @@ import time
 import zipfile
 
 import pytest
-
 from conftest import REPO
+
+from llava_lf.errors import LlavaLfError
 
 
 def _write_coco(tmp_path, caption_items, instance_items, images=None, categories=None):
@@ -23,7 +24,7 @@ def _write_coco(tmp_path, caption_items, instance_items, images=None, categories
 
 
 def test_context_renders_captions_then_normalised_boxes(tmp_path):
-    from llava_lf.generate.coco import load_contexts
+    from llava_lf.data.generate.coco import load_contexts
 
     captions, instances = _write_coco(
         tmp_path,
@@ -40,7 +41,7 @@ def test_context_renders_captions_then_normalised_boxes(tmp_path):
 
 
 def test_annotation_problems_are_listed_together_with_fixes(tmp_path):
-    from llava_lf.generate.coco import CocoError, load_contexts
+    from llava_lf.data.generate.coco import CocoError, load_contexts
 
     captions, instances = _write_coco(
         tmp_path,
@@ -60,7 +61,7 @@ def test_annotation_problems_are_listed_together_with_fixes(tmp_path):
 
 
 def test_images_without_captions_are_reported_not_sent(tmp_path):
-    from llava_lf.generate.coco import load_contexts
+    from llava_lf.data.generate.coco import load_contexts
 
     images = [{"id": 7, "file_name": "a.jpg", "width": 10, "height": 10},
               {"id": 8, "file_name": "b.jpg", "width": 10, "height": 10}]
@@ -70,8 +71,8 @@ def test_images_without_captions_are_reported_not_sent(tmp_path):
 
 
 def test_packaged_prompts_load_and_messages_alternate():
-    from llava_lf.generate.coco import Box, ImageContext
-    from llava_lf.generate.tasks import TASK_TYPES, build_messages, detail_instruction, load_prompts
+    from llava_lf.data.generate.coco import Box, ImageContext
+    from llava_lf.data.generate.tasks import TASK_TYPES, build_messages, detail_instruction, load_prompts
 
     prompts = load_prompts()
     assert set(prompts.tasks) == set(TASK_TYPES) and len(prompts.detail_instructions) >= 10
@@ -89,7 +90,7 @@ def test_packaged_prompts_load_and_messages_alternate():
 
 
 def test_example_files_are_parsed_and_checked(tmp_path):
-    from llava_lf.generate.tasks import PromptError, parse_examples
+    from llava_lf.data.generate.tasks import PromptError, parse_examples
 
     text = "header\n=== context\ncap one\ncap two\n=== reply\nQuestion: a?\nAnswer: b\n\n=== context\nc\n=== reply\nd\n"
     examples = parse_examples(text, "f.txt")
@@ -101,7 +102,7 @@ def test_example_files_are_parsed_and_checked(tmp_path):
 
 
 def test_prompt_folder_missing_a_file_names_it(tmp_path):
-    from llava_lf.generate.tasks import PACKAGED_PROMPTS, PromptError, load_prompts
+    from llava_lf.data.generate.tasks import PACKAGED_PROMPTS, PromptError, load_prompts
 
     for source in PACKAGED_PROMPTS.iterdir():
         (tmp_path / source.name).write_text(source.read_text())
@@ -128,7 +129,7 @@ def test_prompt_folder_missing_a_file_names_it(tmp_path):
     ("detail", "<image> A dog jumping high in a park on a sunny afternoon near trees.", "stop", "image_token"),
 ])
 def test_bad_replies_are_rejected_with_their_reason(task, text, finish, reason):
-    from llava_lf.generate.parse import ReplyRejected, parse_reply
+    from llava_lf.data.generate.parse import ReplyRejected, parse_reply
 
     with pytest.raises(ReplyRejected) as rejected:
         parse_reply(task, text, finish)
@@ -136,7 +137,7 @@ def test_bad_replies_are_rejected_with_their_reason(task, text, finish, reason):
 
 
 def test_good_replies_parse_in_the_forms_teachers_write():
-    from llava_lf.generate.parse import Exchange, parse_reply
+    from llava_lf.data.generate.parse import Exchange, parse_reply
 
     reply = ("Sure, here it is:\n**Question:** What is the dog doing?\n**Answer:** It jumps.\n\nIt is fast.\n"
              "Q: What colour is the frisbee?\nA: Yellow.")
@@ -147,7 +148,7 @@ def test_good_replies_parse_in_the_forms_teachers_write():
 
 
 def test_appender_recovers_torn_tail_and_keeps_complete_rows(tmp_path):
-    from llava_lf.generate.writer import JsonlAppender
+    from llava_lf.data.generate.writer import JsonlAppender
 
     path = tmp_path / "out.jsonl"
     path.write_bytes(b'{"id": "a"}\n{"id": "b"}\n{"id": "c", "conv')  # killed mid-write
@@ -169,7 +170,7 @@ def test_appender_recovers_torn_tail_and_keeps_complete_rows(tmp_path):
 
 
 def test_appender_refuses_damage_before_the_last_line_and_a_second_writer(tmp_path):
-    from llava_lf.generate.writer import JsonlAppender, OutputError
+    from llava_lf.data.generate.writer import JsonlAppender, OutputError
 
     path = tmp_path / "out.jsonl"
     path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
@@ -183,7 +184,7 @@ def test_appender_refuses_damage_before_the_last_line_and_a_second_writer(tmp_pa
 
 
 def test_rate_limiter_spaces_starts_and_pauses_everyone():
-    from llava_lf.generate.client import RateLimiter, parse_retry_after
+    from llava_lf.data.generate.client import RateLimiter, parse_retry_after
 
     limiter = RateLimiter(per_minute=1200)  # 50 ms apart
     starts = []
@@ -210,20 +211,20 @@ def test_rate_limiter_spaces_starts_and_pauses_everyone():
 
 
 def test_base_url_must_be_http():
-    from llava_lf.generate.client import TeacherClient, TeacherConfig
+    from llava_lf.data.generate.client import TeacherClient, TeacherConfig
 
-    with pytest.raises(ValueError, match="must be an http"):
+    with pytest.raises(LlavaLfError, match="must be an http"):
         TeacherClient(TeacherConfig(base_url="localhost:8000/v1", model="m"))
 
 
 def test_prompt_files_ship_in_the_wheel(tmp_path):
     from hatchling.builders.wheel import WheelBuilder
 
-    from llava_lf.generate.tasks import PACKAGED_PROMPTS
+    from llava_lf.data.generate.tasks import PACKAGED_PROMPTS
 
     wheel = next(iter(WheelBuilder(str(REPO)).build(directory=str(tmp_path), versions=["standard"])))
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {f"llava_lf/generate/prompts/{path.name}" for path in PACKAGED_PROMPTS.iterdir()}
+    shipped = {f"llava_lf/data/generate/prompts/{path.name}" for path in PACKAGED_PROMPTS.iterdir()}
     assert len(shipped) == 7 and shipped <= names
 
 

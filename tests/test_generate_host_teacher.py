@@ -15,9 +15,9 @@ import time
 import urllib.request
 
 import pytest
-import yaml
-
 from conftest import BIN, free_port
+
+import yaml
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +40,9 @@ def _wait_until_serving(process: subprocess.Popen, url: str, key: str, log, limi
 
 @pytest.mark.timeout(300)
 def test_generate_against_llamafactory_api(tmp_path, tiny_llava, demo_data, monkeypatch):
-    from llava_lf.convert import convert_file
-    from llava_lf.generate import GenerateJob, TeacherConfig, run_generation
-    from llava_lf.generate.tasks import TASK_TYPES
+    from llava_lf.data.convert import convert_file
+    from llava_lf.data.generate import GenerateJob, TeacherConfig, run_generation
+    from llava_lf.data.generate.tasks import TASK_TYPES
 
     data, _ = demo_data
     config = tmp_path / "api.yaml"

@@ -10,11 +10,11 @@ import time
 from collections import Counter
 
 import pytest
-
 from conftest import BIN
-from llava_lf.generate.coco import load_contexts
-from llava_lf.generate.tasks import TASK_TYPES
 from test_generate_teacher import Reply, ScriptedTeacher
+
+from llava_lf.data.generate.coco import load_contexts
+from llava_lf.data.generate.tasks import TASK_TYPES
 
 
 def _ids(path) -> list[str]:

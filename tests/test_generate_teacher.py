@@ -19,8 +19,8 @@ from typing import Self
 
 import pytest
 
-from llava_lf.generate.coco import ImageContext, load_contexts
-from llava_lf.generate.tasks import TASK_TYPES, load_prompts
+from llava_lf.data.generate.coco import ImageContext, load_contexts
+from llava_lf.data.generate.tasks import TASK_TYPES, load_prompts
 
 USAGE = {"prompt_tokens": 100, "completion_tokens": 20}
 
@@ -159,7 +159,7 @@ def _rows(path: Path) -> list[dict]:
 
 @pytest.mark.timeout(60)
 def test_scripted_teacher_outputs_rejects_and_retries(tmp_path, coco, capsys, monkeypatch):
-    from llava_lf.convert import convert_file
+    from llava_lf.data.convert import convert_file
 
     data, captions, instances, contexts = coco
     a, b, c, d = (context.image_id for context in contexts[:4])
@@ -231,7 +231,7 @@ def test_scripted_teacher_outputs_rejects_and_retries(tmp_path, coco, capsys, mo
 
 @pytest.mark.timeout(30)
 def test_requests_per_minute_spaces_requests(tmp_path, coco):
-    from llava_lf.generate import GenerateJob, TeacherConfig, run_generation
+    from llava_lf.data.generate import GenerateJob, TeacherConfig, run_generation
 
     _, captions, instances, contexts = coco
     with ScriptedTeacher(contexts) as teacher:
@@ -245,7 +245,7 @@ def test_requests_per_minute_spaces_requests(tmp_path, coco):
 
 @pytest.mark.timeout(30)
 def test_fatal_status_stops_the_run(tmp_path, coco):
-    from llava_lf.generate import GenerateJob, TeacherConfig, run_generation
+    from llava_lf.data.generate import GenerateJob, TeacherConfig, run_generation
 
     _, captions, instances, contexts = coco
     script = {(context.image_id, task): [Reply(401)] for context in contexts for task in TASK_TYPES}
@@ -261,7 +261,7 @@ def test_fatal_status_stops_the_run(tmp_path, coco):
 
 @pytest.mark.timeout(30)
 def test_connections_closed_by_the_server_are_reopened_without_a_retry(tmp_path, coco):
-    from llava_lf.generate import GenerateJob, TeacherConfig, run_generation
+    from llava_lf.data.generate import GenerateJob, TeacherConfig, run_generation
 
     _, captions, instances, contexts = coco
     script = {(context.image_id, "conversation"): [Reply(hang_up=True)] for context in contexts}

@@ -11,7 +11,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 CHECK_REGISTERED = (
@@ -52,13 +51,13 @@ def test_opt_out_environment_variable():
 
 
 def test_registration_is_idempotent():
-    code = "import llamafactory.data.template; from llava_lf.registration import register_all; print(register_all())"
+    code = "import llamafactory.data.template; from llava_lf.host.registration import register_all; print(register_all())"
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["llava_lf.templates", "llava_lf.mm_plugin", "llava_lf.assemble"])
+@pytest.mark.parametrize("module", ["llava_lf.host.templates", "llava_lf.host.mm_plugin", "llava_lf.assembly"])
 def test_importing_our_modules_first_still_registers(module):
     result = run_python(f"import {module}; {CHECK_REGISTERED}")
     assert result.returncode == 0, result.stderr

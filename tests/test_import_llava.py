@@ -84,8 +84,9 @@ def logits(model_dir: Path, image) -> tuple[torch.Tensor, dict]:
 
 
 def test_import_gives_the_logits_of_direct_assembly(tmp_path, original):
-    from llava_lf.assembly import AssemblySpec, assemble
     from test_assemble import picture
+
+    from llava_lf.assembly import AssemblySpec, assemble
 
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     result = subprocess.run([str(BIN / "llava-lf"), "import-llava", str(original["src"]), "--vision",
@@ -109,10 +110,11 @@ def test_import_gives_the_logits_of_direct_assembly(tmp_path, original):
 
 
 def test_a_tower_inside_the_checkpoint_wins(tmp_path, original):
-    from llava_lf.assembly import ImportSpec, import_llava
-    from llava_lf.demo.tiny_models import TinyDims, build_vision_tower
     from safetensors.torch import load_file
     from transformers import CLIPVisionModel, LlavaForConditionalGeneration
+
+    from llava_lf.assembly import ImportSpec, import_llava
+    from llava_lf.demo.tiny_models import TinyDims, build_vision_tower
 
     tuned = CLIPVisionModel.from_pretrained(build_vision_tower(TinyDims(), tmp_path / "tuned_clip", seed=1))
     # Original LLaVA nests HF's CLIPVisionModel (`vision_model.*`) inside its own CLIPVisionTower.
@@ -129,8 +131,9 @@ def test_a_tower_inside_the_checkpoint_wins(tmp_path, original):
 
 
 def test_v1_linear_projector_imports_exactly(tmp_path, original):
-    from llava_lf.assembly import ImportSpec, import_llava
     from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from llava_lf.assembly import ImportSpec, import_llava
 
     v1_config = {key: value for key, value in LLAVA_1_5_KEYS.items()
                  if key not in {"mm_projector_type", "image_aspect_ratio", "mm_patch_merge_type"}}

@@ -39,7 +39,7 @@ def test_no_image_is_opened_during_tokenisation(processor, tmp_path):
 def test_count_for_llava_1_5_shapes(strategy, extra, expected):
     from types import SimpleNamespace
 
-    from llava_lf.image_tokens import image_seqlen_from_config
+    from llava_lf.common.image_tokens import image_seqlen_from_config
 
     image_processor = SimpleNamespace(do_center_crop=True, crop_size={"height": 336, "width": 336})
     processor = SimpleNamespace(image_processor=image_processor, patch_size=14, num_additional_image_tokens=extra,
@@ -50,7 +50,7 @@ def test_count_for_llava_1_5_shapes(strategy, extra, expected):
 def test_unfixed_size_falls_back_to_none():
     from types import SimpleNamespace
 
-    from llava_lf.image_tokens import image_seqlen_from_config
+    from llava_lf.common.image_tokens import image_seqlen_from_config
 
     image_processor = SimpleNamespace(do_center_crop=False, do_resize=True, size={"shortest_edge": 336})
     processor = SimpleNamespace(image_processor=image_processor, patch_size=14, num_additional_image_tokens=1,
@@ -102,10 +102,11 @@ def test_collator_refuses_a_row_with_part_of_an_image(tmp_path):
 def test_pad_to_square_without_crop_is_counted_from_config(tmp_path):
     """LLaVA-1.5's pad-to-square processor (as the assembler may save it) with a shortest-edge resize only."""
     from llamafactory.data.mm_plugin import get_mm_plugin
-    from llava_lf.image_tokens import image_seqlen_from_config
     from PIL import Image
     from test_templates import build_golden_processor
     from transformers import LlavaImageProcessor
+
+    from llava_lf.common.image_tokens import image_seqlen_from_config
 
     processor = build_golden_processor(tmp_path / "processor")
     processor.image_processor = LlavaImageProcessor(do_pad=True, do_center_crop=False, size={"shortest_edge": 48})

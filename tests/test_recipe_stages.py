@@ -56,8 +56,8 @@ def cli(command: str, config: Path, overrides: dict, log: Path, wait: bool = Tru
 
 def _mixed_grouped_dataset(root: Path, demo_data) -> Path:
     """The demo's questions plus text-only rows, converted and put in modality-grouped order."""
-    from llava_lf.convert import convert_file
-    from llava_lf.training.regroup import regroup_dataset
+    from llava_lf.data.convert import convert_file
+    from llava_lf.data.modality.regroup import regroup_dataset
 
     data, _ = demo_data
     records = json.loads(data.instruct_json.read_text())[:36]

@@ -44,8 +44,9 @@ def build_golden_processor(folder: Path):
 
 def save_tiny_processor(tokenizer, folder: Path):
     """`tokenizer` with a CLIP image processor (48 px, patch 16: nine image tokens) as a saved LlavaProcessor."""
-    from llava_lf.formats import LLAVA_V1_CHAT_TEMPLATE
     from transformers import CLIPImageProcessor, LlavaProcessor
+
+    from llava_lf.formats import LLAVA_V1_CHAT_TEMPLATE
 
     image_processor = CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=16,

@@ -84,6 +84,7 @@ def test_host_fixed_tokenizers_get_the_exact_jinja(golden):
     """A tokenizer without a chat template gets ours from the host's setup (llava_v1) - and the plain one renders too."""
     from llamafactory.data.template import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
+
     from llava_lf.formats import LLAVA_PLAIN_CHAT_TEMPLATE, LLAVA_V1_CHAT_TEMPLATE
 
     processor, image = golden

@@ -7,8 +7,9 @@ import copy
 
 import pytest
 import torch
-from llava_lf.training.projector_lr import ProjectorLrError, split_projector_groups
 from torch import nn
+
+from llava_lf.host.training.projector_lr import ProjectorLrError, split_projector_groups
 
 LR, PROJECTOR_LR = 2e-4, 2e-5
 

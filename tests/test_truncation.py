@@ -26,7 +26,7 @@ def golden(tmp_path_factory):
 
 
 def test_fit_turns_keeps_whole_pairs():
-    from llava_lf.truncation import fit_turns
+    from llava_lf.host.truncation import fit_turns
 
     assert fit_turns([70, 20], 90).action == "kept"
     assert fit_turns([70, 20], 89).kept_pairs == 1 and fit_turns([70, 20], 89).action == "trimmed"
@@ -85,9 +85,9 @@ def test_map_workers_report_every_trim_and_drop_with_its_index(golden, tmp_path)
     from llamafactory.data.processor import SupervisedDatasetProcessor
     from llamafactory.data.template import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
-    from llava_lf.truncation_report import REPORT_NAME, claim_and_summarise
 
     from datasets import Dataset
+    from llava_lf.host.truncation_report import REPORT_NAME, claim_and_summarise
 
     processor, image = golden
     data_args = DataArguments(template="llava_v1", cutoff_len=80)
@@ -119,7 +119,7 @@ def test_map_workers_report_every_trim_and_drop_with_its_index(golden, tmp_path)
 
 
 def test_a_run_that_tokenised_nothing_says_so(tmp_path):
-    from llava_lf.truncation_report import claim_and_summarise, open_run
+    from llava_lf.host.truncation_report import claim_and_summarise, open_run
 
     summary = claim_and_summarise(open_run(str(tmp_path), "llava_v1"))
     assert not summary.tokenised and "came from the datasets cache" in summary.log_line()
@@ -132,9 +132,9 @@ def test_the_host_call_shapes_we_read_are_still_there():
 
     from llamafactory.data.processor import SupervisedDatasetProcessor
     from llamafactory.train.sft.workflow import run_sft
-    from llava_lf import host_context
 
     from datasets import arrow_dataset
+    from llava_lf.host import context as host_context
 
     encode = SupervisedDatasetProcessor._encode_data_example
     assert encode.__name__ == host_context.ENCODE_EXAMPLE and "encode_multiturn" in encode.__code__.co_names

@@ -21,7 +21,7 @@ def _warn(message: str) -> None:
 
 def _register_safely() -> None:
     try:
-        from llava_lf.registration import register_all
+        from llava_lf.host.registration import register_all
 
         register_all()
     except Exception as exc:  # a broken or changed host must never break the interpreter

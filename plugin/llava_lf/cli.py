@@ -5,29 +5,27 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from pathlib import Path
+
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, LlavaLfError
 
 # Subcommands that live beside the code they drive: each module exposes
 # `add_subcommand(commands)` and is imported only to build the parser (its heavy imports stay lazy).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "llava_lf.assembly.cli",
     "llava_lf.evaluation.cli",
-    "llava_lf.generate.cli",
-    "llava_lf.convert.cli",
-    "llava_lf.training.cli",
+    "llava_lf.data.generate.cli",
+    "llava_lf.data.convert.cli",
+    "llava_lf.data.modality.cli",
 )
-
-
-def _repo_yaml_dir() -> Path:
-    """yaml/ of a source checkout (the demo's recipes live there), else yaml/ under the working directory."""
-    checkout = Path(__file__).resolve().parents[2] / "yaml"
-    return checkout if checkout.is_dir() else Path.cwd() / "yaml"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo.pipeline import DemoConfig, format_result, run_demo
+    from .resources import demo_recipes_dir
 
-    recipes = args.recipes or _repo_yaml_dir() / "demo"
+    recipes = args.recipes or demo_recipes_dir()
     if not (recipes / "stage1_pretrain.yaml").is_file():
         print(f"llava-lf demo: no demo YAMLs in {recipes}; run from the repository or pass --recipes DIR",
               file=sys.stderr)
@@ -41,7 +39,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     """Show whether the import hook registered our templates in this environment."""
     from ._hook import DISABLE_ENV, is_disabled
-    from .registration import registered_names
+    from .host.registration import registered_names
 
     names = registered_names()
     print(f"import hook: {'disabled by ' + DISABLE_ENV if is_disabled() else 'enabled'}")
@@ -61,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_cmd_demo)
 
+    recipes = commands.add_parser("recipes", help="the shipped recipe YAMLs")
+    recipes_commands = recipes.add_subparsers(dest="recipes_command", required=True)
+    copy = recipes_commands.add_parser("copy", help="copy the shipped YAMLs (recipes, demo, presets) into DIR to edit")
+    copy.add_argument("dir", type=Path)
+    copy.add_argument("--overwrite", action="store_true", help="replace files that already exist in DIR")
+    copy.set_defaults(run=_cmd_recipes_copy)
+
     doctor = commands.add_parser("doctor", help="check that llamafactory-cli sees our templates")
     doctor.set_defaults(run=_cmd_doctor)
 
@@ -69,6 +74,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def _cmd_recipes_copy(args: argparse.Namespace) -> int:
+    from .resources import copy_recipes
+
+    written = copy_recipes(args.dir, overwrite=args.overwrite)
+    print(f"wrote {len(written)} recipe files to {args.dir}; edit them and run e.g. "
+          f"llamafactory-cli train {args.dir / 'llava1_5_lora_sft.yaml'}")
+    return EXIT_OK
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse and run one command; expected failures become one message per problem and exit 2."""
     args = build_parser().parse_args(argv)
-    sys.exit(args.run(args))
+    name = f"llava-lf {args.command}"
+    try:
+        return args.run(args)
+    except LlavaLfError as error:
+        for problem in error.problems:
+            print(f"{name}: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:  # a file the user named cannot be read or written: their environment, not our bug
+        print(f"{name}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # a bug: show it whole, with a code of its own
+        traceback.print_exc()
+        print(f"{name}: internal error (a bug, not your input); please report the traceback above", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(argv))

@@ -55,8 +55,8 @@ def serve(ready: multiprocessing.Queue) -> None:
 
 
 def measure(url: str, data_root: Path, out_dir: Path, concurrency: int) -> tuple[float, int]:
-    from llava_lf.generate import GenerateJob, TeacherConfig, run_generation
-    from llava_lf.generate.tasks import TASK_TYPES
+    from llava_lf.data.generate import GenerateJob, TeacherConfig, run_generation
+    from llava_lf.data.generate.tasks import TASK_TYPES
 
     job = GenerateJob(data_root / "captions_train.json", data_root / "instances_train.json", list(TASK_TYPES),
                       out_dir / f"c{concurrency}.jsonl", TeacherConfig(base_url=url, model="instant"),

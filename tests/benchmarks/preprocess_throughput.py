@@ -53,7 +53,6 @@ def write_images(folder: Path, count: int, seed: int) -> list[str]:
 
 def build_model_folder(folder: Path, seed: int) -> Path:
     """Tokenizer + CLIP-L/14-336 LlavaProcessor + a Llava config (no weights): what the host's loader reads."""
-    from llava_lf.formats import LLAVA_V1_CHAT_TEMPLATE
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         CLIPImageProcessor,
@@ -63,6 +62,8 @@ def build_model_folder(folder: Path, seed: int) -> Path:
         LlavaProcessor,
         PreTrainedTokenizerFast,
     )
+
+    from llava_lf.formats import LLAVA_V1_CHAT_TEMPLATE
 
     rng = random.Random(seed)
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from ..formats import IMAGE_TOKEN, LLAVA_V1_CHAT_TEMPLATE
-from ..image_tokens import image_seqlen_from_config
+from llava_lf.common.image_tokens import image_seqlen_from_config
+from llava_lf.formats import IMAGE_TOKEN, LLAVA_V1_CHAT_TEMPLATE
+
 from .language import TextPart, grow_rows
 from .projector import ACTIVATIONS, ProjectorWeights, check_shapes
 from .spec import AssemblyError, DtypeName, ProjectorKind, SelectStrategy

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ..formats import IMAGE_TOKEN, LLAVA_V1_CHAT_TEMPLATE, PAD_TOKEN
+from llava_lf.formats import IMAGE_TOKEN, LLAVA_V1_CHAT_TEMPLATE, PAD_TOKEN
+
 from .spec import AssemblyError
 
 # model_type -> the decoder HF Llava builds for it; each one is covered by a parity test.

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llava_lf.resources import presets_dir
+
 from .spec import DTYPE_NAMES, PROJECTOR_KINDS, SELECT_STRATEGIES, AssemblyError
 
 # key -> (type, allowed values or None)
@@ -21,21 +23,15 @@ PRESET_KEYS: dict[str, tuple[type, tuple[str, ...] | None]] = {
 }
 
 
-def preset_dir() -> Path:
-    """yaml/assemble of a source checkout, else yaml/assemble under the working directory."""
-    checkout = Path(__file__).resolve().parents[3] / "yaml" / "assemble"
-    return checkout if checkout.is_dir() else Path.cwd() / "yaml" / "assemble"
-
-
 def find_preset(value: str) -> Path:
     """A preset given as a file path, or by name (`llava1_5_7b`) from the preset folder."""
     path = Path(value)
     if path.is_file():
         return path
-    named = preset_dir() / f"{value}.yaml"
+    named = presets_dir() / f"{value}.yaml"
     if named.is_file():
         return named
-    known = sorted(file.stem for file in preset_dir().glob("*.yaml"))
+    known = sorted(file.stem for file in presets_dir().glob("*.yaml"))
     raise AssemblyError(f"--preset {value}: no such file or preset; known presets: {', '.join(known) or 'none'}")
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from llava_lf.errors import LlavaLfError
+
 ProjectorKind = Literal["mlp2x_gelu", "linear"]
 SelectStrategy = Literal["default", "full"]
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
@@ -25,7 +27,7 @@ def _paths_as_paths(spec: object, names: tuple[str, ...]) -> None:
             object.__setattr__(spec, name, Path(value))
 
 
-class AssemblyError(ValueError):
+class AssemblyError(LlavaLfError):
     """Bad input to the assembler or importer; the message names the file and the fix."""
 
 

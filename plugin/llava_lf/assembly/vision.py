@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..image_tokens import processed_image_size
+from llava_lf.common.image_tokens import processed_image_size
+
 from .spec import AssemblyError
 
 # Stored model_type -> the vision-only model_type HF Llava hosts, and how many non-patch tokens it emits.

@@ -7,7 +7,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..formats import VICUNA_V1_SYSTEM
+from llava_lf.formats import VICUNA_V1_SYSTEM
+
 from .shapes import KINDS, Question, Scene, captions, grid_text, make_scenes, questions, render
 
 CAPTION_PROMPTS = (

@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llava_lf.errors import LlavaLfError
+
 _LOSS = re.compile(r"\{'loss': '([0-9.e+-]+)'.*'epoch': '([0-9.e+-]+)'")
 
 
-class HostCommandError(RuntimeError):
+class HostCommandError(LlavaLfError):
     pass
 
 

@@ -12,14 +12,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..assemble import AssemblySpec, assemble
-from ..convert import convert_file
-from ..convert.convert import update_dataset_info
+from llava_lf.assembly import AssemblySpec, assemble
+from llava_lf.data.convert import convert_file
+from llava_lf.data.convert.convert import update_dataset_info
+from llava_lf.evaluation.benchmarks.shapes import TypeScore, load_questions
+
 from .dataset import DemoData, write_demo_data
 from .host_cli import run_host
 from .report import accuracy_table, plot_accuracy, plot_losses
 from .shapes import CELL_WORDS
-from .scoring import TypeScore, load_questions
 from .tiny_models import TinyDims, build_language_model, build_vision_tower, train_tokenizer
 
 
@@ -82,7 +83,7 @@ def prepare_datasets(data: DemoData, layout: DemoLayout) -> None:
 
 def evaluate(model_dir: Path, data: DemoData, predictions: Path, label: str) -> dict[str, TypeScore]:
     """The held-out questions through `llava-lf eval demo`'s machinery (answers kept in `predictions`)."""
-    from ..evaluation.demo_eval import evaluate_demo
+    from llava_lf.evaluation.benchmarks.shapes import evaluate_demo
 
     return evaluate_demo(model_dir, data.test_questions, data.image_dir, predictions, label=label,
                          max_new_tokens=8, fresh=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .scoring import TypeScore
+from llava_lf.evaluation.benchmarks.shapes import TypeScore
 
 
 def accuracy_table(before: dict[str, TypeScore], after: dict[str, TypeScore]) -> str:

@@ -10,33 +10,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Literal
 
 from PIL import Image, ImageDraw
 
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 170, 60),
-    "blue": (40, 80, 220),
-    "yellow": (235, 200, 30),
-    "purple": (140, 60, 180),
-    "orange": (245, 130, 20),
-}
-KINDS = ("circle", "square", "triangle", "cross")
-POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
-COUNT_WORDS = ("one", "two", "three")
+from llava_lf.evaluation.benchmarks.shapes import COLOR_NAMES, COUNT_WORDS, KINDS, POSITIONS, QuestionType
+
+# The names are the benchmark's answer space (evaluation.benchmarks.shapes); the RGB values are ours to draw.
+COLORS: dict[str, tuple[int, int, int]] = dict(zip(COLOR_NAMES, (
+    (220, 40, 40), (40, 170, 60), (40, 80, 220), (235, 200, 30), (140, 60, 180), (245, 130, 20))))
 GRID = 3
 BACKGROUND = (122, 116, 104)
-
-QuestionType = Literal["color", "shape", "count", "position", "presence"]
-QUESTION_TYPES: tuple[QuestionType, ...] = ("color", "shape", "count", "position", "presence")
-ANSWER_SPACE: dict[QuestionType, tuple[str, ...]] = {
-    "color": tuple(COLORS),
-    "shape": KINDS,
-    "count": ("1", "2", "3"),
-    "position": POSITIONS,
-    "presence": ("yes", "no"),
-}
 
 
 @dataclass(frozen=True)
@@ -165,8 +148,3 @@ def grid_text(scene: Scene) -> str:
 def make_scenes(count: int, seed: int, size: int, first_id: int = 0) -> list[Scene]:
     rng = random.Random(seed)
     return [random_scene(rng, first_id + index, size) for index in range(count)]
-
-
-def chance_accuracy(qtype: QuestionType) -> float:
-    """Accuracy of a uniform guess over the answer space of one question type."""
-    return 1.0 / len(ANSWER_SPACE[qtype])

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..formats import PAD_TOKEN
+from llava_lf.formats import PAD_TOKEN
 
 
 @dataclass(frozen=True)

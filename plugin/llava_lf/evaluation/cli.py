@@ -48,11 +48,11 @@ def _run_score(task: Task, args: argparse.Namespace) -> int:
 def _guarded(step):
     """Library code raises; here a known problem becomes one clear line and exit code 2."""
     def run(args: argparse.Namespace) -> int:
-        from .judge import JudgeError
+        from llava_lf.errors import LlavaLfError
 
         try:
             return step(TASKS[args.benchmark], args)
-        except (ValueError, JudgeError, FileNotFoundError) as error:
+        except (LlavaLfError, OSError) as error:
             print(f"llava-lf eval {args.benchmark} {args.phase}: {error}", file=sys.stderr)
             return 2
     return run

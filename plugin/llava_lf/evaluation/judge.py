@@ -20,13 +20,15 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llava_lf.errors import LlavaLfError
+
 logger = logging.getLogger(__name__)
 
 RETRIED_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 600.0  # a server asking for longer than this is treated as down
 
 
-class JudgeError(RuntimeError):
+class JudgeError(LlavaLfError):
     pass
 
 

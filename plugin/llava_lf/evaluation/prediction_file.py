@@ -12,11 +12,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llava_lf.errors import LlavaLfError
+
 if TYPE_CHECKING:
     from .predict import PredictionRequest, Predictor
 
 
-class PredictionFileError(ValueError):
+class PredictionFileError(LlavaLfError):
     pass
 
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import llava_bench, pope, published, scienceqa
+from . import published
+from .benchmarks import llava_bench, pope, scienceqa
 from .predict import PredictionRequest
 from .prediction_file import answers_for
 from .report import Report, Row, bar_chart, comparison_table, grouped_bar_chart, markdown_table, notes
@@ -210,14 +211,13 @@ def _demo_arguments(parser: argparse.ArgumentParser, phase: str) -> None:
 
 
 def _demo_requests(args: argparse.Namespace) -> list[PredictionRequest]:
-    from ..demo.scoring import load_questions
-    from .demo_eval import demo_requests
+    from .benchmarks.shapes import demo_requests, load_questions
 
     return demo_requests(load_questions(args.questions), args.image_folder)
 
 
 def _demo_report(args: argparse.Namespace) -> Report:
-    from .demo_eval import score_demo
+    from .benchmarks.shapes import score_demo
 
     scores, missing = score_demo(args.questions, args.predictions, args.allow_partial)
     rows = [Row(key, key, s.questions, 100 * s.accuracy) for key, s in scores.items()]

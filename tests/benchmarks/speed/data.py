@@ -3,7 +3,7 @@
 One LLaVA JSON file (the original format) with one noise JPEG per sample: photo-like to decode, so the
 stock path's per-sample image decoding costs what it costs on real data. The stock path reads the
 records as a stock LLaMA-Factory user writes them (sharegpt `messages`, registered by hand); our path
-reads what `llava_lf.convert` makes of the same LLaVA JSON. Same texts, same images, same order.
+reads what `llava_lf.data.convert` makes of the same LLaVA JSON. Same texts, same images, same order.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def write_stock_dataset(records: list[dict], stock_dir: Path) -> None:
 
 def write_bench_data(data: BenchData, samples: int, image_size: int, mean_words: int, spread: float,
                      seed: int = 0) -> None:
-    from llava_lf.convert import convert_file
+    from llava_lf.data.convert import convert_file
 
     data.stock_dir.mkdir(parents=True, exist_ok=True)
     data.llava_json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,105 @@
+"""`llava-lf convert` and `llava-lf check`: the converter's command line.
+
+Exit codes: 0 written (convert) or nothing rejected (check); 1 something was rejected (check, or
+convert with --strict); 2 the input is not JSON (line and column named) or an option is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .images import DEFAULT_MAX_PIXELS
+
+EXIT_OK, EXIT_REJECTED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _add_validation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", type=Path, help="LLaVA JSON array or JSON Lines file")
+    parser.add_argument("--image-folder", type=Path, required=True, help="the folder the 'image' paths start from")
+    parser.add_argument("--template", choices=["llava_v1", "llava_plain"], default="llava_v1",
+                        help="the training template: llava_plain (stage 1) takes one image and one pair per record")
+    parser.add_argument("--verify-images", action="store_true",
+                        help="decode every image (in parallel): rejects undecodable, truncated and oversized ones")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="with --verify-images, reject images with more pixels (decompression bombs)")
+    parser.add_argument("--workers", type=int, default=None, help="image verification processes (default: CPUs)")
+    parser.add_argument("--cutoff-len", type=int, default=None,
+                        help="trim conversations at turn boundaries to fit this many tokens, image tokens included")
+    parser.add_argument("--tokenizer", "--model", dest="tokenizer", type=Path, default=None,
+                        help="tokenizer or model folder for --cutoff-len (a Llava model folder also gives the "
+                             "tokens per image)")
+    parser.add_argument("--image-tokens", type=int, default=None,
+                        help="tokens per image for --cutoff-len when --tokenizer has no Llava processor config")
+    parser.add_argument("--allow-symlinks", action="store_true",
+                        help="accept images reached through symlinks that lead out of --image-folder")
+
+
+def _options(args: argparse.Namespace, absolute_paths: bool = False):
+    from .convert import ConvertOptions
+
+    return ConvertOptions(template=args.template, verify_images=args.verify_images, max_pixels=args.max_pixels,
+                          workers=args.workers, cutoff_len=args.cutoff_len, tokenizer=args.tokenizer,
+                          image_tokens=args.image_tokens, absolute_paths=absolute_paths,
+                          allow_symlinks=args.allow_symlinks, progress=True)
+
+
+def _run_guarded(prog: str, work: Callable[[], int]) -> int:
+    """Run `work()`; a bad input or option becomes a one-line message and exit code 2."""
+    from llava_lf.errors import LlavaLfError
+
+    from .reader import SourceFormatError
+
+    try:
+        return work()
+    except SourceFormatError as error:
+        print(f"llava-lf {prog}: {error}\n  the file must be a JSON array of records or JSON Lines; fix it at "
+              f"that line and column and run again (no earlier output was changed)", file=sys.stderr)
+    except (LlavaLfError, OSError) as error:
+        print(f"llava-lf {prog}: {error}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_file
+
+    def work():
+        report = convert_file(args.src, args.image_folder, args.out, args.name,
+                              options=_options(args, args.absolute_paths))
+        print(report.summary())
+        return EXIT_REJECTED if args.strict and report.rejected else EXIT_OK
+
+    return _run_guarded("convert", work)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from .convert import check_file
+
+    def work():
+        report = check_file(args.src, args.image_folder, options=_options(args), rejected_path=args.report)
+        print(report.summary())
+        return EXIT_REJECTED if report.rejected else EXIT_OK
+
+    return _run_guarded("check", work)
+
+
+def add_subcommand(commands) -> None:
+    convert = commands.add_parser("convert", help="LLaVA JSON -> a LLaMA-Factory dataset, with a rejection report",
+                                  description="Writes OUT/NAME.jsonl, OUT/NAME.rejected.jsonl and the NAME entry "
+                                              "of OUT/dataset_info.json. " + __doc__.split("\n\n")[1])
+    _add_validation_options(convert)
+    convert.add_argument("--out", type=Path, required=True, help="dataset folder (the host's dataset_dir)")
+    convert.add_argument("--name", required=True, help="dataset name, as YAML 'dataset:' will refer to it")
+    convert.add_argument("--strict", action="store_true", help="exit 1 when any record was rejected")
+    convert.add_argument("--absolute-paths", action="store_true",
+                         help="write absolute image paths (default: relative to --out, where the host looks)")
+    convert.set_defaults(run=run_convert)
+
+    check = commands.add_parser("check", help="validate LLaVA JSON as convert does, writing no dataset",
+                                description="Exit 0 when every record is valid, 1 when any was rejected, 2 when "
+                                            "the file is not JSON.")
+    _add_validation_options(check)
+    check.add_argument("--report", type=Path, default=None, help="also write every rejection to this JSONL file")
+    check.set_defaults(run=run_check)

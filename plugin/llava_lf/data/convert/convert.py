@@ -1,0 +1,202 @@
+"""LLaVA JSON -> the host's sharegpt JSONL: stream, validate, resolve images, fit the cutoff, write.
+
+Records flow one at a time (a window of batches when images are verified), so memory does not grow
+with the file. Nothing is dropped silently: each rejected record becomes a line of
+`NAME.rejected.jsonl` with its reason and fix, and each change made to a kept record is counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from llava_lf.errors import LlavaLfError
+
+from .cutoff import CutoffSpec, TurnBudget
+from .ids import SeenIds
+from .images import DEFAULT_MAX_PIXELS, ImageVerifier, fault_problem
+from .paths import ImageFolder
+from .reader import SourceRecord, iter_records, iter_records_with_progress
+from .records import SharegptRecord, dataset_info_entry
+from .report import ConversionReport, Problem, Rejection
+from .validate import normalise, record_id, record_images
+from .writer import AtomicFile, DatasetWriter, update_dataset_info
+
+__all__ = ["ConvertOptions", "check_file", "convert_file", "convert_records", "update_dataset_info"]
+
+Template = Literal["llava_v1", "llava_plain"]
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    template: Template = "llava_v1"
+    verify_images: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int | None = None  # image verification processes (default: one per CPU)
+    cutoff_len: int | None = None  # with `tokenizer`: trim to this many tokens at turn boundaries
+    tokenizer: Path | None = None  # a tokenizer or model folder
+    image_tokens: int | None = None  # tokens per image, when the tokenizer folder has no Llava processor config
+    absolute_paths: bool = False
+    allow_symlinks: bool = False
+    progress: bool = False  # a tqdm bar over the bytes read (shown on a terminal only)
+
+    def __post_init__(self) -> None:
+        if self.template not in Template.__args__:
+            raise LlavaLfError(f"unknown template {self.template!r}; choose one of {', '.join(Template.__args__)}")
+        if (self.cutoff_len is None) != (self.tokenizer is None):
+            raise LlavaLfError("--cutoff-len and --tokenizer go together: the cutoff is counted in the model's tokens")
+        if self.cutoff_len is not None and self.cutoff_len < 1:
+            raise LlavaLfError(f"--cutoff-len must be positive, got {self.cutoff_len}")
+
+
+@dataclass(slots=True)
+class _Kept:
+    """A record that passed every check so far, ready to write."""
+
+    index: int
+    line: int | None
+    source_id: str | None
+    record: SharegptRecord
+    image_files: list[str]  # absolute paths, for verification
+    image_fields: list[str]  # where each image is named in the source record
+    changes: list[str] = field(default_factory=list)
+
+
+def _validated(sources: Iterable[SourceRecord], folder: ImageFolder, options: ConvertOptions,
+               budget: TurnBudget | None) -> Iterator[_Kept | Rejection]:
+    seen = SeenIds()
+    plain = options.template == "llava_plain"
+    for source in sources:
+        problems: list[Problem] = []
+        rid = record_id(source.value, problems)
+        images = record_images(source.value, problems)
+        normalised = normalise(source.value, images, plain, problems)
+        written, files, fields = [], [], []
+        for position, path in enumerate(images or ()):
+            field_name = "image" if type(source.value["image"]) is str else f"image[{position}]"
+            if (resolved := folder.resolve(path, field_name, problems)) is not None:
+                written.append(resolved[0])
+                files.append(resolved[1])
+                fields.append(field_name)
+        if rid is not None and not seen.add(rid):
+            problems.append(Problem("duplicate_id", "id", f"id {rid!r} appeared earlier in the file",
+                                    "give every record a unique id (e.g. append a suffix to repeats)"))
+        turns = normalised.turns if normalised is not None and not problems else None
+        if turns is not None and budget is not None:
+            fitted = budget.fit(turns, problems)
+            if fitted is not None and len(fitted) < len(turns):
+                normalised.changes.append("turns_trimmed")
+            turns = fitted
+        if turns is None:
+            yield Rejection.of(source.index, rid, source.line, problems)
+            continue
+        record: SharegptRecord = {"id": rid if rid is not None else str(source.index), "conversations": turns,
+                                  "images": written}
+        yield _Kept(source.index, source.line, rid, record, files, fields, normalised.changes)
+
+
+def _image_files(item: _Kept | Rejection) -> list[str]:
+    return item.image_files if isinstance(item, _Kept) else []
+
+
+def _verified(items: Iterator[_Kept | Rejection], options: ConvertOptions) -> Iterator[_Kept | Rejection]:
+    """Reject kept records whose images do not decode (checked in parallel, order kept)."""
+    for item, faults in ImageVerifier(options.max_pixels, options.workers).verify(items, _image_files):
+        bad = [(position, fault) for position, fault in enumerate(faults) if fault is not None]
+        if not bad:
+            yield item
+            continue
+        problems = [fault_problem(fault, item.image_fields[position], item.image_files[position])
+                    for position, fault in bad]
+        yield Rejection.of(item.index, item.source_id, item.line, problems)
+
+
+def _pipeline(sources: Iterable[SourceRecord], image_folder: Path, out_dir: Path | None,
+              options: ConvertOptions, report: ConversionReport) -> Iterator[_Kept | Rejection]:
+    folder = ImageFolder(image_folder, out_dir, options.absolute_paths, options.allow_symlinks)
+    budget = None
+    if options.cutoff_len is not None:
+        budget = TurnBudget(CutoffSpec(options.cutoff_len, options.tokenizer, options.template, options.image_tokens))
+        report.notes.extend(budget.notes)
+    items = _validated(sources, folder, options, budget)
+    if options.verify_images:
+        items = _verified(items, options)
+    for item in items:
+        report.total += 1
+        if isinstance(item, Rejection):
+            report.add_rejection(item)
+        else:
+            report.written += 1
+            report.changes.update(item.changes)
+        yield item
+
+
+def _sources(src: Path, options: ConvertOptions) -> Iterator[SourceRecord]:
+    if not options.progress:
+        yield from iter_records(src)
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=src.stat().st_size, unit="B", unit_scale=True, desc=src.name, disable=None) as bar:
+        yield from iter_records_with_progress(src, bar)
+
+
+def convert_records(records: Iterable[object], image_folder: Path, out_dir: Path,
+                    options: ConvertOptions | None = None) -> Iterator[SharegptRecord | Rejection]:
+    """Yield a converted record or a `Rejection` for each parsed LLaVA record, in order."""
+    sources = (SourceRecord(index, None, value) for index, value in enumerate(records))
+    report = ConversionReport(source="<records>", output=None)
+    for item in _pipeline(sources, Path(image_folder), Path(out_dir), options or ConvertOptions(), report):
+        yield item if isinstance(item, Rejection) else item.record
+
+
+def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str,
+                 options: ConvertOptions | None = None) -> ConversionReport:
+    """Convert a LLaVA JSON/JSONL file to `out_dir/name.jsonl` and register it in `out_dir/dataset_info.json`.
+
+    Raises `SourceFormatError` (a ValueError) when the file is not JSON; earlier output is then untouched.
+    """
+    options = options or ConvertOptions()
+    src, out_dir = Path(src), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output, rejected_path = out_dir / f"{name}.jsonl", out_dir / f"{name}.rejected.jsonl"
+    report = ConversionReport(source=str(src), output=str(output), rejected_path=str(rejected_path))
+    dataset, rejected = DatasetWriter(output), AtomicFile(rejected_path)
+    try:
+        for item in _pipeline(_sources(src, options), Path(image_folder), out_dir, options, report):
+            if isinstance(item, Rejection):
+                rejected.write_json_line(item.to_json())
+            else:
+                dataset.write(item.record)
+    except BaseException:
+        dataset.discard()
+        rejected.discard()
+        raise
+    if dataset.reordered:
+        report.changes["moved_to_front_for_schema"] += 1
+    dataset.commit()
+    rejected.commit()
+    update_dataset_info(out_dir, name, dataset_info_entry(output.name))
+    return report
+
+
+def check_file(src: Path, image_folder: Path, options: ConvertOptions | None = None,
+               rejected_path: Path | None = None) -> ConversionReport:
+    """Validate as `convert_file` does, writing no dataset (only the rejection list, if a path is given)."""
+    options = options or ConvertOptions()
+    report = ConversionReport(source=str(src), output=None,
+                              rejected_path=str(rejected_path) if rejected_path is not None else None)
+    rejected = AtomicFile(Path(rejected_path)) if rejected_path is not None else None
+    try:
+        for item in _pipeline(_sources(Path(src), options), Path(image_folder), None, options, report):
+            if rejected is not None and isinstance(item, Rejection):
+                rejected.write_json_line(item.to_json())
+    except BaseException:
+        if rejected is not None:
+            rejected.discard()
+        raise
+    if rejected is not None:
+        rejected.commit()
+    return report

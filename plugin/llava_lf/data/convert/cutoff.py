@@ -1,0 +1,99 @@
+"""Fit conversations into `cutoff_len` tokens at turn boundaries, image tokens counted.
+
+The host truncates after expanding each `<image>` into its N image tokens, so a long sample can lose
+part of an image and crash the forward pass ("Image features and image tokens do not match"). We
+count each human/gpt pair with the host's own template and tokenizer, add N - 1 tokens per image
+(`<image>` is one special token; the plugin turns it into N), and keep the longest prefix of pairs
+that fits. The host then has nothing to truncate. N comes from the model's processor configuration
+(`llava_lf.common.image_tokens`) when the path holds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llava_lf.errors import LlavaLfError
+
+from .records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMAN, ROLE_SYSTEM, LlavaTurn
+from .report import Problem
+
+LLAVA_15_IMAGE_TOKENS = 576  # CLIP ViT-L/14 at 336 px, CLS dropped
+
+
+class CutoffError(LlavaLfError):
+    """The tokenizer or processor could not be loaded; says what to pass instead."""
+
+
+@dataclass(frozen=True)
+class CutoffSpec:
+    cutoff_len: int
+    tokenizer: Path  # a tokenizer folder, or a model folder (its processor config then gives the image tokens)
+    template: str = "llava_v1"
+    image_tokens: int | None = None  # overrides what the processor config says
+
+
+def _image_tokens(path: Path, override: int | None) -> tuple[int, str]:
+    """Tokens per image, and a note on where the number came from."""
+    if override is not None:
+        return override, f"{override} tokens per image (--image-tokens)"
+    if (path / "processor_config.json").is_file() or (path / "preprocessor_config.json").is_file():
+        from transformers import AutoProcessor
+
+        from llava_lf.common.image_tokens import image_seqlen_from_config
+
+        seqlen = image_seqlen_from_config(AutoProcessor.from_pretrained(path))
+        if seqlen is not None:
+            return seqlen, f"{seqlen} tokens per image (from the processor config in {path})"
+    return LLAVA_15_IMAGE_TOKENS, (f"{LLAVA_15_IMAGE_TOKENS} tokens per image (LLaVA-1.5's CLIP-L/14-336; {path} "
+                                   "has no Llava processor config: pass the model folder or --image-tokens)")
+
+
+class TurnBudget:
+    """Counts a conversation's tokens per human/gpt pair as the host's template renders them."""
+
+    def __init__(self, spec: CutoffSpec):
+        from llamafactory.data.template import get_template_and_fix_tokenizer
+        from llamafactory.hparams import DataArguments
+        from transformers import AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer)
+        except (OSError, ValueError) as error:
+            raise CutoffError(f"cannot load a tokenizer from {spec.tokenizer} ({error}); pass --tokenizer with the "
+                              "language model's or the assembled Llava model's folder") from None
+        self.cutoff_len = spec.cutoff_len
+        self.image_tokens, note = _image_tokens(spec.tokenizer, spec.image_tokens)
+        self.notes = [f"cutoff {spec.cutoff_len} tokens with template {spec.template}; {note}"]
+        if len(self.tokenizer.encode(IMAGE_PLACEHOLDER, add_special_tokens=False)) != 1:
+            # The assembler adds it the same way, so counts match the assembled model's tokenizer.
+            self.tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_PLACEHOLDER]})
+            self.notes.append(f"the tokenizer lacks {IMAGE_PLACEHOLDER!r}; counted as if added (as assembling does)")
+        self.template = get_template_and_fix_tokenizer(self.tokenizer, DataArguments(template=spec.template))
+
+    def pair_lengths(self, turns: list[LlavaTurn]) -> list[int]:
+        """Tokens of each human/gpt pair, the system text counted in the first, images fully expanded."""
+        system = turns[0]["value"] if turns[0]["from"] == ROLE_SYSTEM else None
+        roles = {ROLE_HUMAN: "user", ROLE_GPT: "assistant"}
+        messages = [{"role": roles[turn["from"]], "content": turn["value"]} for turn in turns
+                    if turn["from"] != ROLE_SYSTEM]
+        pairs = self.template.encode_multiturn(self.tokenizer, messages, system)
+        extra = self.image_tokens - 1
+        return [len(source) + len(target) + extra * messages[2 * index]["content"].count(IMAGE_PLACEHOLDER)
+                for index, (source, target) in enumerate(pairs)]
+
+    def fit(self, turns: list[LlavaTurn], problems: list[Problem]) -> list[LlavaTurn] | None:
+        """The turns that fit (whole pairs only); None with a problem when even the first pair does not."""
+        lengths = self.pair_lengths(turns)
+        total, kept = 0, 0
+        for length in lengths:
+            if total + length > self.cutoff_len:
+                break
+            total, kept = total + length, kept + 1
+        if kept == 0:
+            problems.append(Problem("too_long", "conversations", f"the first turn pair is {lengths[0]} tokens with "
+                                    f"its image tokens, over --cutoff-len {self.cutoff_len}",
+                                    "raise --cutoff-len (and cutoff_len in training) or shorten the first turn"))
+            return None
+        offset = 1 if turns[0]["from"] == ROLE_SYSTEM else 0
+        return turns[: offset + 2 * kept]

@@ -1,0 +1,194 @@
+"""Stream the records of a LLaVA file (a JSON array, JSON Lines, or concatenated objects) in bounded memory.
+
+The text is decoded a chunk at a time and each record is parsed with the C JSON scanner where it lies in
+the buffer, so memory holds about two chunks plus the largest record, whatever the file size. A syntax
+error raises `SourceFormatError` with the line and column, the way a person would look it up.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from llava_lf.errors import LlavaLfError
+
+CHUNK_CHARS = 1 << 20
+# A parse failure this close to the end of the buffer may be a record cut by the chunk boundary
+# (`tru`, `\u12`, `12.`): read more before calling it an error.
+_BOUNDARY_MARGIN = 64
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class SourceFormatError(LlavaLfError):
+    """The file is not a JSON array of records nor JSON Lines; says where and what was expected."""
+
+    def __init__(self, path: Path, line: int, column: int, message: str):
+        super().__init__(f"{path}: line {line}, column {column}: {message}")
+        self.path, self.line, self.column, self.message = path, line, column, message
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    index: int  # position in the file, from 0
+    line: int  # the line where the record starts, from 1
+    value: object  # parsed JSON, not yet validated
+
+
+class _Buffer:
+    """Decoded text with a read position, refilled from the file, that knows line numbers."""
+
+    def __init__(self, handle, path: Path):
+        self._handle, self._path = handle, path
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self.text, self.pos, self.eof = "", 0, False
+        self.bytes_read = 0
+        self._lines_before = 0  # newlines in text already dropped from the buffer
+        self._column_before = 0  # characters after the last dropped newline
+        self._cursor, self._cursor_line = 0, 1  # a known (offset, line) pair, so counting stays incremental
+
+    def fill(self, size: int = CHUNK_CHARS) -> bool:
+        """Drop the consumed text and append about `size` more bytes; False at the end of the file."""
+        if self.eof:
+            return False
+        raw = self._handle.read(size)
+        self.bytes_read += len(raw)
+        try:
+            new = self._decoder.decode(raw, final=not raw)
+        except UnicodeDecodeError as error:
+            line, column = self.where(len(self.text))
+            raise SourceFormatError(self._path, line, column, f"the file is not UTF-8 text ({error.reason})") from None
+        self._drop_consumed()
+        self.text += new
+        self.eof = not raw
+        return True
+
+    def _drop_consumed(self) -> None:
+        consumed = self.text[: self.pos]
+        newlines = consumed.count("\n")
+        if newlines:
+            self._lines_before += newlines
+            self._column_before = len(consumed) - consumed.rfind("\n") - 1
+        else:
+            self._column_before += len(consumed)
+        self._cursor_line = self.line_at(self.pos)
+        self.text, self.pos, self._cursor = self.text[self.pos:], 0, 0
+
+    def line_at(self, offset: int) -> int:
+        """Line of a buffer offset at or after the previous one asked for (records come in order)."""
+        if offset < self._cursor:
+            return self.where(offset)[0]
+        self._cursor_line += self.text.count("\n", self._cursor, offset)
+        self._cursor = offset
+        return self._cursor_line
+
+    def where(self, offset: int) -> tuple[int, int]:
+        """(line, column) of a buffer offset, both from 1."""
+        line = self._lines_before + self.text.count("\n", 0, offset) + 1
+        last = self.text.rfind("\n", 0, offset)
+        column = offset - last if last >= 0 else self._column_before + offset + 1
+        return line, column
+
+    def skip_whitespace(self) -> str:
+        """Move past whitespace and return the next character, or '' at the end of the file."""
+        while True:
+            self.pos = _WHITESPACE.match(self.text, self.pos).end()
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.fill():
+                return ""
+
+    def error(self, message: str, offset: int | None = None) -> SourceFormatError:
+        line, column = self.where(self.pos if offset is None else offset)
+        return SourceFormatError(self._path, line, column, message)
+
+
+_decode = json.JSONDecoder().raw_decode
+
+
+def _parse_value(buffer: _Buffer) -> object:
+    """Parse the JSON value at the read position, reading more of the file when the value is cut."""
+    while True:
+        # A record longer than a chunk is re-parsed after each read: double the read to keep that linear.
+        more = max(CHUNK_CHARS, len(buffer.text) - buffer.pos)
+        try:
+            value, end = _decode(buffer.text, buffer.pos)
+        except json.JSONDecodeError as error:
+            cut = error.msg.startswith("Unterminated string") or error.pos >= len(buffer.text) - _BOUNDARY_MARGIN
+            if cut and buffer.fill(more):
+                continue
+            if error.msg.startswith("Unterminated string") or error.pos >= len(buffer.text.rstrip()):
+                raise buffer.error(f"the file ends inside a record ({error.msg}); is it truncated?", error.pos) from None
+            raise buffer.error(f"not valid JSON: {error.msg}", error.pos) from None
+        if end == len(buffer.text) and buffer.fill(more):  # a number may go on in the next chunk
+            continue
+        buffer.pos = end
+        return value
+
+
+def iter_records(path: Path) -> Iterator[SourceRecord]:
+    """Yield every top-level record of a JSON array, or of JSON Lines / concatenated objects."""
+    with open(path, "rb") as handle:
+        yield from _records(_Buffer(handle, path))
+
+
+def iter_records_with_progress(path: Path, progress) -> Iterator[SourceRecord]:
+    """As `iter_records`, advancing a byte-counting progress bar (tqdm) as the file is read."""
+    with open(path, "rb") as handle:
+        buffer = _Buffer(handle, path)
+        shown = 0
+        for record in _records(buffer):
+            if buffer.bytes_read != shown:
+                progress.update(buffer.bytes_read - shown)
+                shown = buffer.bytes_read
+            yield record
+
+
+def _records(buffer: _Buffer) -> Iterator[SourceRecord]:
+    first = buffer.skip_whitespace()
+    if first == "":
+        raise buffer.error("the file is empty; expected a JSON array of records or JSON Lines")
+    if first == "[":
+        buffer.pos += 1
+        yield from _array_items(buffer)
+    elif first == "{":
+        yield from _concatenated(buffer)
+    else:
+        raise buffer.error(f"expected '[' (a JSON array of records) or '{{' (JSON Lines), found {first!r}")
+
+
+def _array_items(buffer: _Buffer) -> Iterator[SourceRecord]:
+    if buffer.skip_whitespace() == "]":
+        buffer.pos += 1
+    else:
+        index = 0
+        while True:
+            if buffer.skip_whitespace() == "":
+                raise buffer.error(f"the file ends inside the array, after record {index}; is it truncated?")
+            line = buffer.line_at(buffer.pos)
+            yield SourceRecord(index, line, _parse_value(buffer))
+            index += 1
+            separator = buffer.skip_whitespace()
+            buffer.pos += 1
+            if separator == "]":
+                break
+            if separator != ",":
+                buffer.pos -= 1
+                found = repr(separator) if separator else "the end of the file"
+                raise buffer.error(f"expected ',' or ']' after record {index - 1}, found {found}")
+            if buffer.skip_whitespace() == "]":
+                raise buffer.error(f"a comma after the last record ({index - 1}); JSON allows none before ']'")
+    trailing = buffer.skip_whitespace()
+    if trailing:
+        raise buffer.error(f"unexpected {trailing!r} after the closing ']' of the array")
+
+
+def _concatenated(buffer: _Buffer) -> Iterator[SourceRecord]:
+    index = 0
+    while buffer.skip_whitespace():
+        line = buffer.line_at(buffer.pos)
+        yield SourceRecord(index, line, _parse_value(buffer))
+        index += 1

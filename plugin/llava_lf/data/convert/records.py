@@ -1,0 +1,42 @@
+"""The raw formats, typed: LLaVA records in, sharegpt records out."""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+from llava_lf.formats import IMAGE_TOKEN
+
+IMAGE_PLACEHOLDER = IMAGE_TOKEN  # one definition of the placeholder, shared with the templates
+ROLE_HUMAN, ROLE_GPT, ROLE_SYSTEM = "human", "gpt", "system"
+
+
+# "from" is a Python keyword, so these use the functional TypedDict syntax.
+LlavaTurn = TypedDict("LlavaTurn", {"from": str, "value": str})
+
+
+class LlavaRecord(TypedDict):
+    id: NotRequired[str]
+    image: NotRequired[str | list[str]]
+    conversations: list[LlavaTurn]
+
+
+class SharegptRecord(TypedDict):
+    id: str
+    conversations: list[LlavaTurn]
+    images: list[str]
+
+
+def dataset_info_entry(file_name: str) -> dict:
+    """How the host reads what we write (sharegpt, LLaVA role tags, an explicit images column)."""
+    return {
+        "file_name": file_name,
+        "formatting": "sharegpt",
+        "columns": {"messages": "conversations", "images": "images"},
+        "tags": {
+            "role_tag": "from",
+            "content_tag": "value",
+            "user_tag": ROLE_HUMAN,
+            "assistant_tag": ROLE_GPT,
+            "system_tag": ROLE_SYSTEM,
+        },
+    }

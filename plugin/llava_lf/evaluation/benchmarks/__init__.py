@@ -1,0 +1,1 @@
+"""One module per benchmark: its files, its prompts and the published scoring rules."""

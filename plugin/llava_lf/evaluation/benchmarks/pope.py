@@ -1,0 +1,155 @@
+"""POPE: yes/no questions about objects in COCO images; accuracy, precision, recall, F1 and yes-ratio per split.
+
+Input is POPE's own layout: one file per split named `*pope_{split}.json` (e.g. `coco_pope_random.json`),
+each line `{"question_id", "image", "text", "label": "yes"|"no"}`. Question ids restart in every split,
+so a question's key is `{split}/{question_id}`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from llava_lf.common.jsonl import read_json_rows
+from llava_lf.errors import LlavaLfError
+from llava_lf.evaluation.predict import PredictionRequest
+
+# LLaVA-1.5's instruction for short answers.
+SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
+_SPLIT_FILE = re.compile(r".*pope_(?P<split>[A-Za-z0-9_-]+)\.jsonl?$")
+SPLIT_ORDER = ("random", "popular", "adversarial")
+
+YesNo = Literal["yes", "no"]
+
+
+class PopeDataError(LlavaLfError):
+    pass
+
+
+@dataclass(frozen=True)
+class PopeQuestion:
+    key: str
+    split: str
+    image: str
+    text: str
+    label: YesNo
+
+
+def _rows(path: Path) -> list[dict]:
+    return read_json_rows(path, PopeDataError, allow_array=True)  # a JSON array is accepted too
+
+
+def load_pope(annotation_dir: Path) -> list[PopeQuestion]:
+    files = sorted(p for p in annotation_dir.glob("*pope_*.json*") if _SPLIT_FILE.match(p.name))
+    if not files:
+        raise PopeDataError(f"no POPE files in {annotation_dir}; expected e.g. coco_pope_random.json, "
+                            "coco_pope_popular.json, coco_pope_adversarial.json")
+    questions, problems = [], []
+    for path in files:
+        split = _SPLIT_FILE.match(path.name).group("split")
+        for row in _rows(path):
+            absent = [name for name in ("question_id", "image", "text", "label") if name not in row]
+            label = str(row.get("label", "")).strip().lower()
+            if absent:
+                problems.append(f"{path.name}: record {row.get('question_id', '?')} lacks {', '.join(absent)}")
+            elif label not in ("yes", "no"):
+                problems.append(f"{path.name}: record {row['question_id']} has label {row['label']!r}; use yes or no")
+            else:
+                questions.append(PopeQuestion(f"{split}/{row['question_id']}", split, row["image"], row["text"], label))
+    if problems:
+        raise PopeDataError(f"{len(problems)} bad POPE record(s):\n  " + "\n  ".join(problems))
+    return questions
+
+
+def prediction_requests(questions: Sequence[PopeQuestion], image_folder: Path,
+                        instruction: bool = True) -> list[PredictionRequest]:
+    missing = sorted({q.image for q in questions if not (image_folder / q.image).is_file()})
+    if missing:
+        raise PopeDataError(f"{len(missing)} image(s) not under {image_folder} (first: {missing[0]}); "
+                            "--image-folder must be COCO val2014")
+    suffix = f"\n{SHORT_ANSWER_INSTRUCTION}" if instruction else ""
+    return [PredictionRequest(q.key, q.text + suffix, image_folder / q.image) for q in questions]
+
+
+def read_yes_no(answer: str) -> tuple[YesNo, bool]:
+    """The published reading: take the first sentence, and it is "no" when a word is No/no/not, else "yes".
+    The flag says whether the answer named yes or no at all (the rest count as "yes" silently in the
+    published script; we count them)."""
+    sentence = answer.split(".")[0] if "." in answer else answer
+    words = sentence.replace(",", "").split(" ")
+    if {"No", "no", "not"} & set(words):
+        return "no", True
+    clear = bool({"Yes", "yes"} & {w.strip("!?;:") for w in words})
+    return "yes", clear
+
+
+@dataclass(frozen=True)
+class PopeMetrics:
+    split: str
+    questions: int
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    unclear: int  # answers that said neither yes nor no (read as "yes", as published)
+
+    @property
+    def accuracy(self) -> float:
+        return (self.tp + self.tn) / self.questions if self.questions else 0.0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    @property
+    def yes_ratio(self) -> float:
+        return (self.tp + self.fp) / self.questions if self.questions else 0.0
+
+    def as_dict(self) -> dict:
+        return {"split": self.split, "questions": self.questions, "tp": self.tp, "fp": self.fp, "tn": self.tn,
+                "fn": self.fn, "unclear": self.unclear, "accuracy": self.accuracy, "precision": self.precision,
+                "recall": self.recall, "f1": self.f1, "yes_ratio": self.yes_ratio}
+
+
+@dataclass
+class PopeResult:
+    splits: dict[str, PopeMetrics]
+    mean_f1: float  # over splits, the figure set beside the published POPE number
+    unclear: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def metrics(split: str, labels: Sequence[YesNo], answers: Sequence[str]) -> PopeMetrics:
+    tp = fp = tn = fn = unclear = 0
+    for label, answer in zip(labels, answers, strict=True):
+        predicted, clear = read_yes_no(answer)
+        unclear += not clear
+        if predicted == "yes":
+            tp, fp = tp + (label == "yes"), fp + (label == "no")
+        else:
+            tn, fn = tn + (label == "no"), fn + (label == "yes")
+    return PopeMetrics(split, len(labels), tp, fp, tn, fn, unclear)
+
+
+def score(questions: Sequence[PopeQuestion], answers: dict[str, str], missing: Sequence[str] = ()) -> PopeResult:
+    splits = sorted({q.split for q in questions},
+                    key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s))
+    result = {}
+    for split in splits:
+        answered = [q for q in questions if q.split == split and q.key in answers]
+        result[split] = metrics(split, [q.label for q in answered], [answers[q.key] for q in answered])
+    unclear = [q.key for q in questions if q.key in answers and not read_yes_no(answers[q.key])[1]]
+    mean_f1 = sum(m.f1 for m in result.values()) / len(result) if result else 0.0
+    return PopeResult(result, mean_f1, unclear, list(missing))

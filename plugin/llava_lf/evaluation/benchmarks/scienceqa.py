@@ -1,0 +1,182 @@
+"""ScienceQA from its public files: the LLaVA prompt, the published answer extraction, grouped accuracy.
+
+Files: `problems.json` (pid -> problem), `pid_splits.json` (split -> pids) and images at
+`{image_root}/{split}/{pid}/{problem["image"]}`. Groups follow the ScienceQA paper: subject (NAT, SOC,
+LAN), context modality (TXT: has a hint, IMG: has an image, NO: neither) and grade (G1-6, G7-12);
+IMG is the "with image" accuracy LLaVA-1.5 reports as SQA-IMG.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from llava_lf.errors import LlavaLfError
+from llava_lf.evaluation.predict import PredictionRequest
+
+LETTERS = string.ascii_uppercase
+# LLaVA-1.5's zero-shot instruction for multiple choice.
+LETTER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+_PREFIX = re.compile(r"^([A-Z])\. ")  # "B. a cat": a letter, a full stop, a space, then anything
+_ANSWER_IS = re.compile(r"The answer is ([A-Z])\.")
+SUBJECTS = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
+GROUP_ORDER = ("all", "NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")
+GROUP_NAMES = {"all": "overall", "NAT": "natural science", "SOC": "social science", "LAN": "language science",
+               "TXT": "text context", "IMG": "with image", "NO": "no context", "G1-6": "grades 1-6",
+               "G7-12": "grades 7-12"}
+
+Rule = Literal["letter", "prefix", "answer_is", "failed"]
+
+
+class ScienceQADataError(LlavaLfError):
+    pass
+
+
+@dataclass(frozen=True)
+class Problem:
+    pid: str
+    question: str
+    choices: tuple[str, ...]
+    answer: int  # index into choices
+    hint: str
+    image: str | None  # file name inside {split}/{pid}/
+    subject: str
+    grade: int
+
+    @property
+    def groups(self) -> list[str]:
+        groups = ["all", SUBJECTS.get(self.subject, self.subject)]
+        if self.hint:
+            groups.append("TXT")
+        if self.image:
+            groups.append("IMG")
+        if not self.hint and not self.image:
+            groups.append("NO")
+        groups.append("G1-6" if self.grade <= 6 else "G7-12")
+        return groups
+
+
+def _problem(pid: str, raw: dict) -> Problem:
+    required = ("question", "choices", "answer", "subject", "grade")
+    absent = [name for name in required if name not in raw]
+    if absent:
+        raise ScienceQADataError(f"problems.json: problem {pid} lacks {', '.join(absent)}; "
+                                 "use the unmodified problems.json from the ScienceQA release")
+    grade = re.fullmatch(r"grade(\d+)", str(raw["grade"]))
+    if grade is None:
+        raise ScienceQADataError(f"problems.json: problem {pid} has grade {raw['grade']!r}; expected 'grade1'..'grade12'")
+    choices = tuple(raw["choices"])
+    if not 0 <= raw["answer"] < len(choices) or len(choices) > len(LETTERS):
+        raise ScienceQADataError(f"problems.json: problem {pid} has answer {raw['answer']} for {len(choices)} choices")
+    return Problem(pid, raw["question"], choices, int(raw["answer"]), (raw.get("hint") or "").strip(),
+                   raw.get("image") or None, raw["subject"], int(grade.group(1)))
+
+
+def load_problems(data_dir: Path, split: str = "test") -> list[Problem]:
+    """The problems of one split, in `pid_splits.json` order."""
+    problems_path, splits_path = data_dir / "problems.json", data_dir / "pid_splits.json"
+    for path in (problems_path, splits_path):
+        if not path.is_file():
+            raise ScienceQADataError(f"{path} not found; --data must hold ScienceQA's problems.json and pid_splits.json")
+    splits = json.loads(splits_path.read_text(encoding="utf-8"))
+    if split not in splits:
+        raise ScienceQADataError(f"split {split!r} not in {splits_path.name}; it has {', '.join(sorted(splits))}")
+    raw = json.loads(problems_path.read_text(encoding="utf-8"))
+    unknown = [pid for pid in splits[split] if pid not in raw]
+    if unknown:
+        raise ScienceQADataError(f"{len(unknown)} pid(s) of split {split} missing from problems.json (first: {unknown[0]})")
+    return [_problem(str(pid), raw[pid]) for pid in splits[split]]
+
+
+def build_prompt(problem: Problem, letter_instruction: bool = True) -> str:
+    """`{question}\\nContext: {hint or N/A}\\nOptions: (A) ... (B) ...`, as LLaVA builds it."""
+    options = " ".join(f"({LETTERS[index]}) {choice}" for index, choice in enumerate(problem.choices))
+    prompt = f"{problem.question}\nContext: {problem.hint or 'N/A'}\nOptions: {options}"
+    return f"{prompt}\n{LETTER_INSTRUCTION}" if letter_instruction else prompt
+
+
+def image_path(problem: Problem, image_root: Path, split: str) -> Path | None:
+    return image_root / split / problem.pid / problem.image if problem.image else None
+
+
+def prediction_requests(problems: Sequence[Problem], image_root: Path, split: str,
+                        letter_instruction: bool = True) -> list[PredictionRequest]:
+    requests = [PredictionRequest(p.pid, build_prompt(p, letter_instruction), image_path(p, image_root, split))
+                for p in problems]
+    missing = [str(r.image) for r in requests if r.image is not None and not r.image.is_file()]
+    if missing:
+        raise ScienceQADataError(f"{len(missing)} image(s) missing (first: {missing[0]}); --images must be the folder "
+                                 f"holding {split}/<pid>/image.png")
+    return requests
+
+
+@dataclass(frozen=True)
+class Extraction:
+    letter: str | None
+    rule: Rule
+
+
+def extract_letter(answer: str) -> Extraction:
+    """The published rules, in order: the answer is exactly a capital letter; it starts "X. "; or it
+    contains exactly one "The answer is X." Anything else (lowercase, two matches, empty) fails."""
+    text = answer.strip()
+    if len(text) == 1 and text in LETTERS:
+        return Extraction(text, "letter")
+    prefix = _PREFIX.match(text)
+    if prefix:
+        return Extraction(prefix.group(1), "prefix")
+    matches = _ANSWER_IS.findall(text)
+    if len(matches) == 1:
+        return Extraction(matches[0], "answer_is")
+    return Extraction(None, "failed")
+
+
+@dataclass(frozen=True)
+class GroupAccuracy:
+    group: str
+    questions: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return 100.0 * self.correct / self.questions if self.questions else 0.0
+
+
+@dataclass
+class ScienceQAResult:
+    split: str
+    groups: dict[str, GroupAccuracy]
+    rules: dict[str, int]  # how many answers each extraction rule read
+    failed_to_parse: list[str]  # pids whose answer no rule could read (counted wrong)
+    out_of_range: list[str]  # pids answered with a letter past the last option (counted wrong)
+    missing: list[str] = field(default_factory=list)  # pids without a prediction (only with --allow-partial)
+
+
+def score(problems: Sequence[Problem], answers: dict[str, str], split: str,
+          missing: Sequence[str] = ()) -> ScienceQAResult:
+    correct: dict[str, int] = {}
+    total: dict[str, int] = {}
+    rules = {"letter": 0, "prefix": 0, "answer_is": 0, "failed": 0}
+    failed, out_of_range = [], []
+    for problem in problems:
+        if problem.pid not in answers:
+            continue
+        extraction = extract_letter(answers[problem.pid])
+        rules[extraction.rule] += 1
+        index = LETTERS.index(extraction.letter) if extraction.letter else None
+        if index is None:
+            failed.append(problem.pid)
+        elif index >= len(problem.choices):
+            out_of_range.append(problem.pid)
+        hit = index == problem.answer
+        for group in problem.groups:
+            total[group] = total.get(group, 0) + 1
+            correct[group] = correct.get(group, 0) + hit
+    groups = {g: GroupAccuracy(g, total[g], correct[g]) for g in GROUP_ORDER if g in total}
+    groups.update({g: GroupAccuracy(g, total[g], correct[g]) for g in total if g not in groups})
+    return ScienceQAResult(split, groups, rules, failed, out_of_range, list(missing))

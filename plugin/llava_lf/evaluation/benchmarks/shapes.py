@@ -1,0 +1,134 @@
+"""The shapes benchmark (the demo's held-out questions): its answer space, its scoring, and its run through the
+shared machinery (resumable predictions, then scoring).
+
+Questions are the JSONL the demo writes (`{"qtype", "question", "answer", "image", ...}` per line);
+a question's id is its line index, as the demo's scoring expects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from llava_lf.errors import LlavaLfError
+from llava_lf.evaluation.predict import PredictionRequest, Predictor, model_id
+from llava_lf.evaluation.prediction_file import PredictRunSummary, answers_for, run_predictions
+
+COLOR_NAMES = ("red", "green", "blue", "yellow", "purple", "orange")
+KINDS = ("circle", "square", "triangle", "cross")
+POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
+COUNT_WORDS = ("one", "two", "three")
+
+QuestionType = Literal["color", "shape", "count", "position", "presence"]
+QUESTION_TYPES: tuple[QuestionType, ...] = ("color", "shape", "count", "position", "presence")
+ANSWER_SPACE: dict[QuestionType, tuple[str, ...]] = {
+    "color": COLOR_NAMES,
+    "shape": KINDS,
+    "count": ("1", "2", "3"),
+    "position": POSITIONS,
+    "presence": ("yes", "no"),
+}
+
+
+def chance_accuracy(qtype: QuestionType) -> float:
+    """Accuracy of a uniform guess over the answer space of one question type."""
+    return 1.0 / len(ANSWER_SPACE[qtype])
+
+
+_WORDS = {"one": "1", "two": "2", "three": "3"}
+
+
+def normalise_answer(text: str) -> str:
+    """Lowercase, drop punctuation and a leading article, map count words to digits."""
+    words = re.sub(r"[^a-z0-9 ]+", " ", text.lower()).split()
+    if words and words[0] in {"a", "an", "the"}:
+        words = words[1:]
+    return " ".join(_WORDS.get(word, word) for word in words)
+
+
+@dataclass(frozen=True)
+class TypeScore:
+    qtype: str
+    questions: int
+    correct: int
+    chance: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.questions if self.questions else 0.0
+
+
+def load_questions(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def score(questions: list[dict], answers: dict[str, str]) -> dict[str, TypeScore]:
+    """Per-type and overall ("all") scores; `answers` maps a question's index (as str) to the model's text."""
+    correct: dict[str, int] = defaultdict(int)
+    total: dict[str, int] = defaultdict(int)
+    for index, question in enumerate(questions):
+        qtype = question["qtype"]
+        total[qtype] += 1
+        correct[qtype] += normalise_answer(answers.get(str(index), "")) == normalise_answer(question["answer"])
+    scores = {qtype: TypeScore(qtype, total[qtype], correct[qtype], chance_accuracy(qtype))
+              for qtype in QUESTION_TYPES if total[qtype]}
+    n = sum(total.values())
+    chance = sum(chance_accuracy(q) * total[q] for q in total) / n if n else 0.0
+    scores["all"] = TypeScore("all", n, sum(correct.values()), chance)
+    return scores
+
+
+class DemoDataError(LlavaLfError):
+    pass
+
+
+def demo_requests(questions: Sequence[dict], image_dir: Path) -> list[PredictionRequest]:
+    requests, missing = [], []
+    for index, question in enumerate(questions):
+        image = image_dir / question["image"]
+        if not image.is_file():
+            missing.append(str(image))
+        requests.append(PredictionRequest(str(index), question["question"], image))
+    if missing:
+        raise DemoDataError(f"{len(missing)} image(s) missing (first: {missing[0]}); --image-folder must be the "
+                            "demo's data/images folder")
+    return requests
+
+
+def predict_demo(model_dir: Path, questions_path: Path, image_dir: Path, predictions: Path, *,
+                 adapter_dir: Path | None = None, label: str = "predict demo", max_new_tokens: int = 8,
+                 batch_size: int = 32, device: str = "cpu", template: str = "llava_v1") -> PredictRunSummary:
+    requests = demo_requests(load_questions(questions_path), image_dir)
+    return run_predictions(
+        requests, predictions, model_id(model_dir, adapter_dir),
+        lambda: Predictor(model_dir, template=template, max_new_tokens=max_new_tokens, device=device,
+                          adapter_dir=adapter_dir),
+        batch_size=batch_size, desc=label)
+
+
+def score_demo(questions_path: Path, predictions: Path, allow_partial: bool = False) -> tuple[dict[str, TypeScore], list[str]]:
+    """Per-type scores from a predictions file (the demo's own scoring), and the unanswered ids."""
+    questions = load_questions(questions_path)
+    answers, missing = answers_for([str(i) for i in range(len(questions))], predictions, allow_partial)
+    if missing:  # score only what was answered: drop the unanswered questions, keeping the demo's index keys
+        kept = [(str(i), q) for i, q in enumerate(questions) if str(i) in answers]
+        questions = [q for _, q in kept]
+        answers = {str(new): answers[old] for new, (old, _) in enumerate(kept)}
+    return score(questions, answers), missing
+
+
+def evaluate_demo(model_dir: Path, questions_path: Path, image_dir: Path, predictions: Path, *,
+                  label: str = "eval", max_new_tokens: int = 8, batch_size: int = 32,
+                  fresh: bool = False) -> dict[str, TypeScore]:
+    """Predict (resuming from `predictions` unless `fresh`) and score: the demo pipeline's evaluation step."""
+    if fresh:
+        predictions.unlink(missing_ok=True)
+    predict_demo(model_dir, questions_path, image_dir, predictions, label=label, max_new_tokens=max_new_tokens,
+                 batch_size=batch_size)
+    scores, _ = score_demo(questions_path, predictions)
+    return scores

@@ -1,0 +1,33 @@
+"""Register our templates and mm plugins with the host, idempotently (the host raises on duplicates)."""
+
+from __future__ import annotations
+
+
+def register_all() -> list[str]:
+    """Register what the host lacks; return the names newly registered in this process."""
+    from llamafactory.data import mm_plugin as host_plugins
+    from llamafactory.data import template as host_templates
+
+    from .training import register_training_callback
+
+    added = register_training_callback()  # `report_to: [llava_lf]`; independent of the modules below
+    from . import mm_plugin, templates
+
+    for name, plugin_class in mm_plugin.PLUGINS.items():
+        if name not in host_plugins.PLUGINS:
+            host_plugins.register_mm_plugin(name, plugin_class)
+            added.append(name)
+    for name, register in templates.TEMPLATES.items():
+        if name not in host_templates.TEMPLATES:
+            register()
+            added.append(name)
+    return added
+
+
+def registered_names() -> list[str]:
+    """Our template names as the host currently sees them (empty if the hook did not run)."""
+    from llamafactory.data.template import TEMPLATES
+
+    from .templates import TEMPLATES as ours
+
+    return [name for name in ours if name in TEMPLATES]

@@ -1,0 +1,237 @@
+"""The LLaVA conversation formats as LLaMA-Factory templates.
+
+`llava_v1`: Vicuna v1 exactly as LLaVA-1.5 trains and evaluates with it:
+    <s>{system} USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>
+`llava_plain`: stage-1 feature alignment: <s><image>{caption}\\n (the human text is discarded).
+
+Both fit each training sample into cutoff_len at turn boundaries (`truncation`), report what they trimmed
+or dropped (`truncation_report`), and tokenise fast and exactly (`fast_encode`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from llamafactory.data.data_utils import Role
+from llamafactory.data.formatter import EmptyFormatter, StringFormatter
+from llamafactory.data.mm_plugin import get_mm_plugin
+from llamafactory.data.template import TEMPLATES as HOST_TEMPLATES
+from llamafactory.data.template import Template, register_template
+
+from llava_lf.formats import IMAGE_TOKEN, LLAVA_PLAIN_CHAT_TEMPLATE, VICUNA_V1_SYSTEM, llava_v1_chat_template
+
+from .context import EncodeCall, encode_call, training_output_dir
+from .fast_encode import encode_text, encode_with_image_runs
+from .mm_plugin import PLUGIN_NAME
+from .slot_layout import LAYOUT_KEY, SlotLayout, slot_layout
+from .truncation import TurnFit, dropped_placeholder, fit_turns, image_tokens_in
+from .truncation_report import SampleRecord, is_reporting_rank, note_tokenising, open_run, record_sample
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizer
+
+    from .truncation import Pairs
+
+RUN_PID = "_run_pid"  # set on the training process's template; never pickled, so map workers lack it
+MEMO, MEMO_MAX_CHARS, MEMO_MAX_ENTRIES = "_encoded_texts", 400, 512  # never pickled either
+
+
+@dataclass
+class LlavaTemplate(Template):
+    """Vicuna v1 slots from the host, plus turn-boundary fitting, fast image runs and an exact Jinja form."""
+
+    def encode_multiturn(
+        self,
+        tokenizer: PreTrainedTokenizer,
+        messages: list[dict[str, str]],
+        system: str | None = None,
+        tools: str | None = None,
+        discarding_history_cot: bool = False,
+    ) -> Pairs:
+        pairs = super().encode_multiturn(tokenizer, messages, system, tools, discarding_history_cot)
+        call = encode_call(sys._getframe(1))
+        if call is None:  # not called by the host's dataset processor: nothing will be cut
+            return pairs
+        run_pid = self._report_run_pid()
+        if run_pid is not None:
+            note_tokenising(run_pid, call.cutoff_len)
+        budget = call.cutoff_len - (1 if self.efficient_eos else 0)
+        fit = fit_turns([len(source) + len(target) for source, target in pairs], budget)
+        if fit.action == "kept":
+            return pairs
+        kept = pairs[: fit.kept_pairs] or dropped_placeholder(tokenizer.bos_token_id, tokenizer.eos_token_id)
+        if run_pid is not None:
+            image_id = tokenizer.convert_tokens_to_ids(self.mm_plugin.image_token)
+            record_sample(run_pid, _record(call, fit, image_tokens_in(pairs, image_id),
+                                           image_tokens_in(pairs[: fit.kept_pairs], image_id)))
+        return kept
+
+    def _encode(self, tokenizer: PreTrainedTokenizer, messages: list[dict[str, str]], system: str | None,
+                tools: str | None) -> list[list[int]]:
+        """The host's `_encode` for user/assistant turns, with the slots laid out once instead of per message."""
+        layout = self._remembered_layout(tokenizer)
+        if (layout is None or tools
+                or not all(message["role"] in layout.turns and "{{" not in message["content"] for message in messages)):
+            return super()._encode(tokenizer, messages, system, tools)
+        system = system or self.default_system
+        encoded = []
+        for index, message in enumerate(messages):
+            turn = layout.turns[message["role"]]
+            text, prefix = turn.before + message["content"] + turn.after, ()
+            if index == 0:
+                prefix = layout.prefix
+                if system:
+                    text = layout.system.before + system + layout.system.after + text
+            encoded.append([*prefix, *self._encode_string(tokenizer, text, layout.image_id), *turn.trailing])
+        return encoded
+
+    def _encode_string(self, tokenizer: PreTrainedTokenizer, text: str, image_id: int | None = None) -> list[int]:
+        image_token = self.mm_plugin.image_token
+        if image_token and image_token in text:
+            return encode_with_image_runs(tokenizer, text, image_token, image_id=image_id,
+                                          encode_head=partial(self._remembered, tokenizer))
+        return self._remembered(tokenizer, text) if text else []
+
+    def _remembered_layout(self, tokenizer: PreTrainedTokenizer) -> SlotLayout | None:
+        self._remembered(tokenizer, "")  # makes sure the memo belongs to this tokenizer
+        memo = self.__dict__[MEMO][1]
+        if LAYOUT_KEY not in memo:
+            memo[LAYOUT_KEY] = slot_layout(self, tokenizer)
+        return memo[LAYOUT_KEY]
+
+    def _convert_elements_to_ids(self, tokenizer: PreTrainedTokenizer, elements: list[Any]) -> list[int]:
+        image_token = self.mm_plugin.image_token
+        token_ids: list[int] = []
+        for element in _join_adjacent_text(elements):
+            if isinstance(element, str) and image_token and image_token in element:
+                token_ids += self._encode_string(tokenizer, element)
+            elif isinstance(element, (str, set)):  # `{"bos_token"}` / `{"eos_token"}` cost a property lookup each
+                token_ids += self._remembered(tokenizer, element)
+            else:
+                token_ids += super()._convert_elements_to_ids(tokenizer, [element])
+        return token_ids
+
+    def _remembered(self, tokenizer: PreTrainedTokenizer, element: str | set[str]) -> list[int]:
+        """Ids of a short text or a special-token slot, remembered: the system text recurs in every sample."""
+        if isinstance(element, str) and len(element) > MEMO_MAX_CHARS:
+            return encode_text(tokenizer, element)
+        owner, memo = self.__dict__.get(MEMO) or (None, {})
+        if owner is not tokenizer or len(memo) >= MEMO_MAX_ENTRIES:
+            owner, memo = tokenizer, {}
+            self.__dict__[MEMO] = (owner, memo)
+        key = element if isinstance(element, str) else frozenset(element)
+        if key not in memo:
+            memo[key] = (encode_text(tokenizer, element) if isinstance(element, str)
+                         else super()._convert_elements_to_ids(tokenizer, [element]))
+        return memo[key]
+
+    def _get_jinja_template(self, tokenizer: PreTrainedTokenizer) -> str:
+        return llava_v1_chat_template(self.default_system)
+
+    def fix_special_tokens(self, tokenizer: PreTrainedTokenizer) -> None:
+        """The host's fix, and (called from a training workflow) the start of this run's trim/drop report."""
+        super().fix_special_tokens(tokenizer)
+        self.__dict__.pop(MEMO, None)  # the tokenizer may have gained tokens
+        output_dir = training_output_dir(sys._getframe(1))
+        run_pid = open_run(output_dir, self._name()) if output_dir and is_reporting_rank() else None
+        setattr(self, RUN_PID, run_pid)
+        bind = getattr(self.mm_plugin, "bind_report_run", None)
+        if bind is not None:
+            bind(run_pid)
+
+    def _report_run_pid(self) -> int | None:
+        # In the training process: set by fix_special_tokens. In a map worker (which got a pickled copy
+        # without it): its parent, the training process; the run file exists only if that one is training.
+        return getattr(self, RUN_PID) if hasattr(self, RUN_PID) else os.getppid()
+
+    def _name(self) -> str:
+        return next((name for name, template in HOST_TEMPLATES.items() if template is self), type(self).__name__)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Keeps the datasets fingerprint (a hash of the pickled processor) the same from run to run.
+        state = dict(self.__dict__)
+        state.pop(RUN_PID, None)
+        state.pop(MEMO, None)
+        return state
+
+
+def _join_adjacent_text(elements: list[Any]) -> list[Any]:
+    """One string per run of text slots: `{system} ` and `USER: ...` are tokenised together, as in the rendered
+    prompt a processor's chat template gives (a tokenizer may merge across that boundary)."""
+    joined: list[Any] = []
+    for element in elements:
+        if isinstance(element, str) and joined and isinstance(joined[-1], str):
+            joined[-1] += element
+        else:
+            joined.append(element)
+    return joined
+
+
+def _record(call: EncodeCall, fit: TurnFit, image_tokens: int, kept_image_tokens: int) -> SampleRecord:
+    images = [image if isinstance(image, str) else type(image).__name__ for image in call.images()]
+    reason = ("the first turn alone is longer than cutoff_len" if fit.action == "dropped"
+              else "later turns pass cutoff_len")
+    return SampleRecord(index=call.sample_index(), action=fit.action, reason=reason, cutoff_len=call.cutoff_len,
+                        tokens=fit.tokens, kept_tokens=fit.kept_tokens, first_turn_tokens=fit.pair_lengths[0],
+                        turns=len(fit.pair_lengths), kept_turns=fit.kept_pairs, image_tokens=image_tokens,
+                        kept_image_tokens=kept_image_tokens, images=images)
+
+
+@dataclass
+class PlainTemplate(LlavaTemplate):
+    """Stage-1 format: each human turn is reduced to its image tokens; answers end with a newline."""
+
+    def _encode(
+        self,
+        tokenizer: PreTrainedTokenizer,
+        messages: list[dict[str, str]],
+        system: str | None,
+        tools: str | None,
+    ) -> list[list[int]]:
+        image_token = self.mm_plugin.image_token
+        encoded = []
+        for index, message in enumerate(messages):
+            elements = list(self.format_prefix.apply()) if index == 0 else []  # apply() returns the shared slots
+            if message["role"] == Role.USER:
+                # After the mm plugin ran, the content holds the expanded image tokens: keep only those.
+                elements += [image_token * message["content"].count(image_token)]
+            elif message["role"] == Role.ASSISTANT:
+                elements += self.format_assistant.apply(content=message["content"])
+            else:
+                raise ValueError(f"the llava_plain template takes user/assistant turns only, got {message['role']!r}")
+            encoded.append(self._convert_elements_to_ids(tokenizer, elements))
+        return encoded
+
+    def _get_jinja_template(self, tokenizer: PreTrainedTokenizer) -> str:
+        return LLAVA_PLAIN_CHAT_TEMPLATE
+
+
+def register_llava_v1() -> None:
+    register_template(
+        name="llava_v1",
+        format_prefix=EmptyFormatter(slots=[{"bos_token"}]),
+        format_system=StringFormatter(slots=["{{content}} "]),
+        format_user=StringFormatter(slots=["USER: {{content}} ASSISTANT:"]),
+        format_assistant=StringFormatter(slots=[" {{content}}", {"eos_token"}]),
+        default_system=VICUNA_V1_SYSTEM,
+        mm_plugin=get_mm_plugin(name=PLUGIN_NAME, image_token=IMAGE_TOKEN),
+        template_class=LlavaTemplate,
+    )
+
+
+def register_llava_plain() -> None:
+    register_template(
+        name="llava_plain",
+        format_prefix=EmptyFormatter(slots=[{"bos_token"}]),
+        format_assistant=StringFormatter(slots=["{{content}}\n"]),
+        mm_plugin=get_mm_plugin(name=PLUGIN_NAME, image_token=IMAGE_TOKEN),
+        template_class=PlainTemplate,
+    )
+
+
+TEMPLATES = {"llava_v1": register_llava_v1, "llava_plain": register_llava_plain}
+

@@ -1,0 +1,125 @@
+"""The plugin's training options, carried in the host's `optim_args` string and parsed strictly.
+
+LLaMA-Factory rejects YAML keys it does not know, so our two options travel in a field both the host and
+transformers already accept: `optim_args: mm_projector_lr=2.0e-5,group_by_modality=true`. transformers'
+default optimizers ignore that string; our training callback (`report_to: [llava_lf]`) reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llava_lf.errors import LlavaLfError
+
+# Optimizers whose transformers handler reads only named keys of `optim_args` (or none): our keys pass
+# through them unused. Others (bitsandbytes RMSprop, GaLore, APOLLO, LOMO, torchao, schedule-free) forward
+# the whole string as keyword arguments or give it their own meaning.
+OPTIMIZERS_IGNORING_OTHER_KEYS = frozenset({
+    "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad",
+    "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_apex_fused",
+})
+# Of those, the ones that read no key at all: any key that is not ours is a typo there.
+OPTIMIZERS_READING_NO_KEYS = frozenset({
+    "adamw_torch", "adamw_torch_fused", "adafactor",
+    "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_apex_fused",
+})
+
+OPTION_HELP = {
+    "mm_projector_lr": "learning rate of the multimodal projector, a positive number (LLaVA-1.5 LoRA: 2.0e-5)",
+    "group_by_modality": "true/false: require micro-batches that are all-image or all-text "
+                         "(data from `llava-lf group-modality`, with `disable_shuffling: true`)",
+}
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+class TrainingOptionsError(LlavaLfError):
+    """One or more problems with the plugin's training options, each with its fix."""
+
+    def __str__(self) -> str:
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        return f"llava_lf training options (optim_args / report_to) are invalid:\n{lines}"
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    mm_projector_lr: float | None = None
+    group_by_modality: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.mm_projector_lr is not None or self.group_by_modality
+
+    def as_optim_args(self) -> str:
+        """The `optim_args` string that expresses these options."""
+        parts = []
+        if self.mm_projector_lr is not None:
+            parts.append(f"mm_projector_lr={self.mm_projector_lr:g}")
+        if self.group_by_modality:
+            parts.append("group_by_modality=true")
+        return ",".join(parts)
+
+
+def _split_pairs(text: str, problems: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in text.replace(" ", "").split(","):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            problems.append(f"optim_args item {item!r} is not key=value; write e.g. "
+                            f"optim_args: mm_projector_lr=2.0e-5,group_by_modality=true")
+            continue
+        pairs.append((key, value))
+    return pairs
+
+
+def _projector_lr(value: str, problems: list[str]) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        problems.append(f"optim_args mm_projector_lr={value!r} is not a positive number; "
+                        f"write e.g. mm_projector_lr=2.0e-5")
+        return None
+    return number
+
+
+def _flag(key: str, value: str, problems: list[str]) -> bool:
+    lowered = value.lower()
+    if lowered not in _TRUE | _FALSE:
+        problems.append(f"optim_args {key}={value!r} is not a boolean; write {key}=true or {key}=false")
+        return False
+    return lowered in _TRUE
+
+
+def parse_training_options(optim_args: str | None, optim: str) -> TrainingOptions:
+    """Read our options out of `optim_args`; raise `TrainingOptionsError` listing every problem at once.
+
+    `optim` is the transformers optimizer name (`TrainingArguments.optim`): keys that are not ours must be
+    ones that optimizer reads, or they would be ignored in silence.
+    """
+    problems: list[str] = []
+    values: dict[str, object] = {}
+    foreign: list[str] = []
+    for key, value in _split_pairs(optim_args or "", problems):
+        if key in values:
+            problems.append(f"optim_args names {key} twice; keep one")
+        elif key == "mm_projector_lr":
+            values[key] = _projector_lr(value, problems)
+        elif key == "group_by_modality":
+            values[key] = _flag(key, value, problems)
+        else:
+            foreign.append(key)
+    options = TrainingOptions(**{key: value for key, value in values.items() if value is not None})
+    optim = str(getattr(optim, "value", optim))
+    if foreign and optim in OPTIMIZERS_READING_NO_KEYS:
+        valid = "; ".join(f"{name}: {text}" for name, text in OPTION_HELP.items())
+        problems.append(f"optim_args key(s) {', '.join(foreign)} are not llava_lf options and optim={optim} reads "
+                        f"none, so they would be ignored; valid llava_lf options are {valid}")
+    if options.active and optim not in OPTIMIZERS_IGNORING_OTHER_KEYS:
+        problems.append(f"optim={optim} passes optim_args on to the optimizer itself, which would reject our keys; "
+                        f"use one of {', '.join(sorted(OPTIMIZERS_IGNORING_OTHER_KEYS))}")
+    if problems:
+        raise TrainingOptionsError(problems)
+    return options
