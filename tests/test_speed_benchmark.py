@@ -1,4 +1,4 @@
-"""The LoRA speed benchmark (tests/benchmarks/lora_speed.py): its tiny CPU run end to end, and its arithmetic.
+"""The LoRA speed benchmark (benchmarks/lora_speed.py): its tiny CPU run end to end, and its arithmetic.
 
 The end-to-end test runs the real benchmark command: it builds the tiny model, writes and converts the
 data, and trains stock LLaMA-Factory and our recipe YAML with the real host in subprocesses. It checks
@@ -20,7 +20,7 @@ from conftest import BIN, REPO
 
 import yaml
 
-BENCH = REPO / "tests" / "benchmarks"
+BENCH = REPO / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 from speed.configs import PlanError, RunPlan, _cli_value, align_global_batch, parse_variant

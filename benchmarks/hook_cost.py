@@ -1,6 +1,6 @@
 """Benchmark: what the `.pth` hook adds to every interpreter start, next to an eager host import.
 
-Run: .venv/bin/python tests/benchmarks/hook_cost.py
+Run: .venv/bin/python benchmarks/hook_cost.py
 Prints the hook's import cost (from `python -X importtime`, median of N starts), the wall time of a bare
 interpreter start with and without the hook, and the cost of an eager `import llamafactory` for scale.
 """

@@ -1,6 +1,6 @@
 """Benchmark: requests/s of `llava-lf generate` against a loopback teacher that answers instantly.
 
-Run: .venv/bin/python tests/benchmarks/generate_throughput.py [--images 400] [--chart runs/benchmarks/generate_throughput.png]
+Run: .venv/bin/python benchmarks/generate_throughput.py [--images 400] [--chart runs/benchmarks/generate_throughput.png]
 The teacher runs in its own process (a stdlib ThreadingHTTPServer, HTTP/1.1 keep-alive) and returns a
 canned good reply for each type, so the figure is the whole pipeline's: building messages, the HTTP
 client, parsing replies and appending records. Target: >= 200 requests/s at concurrency 32.

@@ -4,8 +4,8 @@ Targets (issue 3): >= 20,000 records/s without image verification, peak RSS unde
 independent of the file size (compare the two sizes). Each conversion runs in its own subprocess; its
 peak RSS is read from `os.wait4`'s resource usage for that child alone.
 
-    .venv/bin/python tests/benchmarks/convert_throughput.py              # 100K and 665,298 records
-    .venv/bin/python tests/benchmarks/convert_throughput.py --sizes 20000 --keep runs/bench/data
+    .venv/bin/python benchmarks/convert_throughput.py              # 100K and 665,298 records
+    .venv/bin/python benchmarks/convert_throughput.py --sizes 20000 --keep runs/bench/data
 
 The generated file follows mix665k's published composition (COCO 364,100, VG 86,417, GQA 72,140,
 OCR-VQA 80,000, TextVQA 21,953, text-only 40,688; about 6% text-only) with LLaVA-like turn counts and

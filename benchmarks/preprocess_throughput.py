@@ -5,8 +5,8 @@ image-token expansion, tokenisation, cutoff) on the same LLaVA-format samples, i
 alternating chunk by chunk so both see the same load; wall and CPU time are both reported. Target (issue 4): >= 20x, because our plugin reads the 576-token count from the processor
 configuration instead of decoding and CLIP-processing every image, and tokenises each 576-token run once.
 
-    .venv/bin/python tests/benchmarks/preprocess_throughput.py                     # 5,000 samples
-    .venv/bin/python tests/benchmarks/preprocess_throughput.py --samples 1000 --out runs/bench/preprocess
+    .venv/bin/python benchmarks/preprocess_throughput.py                     # 5,000 samples
+    .venv/bin/python benchmarks/preprocess_throughput.py --samples 1000 --out runs/bench/preprocess
 
 Data, all generated: 336 px photo-like JPEGs (smooth colour fields plus grain, so they decode like photos;
 one per sample), LLaVA-Instruct-like conversations (1-3 turns, `<image>\\n` first), a LLaMA-style BPE

@@ -7,8 +7,8 @@ its own subprocess; its peak RSS is read from `os.wait4`'s resource usage for th
 models are built in another child, so that this process stays small: Linux carries a parent's RSS at fork
 into the child's ru_maxrss.
 
-    .venv/bin/python tests/benchmarks/assemble_peak_rss.py                    # safetensors and .bin sources
-    .venv/bin/python tests/benchmarks/assemble_peak_rss.py --formats safetensors --keep /tmp/bench
+    .venv/bin/python benchmarks/assemble_peak_rss.py                    # safetensors and .bin sources
+    .venv/bin/python benchmarks/assemble_peak_rss.py --formats safetensors --keep /tmp/bench
 
 `--naive` also measures loading both models with `from_pretrained` and saving the Llava with
 `save_pretrained` (what an in-memory assembler does) for comparison; it needs several times the memory.

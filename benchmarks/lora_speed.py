@@ -8,9 +8,9 @@ and synthetic image+text samples of about 920 tokens, then trains, each in its o
 and prints tokens/s, MFU (4N convention), peak GPU memory and the first 20 losses of both, the ratio
 ours/stock and whether the loss curves agree within --loss-rtol. Writes OUT/lora_speed.json and .png.
 
-    python tests/benchmarks/lora_speed.py                    # 7B shape, on a GPU (tests/benchmarks/gpu_run.sh)
-    python tests/benchmarks/lora_speed.py --tiny             # CPU-size correctness check (the test suite runs it)
-    python tests/benchmarks/lora_speed.py --variant nockpt disable_gradient_checkpointing=true
+    python benchmarks/lora_speed.py                    # 7B shape, on a GPU (benchmarks/gpu_run.sh)
+    python benchmarks/lora_speed.py --tiny             # CPU-size correctness check (the test suite runs it)
+    python benchmarks/lora_speed.py --variant nockpt disable_gradient_checkpointing=true
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from speed.configs import (

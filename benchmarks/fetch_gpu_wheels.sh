@@ -2,10 +2,10 @@
 # Prepare, on a machine with the package index, everything a GPU machine without it needs for
 # gpu_run.sh: the host's pinned wheels that a Python 3.12 + torch image lacks, and this project's wheel.
 #
-#   bash tests/benchmarks/fetch_gpu_wheels.sh [DIR]        # default DIR: dist/gpu-wheels (git-ignored)
-#   PY_VERSION=3.11 bash tests/benchmarks/fetch_gpu_wheels.sh   # for a GPU machine with Python 3.11
+#   bash benchmarks/fetch_gpu_wheels.sh [DIR]        # default DIR: dist/gpu-wheels (git-ignored)
+#   PY_VERSION=3.11 bash benchmarks/fetch_gpu_wheels.sh   # for a GPU machine with Python 3.11
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 dir=${1:-dist/gpu-wheels}
 py_version=${PY_VERSION:-3.12}
 python=${PYTHON:-.venv/bin/python}
