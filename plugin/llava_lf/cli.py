@@ -22,18 +22,22 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo.pipeline import DemoConfig, format_result, run_demo
+    from .demo.pipeline import DemoConfig, DemoLayout, format_result, run_demo, write_data_step
     from .resources import demo_recipes_dir
 
     recipes = args.recipes or demo_recipes_dir()
     if not (recipes / "stage1_pretrain.yaml").is_file():
-        print(f"llava-lf demo: no demo YAMLs in {recipes}; run from the repository or pass --recipes DIR",
-              file=sys.stderr)
-        return 2
-    result = run_demo(DemoConfig(out=args.out, recipes=recipes, n_train=args.train_scenes,
-                                 n_test=args.test_scenes, seed=args.seed))
-    print(format_result(result))
-    return 0
+        raise LlavaLfError(f"--recipes {recipes}: no demo YAMLs there (stage1_pretrain.yaml, ...); pass the folder "
+                           "that `llava-lf recipes copy DIR` writes as DIR/demo, or leave --recipes out")
+    config = DemoConfig(out=args.out, recipes=recipes, n_train=args.train_scenes, n_test=args.test_scenes,
+                        seed=args.seed)
+    if args.data_only:
+        layout = DemoLayout(args.out)
+        write_data_step(config, layout)
+        print(f"demo data in {layout.data}, datasets registered in {layout.datasets / 'dataset_info.json'}")
+        return EXIT_OK
+    print(format_result(run_demo(config)))
+    return EXIT_OK
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -57,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-scenes", type=int, default=2000)
     demo.add_argument("--test-scenes", type=int, default=60, help="held-out scenes, five questions each")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--data-only", action="store_true",
+                      help="write the pictures and the converted datasets (the first step), then stop")
     demo.set_defaults(run=_cmd_demo)
 
     recipes = commands.add_parser("recipes", help="the shipped recipe YAMLs")

@@ -100,6 +100,13 @@ def chat_once(model_dir: Path, data: DemoData) -> tuple[str, str, str]:
     return question["question"], reply[0].response_text.strip(), question["answer"]
 
 
+def write_data_step(config: DemoConfig, layout: DemoLayout) -> DemoData:
+    """The demo's first step: the synthetic pictures, their LLaVA JSON, and the datasets the host reads."""
+    data = write_demo_data(layout.data, config.n_train, config.n_test, config.dims.image_size, config.seed)
+    prepare_datasets(data, layout)
+    return data
+
+
 def run_demo(config: DemoConfig) -> DemoResult:
     layout, progress = DemoLayout(config.out), _Progress(9)
     yaml_dir = config.recipes
@@ -107,8 +114,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     layout.results.mkdir(parents=True, exist_ok=True)
 
     progress.step(f"synthetic picture set: {config.n_train} training and {config.n_test} held-out scenes")
-    data = write_demo_data(layout.data, config.n_train, config.n_test, config.dims.image_size, config.seed)
-    prepare_datasets(data, layout)
+    data = write_data_step(config, layout)
 
     progress.step("tiny CLIP vision tower and tiny LLaMA with a tokenizer trained on the synthetic text")
     corpus = [json.loads(line)["text"] for line in data.text_corpus.read_text().splitlines()]
