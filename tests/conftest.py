@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers.ports import free_port, wait_for_port  # noqa: F401  (re-exported for the test files)
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # an accidental download fails fast
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now, for a server a test starts."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(process: subprocess.Popen, port: int, log: Path, seconds: float) -> None:
-    """Return once `process` listens on `port`; fail with its log's tail if it exits or takes too long."""
-    name = " ".join([Path(str(process.args[0])).name, str(process.args[1])])
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{name} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.25)
-    raise AssertionError(f"{name} did not listen on {port} in {seconds} s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="session")
