@@ -1,0 +1,79 @@
+"""What one record contributes to the card: its source, type, turns, words, questions and answers.
+
+Figures are read from the record as written (before the converter's repairs), so a record the converter
+would reject still counts in the composition and lengths; the converter's verdict is taken separately.
+Runs once per record of 665K-record files: string methods on joined text, no per-character Python.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from llava_lf.data.convert.records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMAN
+
+from .kinds import TypeRule, record_source, record_type
+
+_PUNCTUATION = ".,;:!?\"'()[]{}*-"
+# Answers that decline instead of answering, as chat teachers write them.
+_REFUSAL = re.compile(r"i'?m sorry|i am sorry|i’m sorry|as an ai\b|as a language model|i cannot (?:help|assist)"
+                      r"|i can'?t (?:help|assist)|i’m unable|i'?m unable to (?:see|view)", re.IGNORECASE)
+NON_LATIN_SHARE = 0.3  # a record with more of its characters outside ASCII counts as non-Latin script
+
+
+@dataclass(slots=True)
+class RecordFigures:
+    source: str
+    type: str
+    type_how: str  # how the type was told (see kinds.record_type)
+    images: list[str]
+    pairs: int  # human turns (questions)
+    words: int
+    questions: list[str]  # without '<image>', stripped
+    answers: list[str]
+    key: str  # the record's content (images and turns), for exact duplicates
+    refusals: int
+    empty_answers: int
+    non_latin: bool
+
+
+def refuses(answer: str) -> bool:
+    return _REFUSAL.search(answer) is not None
+
+
+def first_words(question: str, n: int) -> str:
+    """The first n words, lower-case, punctuation trimmed: the paper's verb/noun view of instructions."""
+    words = [word.strip(_PUNCTUATION) for word in question.lower().split(None, n)[:n]]
+    return " ".join(word for word in words if word)
+
+
+def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordFigures | None:
+    """The figures of one record, or None when it has no readable turns (the converter's verdict says why)."""
+    if type(record) is not dict or type(turns := record.get("conversations")) is not list:
+        return None
+    try:
+        roles = [turn["from"] for turn in turns]
+        values = [turn["value"] for turn in turns]
+    except (TypeError, KeyError):
+        return None
+    if not all(type(value) is str for value in values):
+        return None
+    questions = [value.replace(IMAGE_PLACEHOLDER, "").strip() for role, value in zip(roles, values)
+                 if role == ROLE_HUMAN]
+    answers = [value for role, value in zip(roles, values) if role == ROLE_GPT]
+    text = "\n".join(values)
+    refusals = 0
+    if _REFUSAL.search("\0".join(answers)):
+        refusals = sum(map(refuses, answers))
+    non_latin = False
+    if not text.isascii():
+        outside = len(text) - len(text.encode("ascii", "ignore"))
+        non_latin = outside > NON_LATIN_SHARE * len(text)
+    first = questions[0] if questions else ""
+    kind, how = record_type(record, len(questions), first, rule)
+    return RecordFigures(
+        source=record_source(record, images),
+        type=kind, type_how=how,
+        images=images, pairs=len(questions), words=len(text.replace(IMAGE_PLACEHOLDER, " ").split()),
+        questions=questions, answers=answers, key="\0".join([*images, "\1", *roles, *values]), refusals=refusals,
+        empty_answers=sum(1 for answer in answers if not answer.strip()), non_latin=non_latin)

@@ -1,0 +1,128 @@
+"""Read each dataset once, as a stream, and gather its card figures; several datasets make one card."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from llava_lf.data.convert.reader import iter_records
+from llava_lf.errors import LlavaLfError
+
+from .figures import record_figures
+from .images import ImageStats
+from .kinds import TypeRule
+from .near_duplicates import DEFAULT_MAX_DISTANCE, near_duplicates
+from .stats import DatasetStats
+from .tokens import TokenCounter, TokenSpec, TokenStats
+from .verdict import ConverterChecks, is_converted
+
+TEMPLATES = ("llava_v1", "llava_plain")
+
+
+@dataclass(frozen=True)
+class InspectOptions:
+    image_folder: Path | None = None  # where a LLaVA file's image paths start; None: images are not looked at
+    template: str = "llava_v1"  # the training template: llava_plain applies the converter's stage-1 checks
+    tokenizer: Path | None = None  # a tokenizer or model folder: tokens per record
+    cutoff_len: int | None = None  # with a tokenizer: what this cutoff would cut
+    image_tokens: int | None = None  # tokens per image, when the tokenizer folder has no Llava processor config
+    image_headers: bool = True  # read image headers (sizes); off: only existence
+    near_duplicates: bool = False
+    max_distance: int = DEFAULT_MAX_DISTANCE
+    workers: int | None = None  # near-duplicate hashing processes
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.template not in TEMPLATES:
+            problems.append(f"--template {self.template!r} is not one of {', '.join(TEMPLATES)}")
+        if self.cutoff_len is not None and self.tokenizer is None:
+            problems.append("--cutoff-len needs --tokenizer: the cutoff is counted in the model's tokens")
+        if self.cutoff_len is not None and self.cutoff_len < 1:
+            problems.append(f"--cutoff-len must be positive, got {self.cutoff_len}")
+        if self.image_folder is not None and not self.image_folder.is_dir():
+            problems.append(_not_a_folder(self.image_folder))
+        if self.near_duplicates and not self.image_headers:
+            problems.append("--near-duplicates reads the images: leave out --no-image-headers")
+        if not 0 <= self.max_distance < 32:
+            problems.append(f"--max-distance must be between 0 and 31 bits, got {self.max_distance}")
+        if problems:
+            raise LlavaLfError(problems)
+
+
+def _not_a_folder(path: Path) -> str:
+    return f"--image-folder {path} is not a folder; pass the folder the records' 'image' paths start from"
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    label: str
+    path: Path
+    image_folder: Path | None = None  # this dataset's own image folder (else InspectOptions.image_folder)
+
+    @classmethod
+    def parse(cls, text: str) -> DatasetInput:
+        """`PATH` (labelled by its file name) or `LABEL=PATH`."""
+        label, sep, path = text.partition("=")
+        if sep and label and "/" not in label:
+            return cls(label, Path(path))
+        return cls(Path(text).stem, Path(text))
+
+
+def scan_dataset(data: DatasetInput, options: InspectOptions, counter: TokenCounter | None) -> DatasetStats:
+    if not data.path.is_file():
+        raise LlavaLfError(f"{data.path}: no such file; pass LLaVA JSON/JSONL or a dataset `llava-lf convert` wrote")
+    images = ImageStats(headers=options.image_headers)
+    if options.near_duplicates:
+        images.readable = []
+    tokens = TokenStats(options.cutoff_len) if counter is not None else None
+    stats = DatasetStats(data.label, str(data.path), images, tokens)
+    image_folder = data.image_folder or options.image_folder
+    if image_folder is not None and not image_folder.is_dir():
+        raise LlavaLfError(_not_a_folder(image_folder))
+    checks = ConverterChecks(image_folder, data.path.parent, options.template == "llava_plain")
+    rule = TypeRule.for_file(data.path)
+    for source in iter_records(data.path):
+        value = source.value
+        verdict = checks.check(value)
+        if verdict.files is not None:
+            for written, full in zip(verdict.images, verdict.files):
+                images.add(written, full)
+        if counter is not None and verdict.normalised is not None:
+            counter.count(verdict.normalised.turns, tokens, verdict.problems)
+        stats.formats["converted" if is_converted(value) else "llava"] += 1
+        stats.add_figures(source.index, verdict.record_id, record_figures(value, verdict.images, rule))
+        stats.add_problems(source.index, verdict.record_id, source.line, verdict.problems)
+    return stats
+
+
+def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions) -> dict:
+    """The card's figures (what card.json holds) for the datasets, in the order given."""
+    if not datasets:
+        raise LlavaLfError("give at least one dataset to inspect")
+    labels = [data.label for data in datasets]
+    if len(set(labels)) != len(labels):
+        raise LlavaLfError(f"two datasets share a label ({', '.join(labels)}); name them as LABEL=PATH")
+    counter = None
+    if options.tokenizer is not None:
+        counter = TokenCounter(TokenSpec(options.tokenizer, options.template, options.cutoff_len, options.image_tokens))
+    notes = list(counter.notes) if counter is not None else ["no --tokenizer: lengths in words only"]
+    if options.image_folder is None and any(data.image_folder is None for data in datasets):
+        notes.append("no --image-folder for some datasets: their image paths were not checked and no image was "
+                     "read (a converted dataset's are, from its own folder)")
+    cards = []
+    for data in datasets:
+        stats = scan_dataset(data, options, counter)
+        card = stats.to_json()
+        folder = data.image_folder or options.image_folder
+        card["image_folder"] = str(folder) if folder is not None else None
+        card["near_duplicates"] = None
+        if stats.images.readable is not None:
+            files = stats.images.readable
+            hashed, groups = near_duplicates([full for full, _ in files], [name for _, name in files],
+                                             options.max_distance, options.workers)
+            card["near_duplicates"] = {"hashed": hashed, "max_distance": options.max_distance,
+                                       "images_in_groups": sum(len(group.images) for group in groups),
+                                       "groups": [asdict(group) for group in groups]}
+        cards.append(card)
+    settings = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(options).items()}
+    return {"generated_by": "llava-lf inspect", "options": settings, "notes": notes, "datasets": cards}

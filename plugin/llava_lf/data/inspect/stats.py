@@ -1,0 +1,143 @@
+"""One dataset's card figures, added to record by record (flat memory) and written out as JSON."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from llava_lf.data.convert.ids import SeenIds
+from llava_lf.data.convert.report import Problem
+
+from .accumulators import Distribution, LossyCounter, RepeatCounter
+from .figures import RecordFigures, first_words, refuses
+from .images import ImageStats
+from .tokens import TokenStats
+
+TOP = 15  # rows in each "most common" list
+EXAMPLES = 10  # examples kept per problem kind
+
+
+@dataclass
+class DatasetStats:
+    label: str
+    path: str
+    images: ImageStats
+    tokens: TokenStats | None
+    records: int = 0
+    formats: Counter[str] = field(default_factory=Counter)  # llava / converted
+    with_image: int = 0
+    multi_image: int = 0
+    sources: Counter[str] = field(default_factory=Counter)
+    types: Counter[str] = field(default_factory=Counter)
+    type_how: Counter[str] = field(default_factory=Counter)
+    pairs: Distribution = field(default_factory=Distribution)
+    words: Distribution = field(default_factory=Distribution)
+    answer_words: defaultdict[str, Distribution] = field(default_factory=lambda: defaultdict(Distribution))
+    first_word: LossyCounter = field(default_factory=LossyCounter)
+    first_two_words: LossyCounter = field(default_factory=LossyCounter)
+    questions: RepeatCounter = field(default_factory=RepeatCounter)
+    answers: RepeatCounter = field(default_factory=RepeatCounter)
+    duplicates: int = 0
+    duplicate_examples: list[str] = field(default_factory=list)
+    rejected: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    rejection_examples: dict[str, list[dict]] = field(default_factory=dict)
+    unreadable_records: int = 0  # no turns to read figures from (the converter rejects them as malformed)
+    empty_answers: int = 0
+    refusal_answers: int = 0
+    refusal_records: int = 0
+    refusal_examples: list[dict] = field(default_factory=list)
+    non_latin: int = 0
+    _contents: SeenIds = field(default_factory=SeenIds)
+
+    def add_figures(self, index: int, rid: str | None, figures: RecordFigures | None) -> None:
+        self.records += 1
+        if figures is None:
+            self.unreadable_records += 1
+            return
+        if figures.images:
+            self.with_image += 1
+            self.multi_image += len(figures.images) > 1
+        self.sources[figures.source] += 1
+        self.types[figures.type] += 1
+        self.type_how[figures.type_how] += 1
+        self.pairs.add(figures.pairs)
+        self.words.add(figures.words)
+        self.answer_words[figures.type].update([len(answer.split()) for answer in figures.answers])
+        for question in figures.questions:
+            self.first_word.add(first_words(question, 1))
+            self.first_two_words.add(first_words(question, 2))
+            self.questions.add(question)
+        for answer in figures.answers:
+            self.answers.add(answer)
+        if not self._contents.add(figures.key):
+            self.duplicates += 1
+            if len(self.duplicate_examples) < EXAMPLES:
+                self.duplicate_examples.append(_name(index, rid))
+        self.empty_answers += figures.empty_answers
+        if figures.refusals:
+            self.refusal_answers += figures.refusals
+            self.refusal_records += 1
+            if len(self.refusal_examples) < EXAMPLES:
+                answer = next(a for a in figures.answers if refuses(a))
+                self.refusal_examples.append({"record": _name(index, rid), "answer": answer[:200]})
+        self.non_latin += figures.non_latin
+
+    def add_problems(self, index: int, rid: str | None, line: int | None, problems: list[Problem]) -> None:
+        if not problems:
+            return
+        self.rejected += 1
+        first = problems[0]
+        self.reasons[first.reason] += 1
+        examples = self.rejection_examples.setdefault(first.reason, [])
+        if len(examples) < 3:
+            examples.append({"record": _name(index, rid), "line": line, "field": first.field,
+                             "message": first.message, "fix": first.fix})
+
+    def to_json(self) -> dict:
+        distinct_questions, _, repeated_questions = self.questions.most_repeated(TOP)
+        distinct_answers, _, repeated_answers = self.answers.most_repeated(TOP)
+        read = self.records - self.unreadable_records
+        return {
+            "label": self.label, "path": self.path, "formats": dict(self.formats),
+            "composition": {
+                "records": self.records, "with_image": self.with_image, "text_only": read - self.with_image,
+                "multi_image": self.multi_image, "sources": dict(self.sources.most_common()),
+                "types": dict(self.types.most_common()), "types_told_by": dict(self.type_how.most_common()),
+                "pairs_per_record": _summary(self.pairs),
+                "pairs_per_record_counts": {str(k): v for k, v in sorted(self.pairs.counts.items())},
+            },
+            "lengths": {
+                "words_per_record": _summary(self.words),
+                "words_per_record_counts": {str(k): v for k, v in sorted(self.words.counts.items())},
+                "answer_words_by_type": {kind: _summary(dist) for kind, dist in sorted(self.answer_words.items())},
+                "tokens": self.tokens.to_json() if self.tokens is not None else None,
+            },
+            "diversity": {
+                "questions": self.questions.total, "distinct_questions": distinct_questions,
+                "answers": self.answers.total, "distinct_answers": distinct_answers,
+                "question_first_word": [{"words": w, "count": n} for w, n in self.first_word.most_common(TOP)],
+                "question_first_two_words": [{"words": w, "count": n}
+                                             for w, n in self.first_two_words.most_common(TOP)],
+                "repeated_questions": [{"text": t, "count": n} for t, n in repeated_questions],
+                "repeated_answers": [{"text": t, "count": n} for t, n in repeated_answers],
+                "exact_duplicate_records": self.duplicates, "duplicate_examples": self.duplicate_examples,
+            },
+            "images": self.images.to_json(TOP),
+            "problems": {
+                "rejected": self.rejected, "rejected_share": self.rejected / self.records if self.records else 0.0,
+                "reasons": dict(self.reasons.most_common()), "examples": self.rejection_examples,
+                "empty_answers": self.empty_answers, "refusal_answers": self.refusal_answers,
+                "refusal_records": self.refusal_records, "refusal_examples": self.refusal_examples,
+                "non_latin_records": self.non_latin,
+            },
+        }
+
+
+def _name(index: int, rid: str | None) -> str:
+    return f"record {index}" + (f" (id {rid})" if rid is not None else "")
+
+
+def _summary(distribution: Distribution) -> dict | None:
+    summary = distribution.summary()
+    return summary.to_json() if summary else None

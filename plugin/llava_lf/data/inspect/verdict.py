@@ -1,0 +1,75 @@
+"""Would `llava-lf convert` reject this record, and why: the converter's own checks, run record by record.
+
+The structure checks (`validate`), the image-folder checks (`paths.ImageFolder`) and the duplicate-id
+table (`ids.SeenIds`) are the converter's; the reasons and messages are therefore the same. A dataset we
+converted earlier (sharegpt lines with an `images` list) is checked as the host reads it: paths relative
+to the dataset's folder, which the host uses as `media_dir` by default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from llava_lf.data.convert.ids import SeenIds
+from llava_lf.data.convert.paths import ImageFolder
+from llava_lf.data.convert.report import Problem
+from llava_lf.data.convert.validate import Normalised, normalise, record_id, record_images
+
+
+@dataclass(slots=True)
+class Verdict:
+    record_id: str | None
+    images: list[str]  # as written in the record
+    files: list[str | None] | None  # each image's absolute path (None: refused); None when paths are not checked
+    normalised: Normalised | None  # the turns as the converter would write them (None when rejected)
+    problems: list[Problem]
+
+
+def is_converted(record: object) -> bool:
+    """A line of a dataset `llava-lf convert` wrote: an `images` list and no `image`."""
+    return type(record) is dict and "images" in record and "image" not in record
+
+
+class ConverterChecks:
+    def __init__(self, image_folder: Path | None, dataset_dir: Path, plain: bool):
+        # Without an image folder a LLaVA file's paths are not checked (the card says so).
+        self._folder = ImageFolder(image_folder, None) if image_folder is not None else None
+        self._dataset_dir = os.path.realpath(dataset_dir)
+        self._plain = plain
+        self._seen = SeenIds()
+
+    def check(self, record: object) -> Verdict:
+        problems: list[Problem] = []
+        converted = is_converted(record)
+        if converted:  # the converter's own output, read back with the converter's validator
+            record = {key: value for key, value in record.items() if key != "images"} | {"image": record["images"]}
+            if record["image"] == []:
+                del record["image"]
+        rid = record_id(record, problems)
+        images = record_images(record, problems)
+        normalised = normalise(record, images, self._plain, problems)
+        files: list[str | None] | None = None
+        if converted or self._folder is not None:
+            files = []
+            for position, path in enumerate(images or ()):
+                field = "image" if type(record["image"]) is str else f"image[{position}]"
+                files.append(self._dataset_file(path, field, problems) if converted
+                             else self._source_file(path, field, problems))
+        if rid is not None and not self._seen.add(rid):  # as convert._validated words it
+            problems.append(Problem("duplicate_id", "id", f"id {rid!r} appeared earlier in the file",
+                                    "give every record a unique id (e.g. append a suffix to repeats)"))
+        return Verdict(rid, images or [], files, normalised if not problems else None, problems)
+
+    def _source_file(self, path: str, field: str, problems: list[Problem]) -> str | None:
+        resolved = self._folder.resolve(path, field, problems)
+        return resolved[1] if resolved is not None else None
+
+    def _dataset_file(self, path: str, field: str, problems: list[Problem]) -> str | None:
+        full = os.path.normpath(path if os.path.isabs(path) else os.path.join(self._dataset_dir, path))
+        if os.path.isfile(full):
+            return full
+        problems.append(Problem("missing_image", field, f"{path!r} does not exist relative to the dataset's folder "
+                                f"({full})", "convert the source again, or keep the dataset next to its images"))
+        return None
