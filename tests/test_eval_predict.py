@@ -14,8 +14,24 @@ from conftest import BIN
 from test_eval_data import many_scienceqa_problems, run_cli, write_pope, write_predictions, write_scienceqa
 
 from llava_lf.evaluation.benchmarks.shapes import demo_requests, evaluate_demo, load_questions, score_demo
-from llava_lf.evaluation.predict import Predictor, model_id
-from llava_lf.evaluation.prediction_file import PredictionFileError, read_predictions, run_predictions
+from llava_lf.evaluation.predict import GenerationSettings, PredictionRequest, Predictor, model_id, question_hash
+from llava_lf.evaluation.prediction_file import (
+    PredictionFileError,
+    new_record,
+    read_predictions,
+    run_predictions,
+)
+
+SETTINGS = GenerationSettings("llava_v1", 4, "float32")
+
+
+def write_records(path, requests, texts, model="tiny", settings=SETTINGS, newline=True):
+    """Records as `predict` writes them (LLaVA's fields plus our question hash and settings)."""
+    from dataclasses import asdict
+
+    lines = [json.dumps(asdict(new_record(r, t, model, asdict(settings), question_hash(r)))) for r, t in zip(requests, texts)]
+    path.write_text("\n".join(lines) + ("\n" if newline else ""))
+    return path
 
 
 def complete_lines(path) -> list[bytes]:
@@ -27,7 +43,7 @@ def complete_lines(path) -> list[bytes]:
 def test_predict_skips_answered_questions_and_drops_a_torn_line(tmp_path, tiny_llava, demo_data):
     data, _ = demo_data
     requests = demo_requests(load_questions(data.test_questions), data.image_dir)
-    out = write_predictions(tmp_path / "predictions.jsonl", {"0": "HAND 0", "1": "HAND 1"}, model_id="tiny")
+    out = write_records(tmp_path / "predictions.jsonl", requests[:2], ["HAND 0", "HAND 1"])
     with open(out, "ab") as handle:
         handle.write(b'{"question_id": "2", "prompt": "What col')  # a write cut short by a kill
     loads = []
@@ -36,13 +52,14 @@ def test_predict_skips_answered_questions_and_drops_a_torn_line(tmp_path, tiny_l
         loads.append(1)
         return Predictor(tiny_llava, max_new_tokens=4)
 
-    summary = run_predictions(requests, out, "tiny", load, batch_size=4)
+    summary = run_predictions(requests, out, "tiny", load, SETTINGS, batch_size=4)
     assert (summary.already_answered, summary.answered_now, summary.torn_line_dropped) == (2, len(requests) - 2, True)
     records, torn = read_predictions(out)
-    assert not torn and sorted(records, key=int) == [r.key for r in requests]
-    assert records["0"].text == "HAND 0" and records["1"].text == "HAND 1"  # answered ones were not asked again
-    assert records["2"].prompt == requests[2].question
-    again = run_predictions(requests, out, "tiny", load)
+    assert not torn and list(records) == [r.key for r in requests]
+    first, second = requests[0].key, requests[1].key
+    assert records[first].text == "HAND 0" and records[second].text == "HAND 1"  # not asked again
+    assert records[requests[2].key].prompt == "<image>\n" + requests[2].question  # as LLaVA's answer files
+    again = run_predictions(requests, out, "tiny", load, SETTINGS)
     assert (again.already_answered, again.answered_now, len(loads)) == (len(requests), 0, 1)  # no model load
 
 
@@ -52,7 +69,7 @@ def test_a_damaged_predictions_file_is_an_error_naming_the_line(tmp_path):
     path.write_text('{"question_id": "1", "prompt": "", "text": "a", "model_id": "m"}\nnot json\n'
                     '{"question_id": "3", "prompt": "", "text": "c", "model_id": "m"}\n')
     with pytest.raises(PredictionFileError, match=r"p.jsonl, line 2: not a prediction record"):
-        run_predictions(requests, path, "m", Predictor)
+        run_predictions(requests, path, "m", Predictor, SETTINGS)
     write_predictions(path, {"1": "a"})
     with open(path, "a") as handle:
         handle.write(json.dumps({"question_id": "1", "prompt": "", "text": "b", "model_id": "hand-written"}) + "\n")
@@ -60,7 +77,7 @@ def test_a_damaged_predictions_file_is_an_error_naming_the_line(tmp_path):
         read_predictions(path)
     write_predictions(path, {"1": "a"}, model_id="/models/other")
     with pytest.raises(PredictionFileError, match=r"answers from another model \(/models/other\)"):
-        run_predictions(requests, path, "/models/mine", Predictor)
+        run_predictions(requests, path, "/models/mine", Predictor, SETTINGS)
 
 
 def test_model_id_changes_when_the_weights_change(tmp_path):
@@ -74,7 +91,7 @@ def test_model_id_changes_when_the_weights_change(tmp_path):
     assert after != before
     write_predictions(tmp_path / "p.jsonl", {"1": "a"}, model_id=before)
     with pytest.raises(PredictionFileError, match="answers from another model"):
-        run_predictions([], tmp_path / "p.jsonl", after, Predictor)
+        run_predictions([], tmp_path / "p.jsonl", after, Predictor, SETTINGS)
     assert model_id(weights.parent, tmp_path / "model") != after  # an adapter is part of the identity
 
 
@@ -107,25 +124,37 @@ def test_pope_and_demo_predict_then_score_through_the_cli(tmp_path, tiny_llava, 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_predict_resumes_after_sigkill_without_duplicates_or_losses(tmp_path, tiny_llava):
+    """SIGKILL `llava-lf eval scienceqa predict` at three random points (seeded, printed), rerunning after
+    each; then a torn last line; the final rerun finishes with every question answered exactly once."""
+    import random
+
+    seed = random.randrange(1 << 16)
+    print(f"kill points seed {seed}")
+    rng = random.Random(seed)
     problems = many_scienceqa_problems(30)
     data = write_scienceqa(tmp_path / "sqa", problems)
     out = tmp_path / "predictions.jsonl"
     command = [str(BIN / "llava-lf"), "eval", "scienceqa", "predict", "--model", str(tiny_llava), "--data", str(data),
                "--out", str(out), "--batch-size", "1", "--max-new-tokens", "2", "--device", "cpu"]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 200
-    while len(complete_lines(out)) < 3:
-        assert process.poll() is None, f"finished before it could be killed:\n{process.stdout.read().decode()[-3000:]}"
-        assert time.monotonic() < deadline, "no answers within 200 s"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    kept = complete_lines(out)
-    assert 3 <= len(kept) < len(problems), "the kill did not land mid-run"
-    with open(out, "ab") as handle:  # whether or not the kill tore the last line, make this run recover one
+    kept: list[bytes] = []
+    for _ in range(3):
+        target = len(kept) + rng.randint(1, 4)  # kill once this many answers are on disk, plus a random delay
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 200
+        while len(complete_lines(out)) < target:
+            assert process.poll() is None, f"finished before it could be killed:\n{process.stdout.read().decode()[-3000:]}"
+            assert time.monotonic() < deadline, "no answers within 200 s"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        lines = complete_lines(out)
+        assert lines[: len(kept)] == kept and len(lines) < len(problems), "the kill did not land mid-run"
+        kept = lines
+    with open(out, "ab") as handle:  # whether or not the last kill tore the last line, make this run recover one
         handle.write(b'{"question_id": "10')
 
     rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, check=False)
@@ -133,7 +162,7 @@ def test_predict_resumes_after_sigkill_without_duplicates_or_losses(tmp_path, ti
     assert "dropped a torn last line" in rerun.stdout
     assert f"{len(problems)} questions, {len(kept)} already answered, {len(problems) - len(kept)} answered now" in rerun.stdout
     lines = complete_lines(out)
-    assert lines[: len(kept)] == kept  # what the killed run wrote is untouched
+    assert lines[: len(kept)] == kept  # what the killed runs wrote is untouched
     ids = [json.loads(line)["question_id"] for line in lines]
     assert len(ids) == len(set(ids)) == len(problems) and set(ids) == set(problems)
     assert out.read_bytes().endswith(b"\n")
@@ -178,3 +207,69 @@ def test_evaluate_demo_predicts_then_scores_with_the_demo_scoring(tmp_path, tiny
     write_predictions(predictions, {"0": "stale"}, model_id="an older model")
     assert evaluate_demo(tiny_llava, data.test_questions, data.image_dir, predictions, max_new_tokens=4,
                          fresh=True) == scores  # fresh: the stale file is replaced, not resumed
+
+
+def never_loaded() -> Predictor:
+    raise AssertionError("the model was loaded although every question is answered")
+
+
+def test_a_last_record_without_its_newline_is_kept(tmp_path, demo_data):
+    data, _ = demo_data
+    requests = demo_requests(load_questions(data.test_questions), data.image_dir)[:3]
+    out = write_records(tmp_path / "p.jsonl", requests, ["a", "b", "c"], newline=False)
+    summary = run_predictions(requests, out, "tiny", never_loaded, SETTINGS)
+    assert (summary.already_answered, summary.torn_line_dropped) == (3, False)
+    assert [r.text for r in read_predictions(out)[0].values()] == ["a", "b", "c"]
+
+
+@pytest.mark.timeout(120)
+def test_a_kept_unterminated_record_is_ended_before_appending(tmp_path, tiny_llava, demo_data):
+    data, _ = demo_data
+    requests = demo_requests(load_questions(data.test_questions), data.image_dir)[:4]
+    out = write_records(tmp_path / "p.jsonl", requests[:2], ["a", "b"], newline=False)
+    run_predictions(requests, out, "tiny", lambda: Predictor(tiny_llava, max_new_tokens=4), SETTINGS)
+    records = read_predictions(out)[0]
+    assert list(records) == [r.key for r in requests] and records[requests[1].key].text == "b"
+    assert out.read_bytes().endswith(b"\n") and len(complete_lines(out)) == 4
+
+
+def test_resume_refuses_other_generation_settings(tmp_path, demo_data):
+    data, _ = demo_data
+    requests = demo_requests(load_questions(data.test_questions), data.image_dir)[:2]
+    out = write_records(tmp_path / "p.jsonl", requests[:1], ["a"])
+    for changed in (GenerationSettings("vicuna", 4, "float32"), GenerationSettings("llava_v1", 5, "float32"),
+                    GenerationSettings("llava_v1", 4, "bfloat16")):
+        with pytest.raises(PredictionFileError, match="other generation settings"):
+            run_predictions(requests, out, "tiny", never_loaded, changed)
+    legacy = write_predictions(tmp_path / "legacy.jsonl", {requests[0].key: "a"}, model_id="tiny")  # no settings
+    with pytest.raises(PredictionFileError, match=r"other generation settings \(\(none recorded\)"):
+        run_predictions(requests, legacy, "tiny", never_loaded, SETTINGS)
+
+
+def test_reordered_questions_stay_answered_and_edited_ones_are_refused(tmp_path, demo_data):
+    data, _ = demo_data
+    rows = load_questions(data.test_questions)[:6]
+    requests = demo_requests(rows, data.image_dir)
+    out = write_records(tmp_path / "p.jsonl", requests, [r["answer"] for r in rows])
+    reordered = demo_requests(list(reversed(rows)), data.image_dir)
+    assert run_predictions(reordered, out, "tiny", never_loaded, SETTINGS).already_answered == 6
+    edited = [dict(row) for row in rows]
+    edited[2]["question"] += " Answer in French."
+    with pytest.raises(AssertionError, match="was loaded"):  # the demo's ids are its content: a new question
+        run_predictions(demo_requests(edited, data.image_dir), out, "tiny", never_loaded, SETTINGS)
+    # Benchmarks with ids of their own (ScienceQA's pids): same id, other prompt -> the stored answer is stale.
+    by_id = [PredictionRequest(str(i), row["question"], data.image_dir / row["image"]) for i, row in enumerate(rows)]
+    id_out = write_records(tmp_path / "ids.jsonl", by_id, [r["answer"] for r in rows])
+    by_id[2] = PredictionRequest("2", edited[2]["question"], by_id[2].image)
+    with pytest.raises(PredictionFileError, match=r"1 question\(s\) whose prompt or image has changed"):
+        run_predictions(by_id, id_out, "tiny", never_loaded, SETTINGS)
+    images = tmp_path / "images"
+    images.mkdir()
+    for row in rows:  # the same pictures in another folder still match (by content, not path) ...
+        (images / row["image"]).write_bytes((data.image_dir / row["image"]).read_bytes())
+    assert run_predictions(demo_requests(rows, images), out, "tiny", never_loaded, SETTINGS).already_answered == 6
+    (images / rows[0]["image"]).write_bytes((data.image_dir / rows[5]["image"]).read_bytes())  # ... a new one does not
+    changed = [row for row in rows if row["image"] == rows[0]["image"]]
+    if rows[5]["image"] != rows[0]["image"]:
+        with pytest.raises(PredictionFileError, match=rf"{len(changed)} question\(s\) whose prompt or image"):
+            run_predictions(demo_requests(rows, images), out, "tiny", never_loaded, SETTINGS)

@@ -9,30 +9,38 @@ import pytest
 from PIL import Image
 from test_eval_data import run_cli, scienceqa_problem, write_pope, write_predictions, write_scienceqa
 
-from llava_lf.evaluation.benchmarks import llava_bench, scienceqa
+from llava_lf.evaluation.benchmarks import llava_bench, scienceqa, shapes
 from llava_lf.evaluation.benchmarks.llava_bench import Judgement
 
 
 @pytest.mark.parametrize(("answer", "letter", "rule"), [
     ("B", "B", "letter"),
-    ("  C \n", "C", "letter"),  # surrounding whitespace is not part of the answer
+    ("  C \n", None, "failed"),  # scored as stored: LLaVA's inference (and ours) strips before writing
+    ("C ", None, "failed"),
+    ("C. ", "C", "prefix"),  # letter, full stop, space: the prefix rule needs nothing more
     ("A. red", "A", "prefix"),
     ("B. The answer is C.", "B", "prefix"),  # the prefix rule comes first
+    ("F. The answer is B.", "B", "answer_is"),  # F is no option letter, so the prefix rule does not apply
     ("Whales feed their young milk. The answer is C.", "C", "answer_is"),
+    ("The answer is C,", "C", "answer_is"),  # the published pattern's last "." is any character
+    ("The answer is A!", "A", "answer_is"),
+    ("The answer is A\n", None, "failed"),  # ... but not a newline
+    ("The answer is F.", "F", "answer_is"),  # read; past the options is the scorer's business
     ("", None, "failed"),  # empty answer
     ("a", None, "failed"),  # lowercase letter
+    ("\uff23", None, "failed"),  # a full-width C is not C
     ("The answer is A. No: The answer is B.", None, "failed"),  # two "The answer is" matches
     ("The answer is B. Yes, The answer is B.", None, "failed"),  # two matches, even when they agree
-    ("A.", None, "failed"),  # the prefix rule needs "X. " and then text, as published
-    ("The answer is A", None, "failed"),  # no full stop after the letter
+    ("A.", None, "failed"),  # too short for the prefix rule
+    ("The answer is A", None, "failed"),  # nothing after the letter
     ("(A)", None, "failed"),
-    ("Z", "Z", "letter"),  # read; whether it is a valid option is the scorer's business
+    ("Z", None, "failed"),  # not one of the options A-E
 ])
 def test_scienceqa_extraction_rules(answer, letter, rule):
     assert scienceqa.extract_letter(answer) == scienceqa.Extraction(letter, rule)
 
 
-# pid: (choices, answer, subject, hint, image, grade, prediction) -- correct: 1, 2, 3, 11, 12
+# pid: (choices, answer, subject, hint, image, grade, prediction) -- correct: 1, 2, 3, 12
 SQA_CASES = {
     "1": (3, 1, "natural science", True, True, 3, "B"),
     "2": (3, 0, "social science", False, True, 8, "A. red"),
@@ -66,19 +74,19 @@ def test_scienceqa_score_groups_rules_and_report_files(tmp_path, sqa_files, caps
     assert run_cli("scienceqa", "score", "--data", data, "--predictions", predictions, "--out-dir", out) == 0
     result = json.loads((out / "scienceqa.json").read_text())
     # Worked out by hand from SQA_CASES.
-    expected = {"all": (12, 5), "NAT": (6, 2), "SOC": (3, 1), "LAN": (3, 2), "TXT": (4, 2), "IMG": (6, 3),
-                "NO": (3, 1), "G1-6": (6, 1), "G7-12": (6, 4)}
+    expected = {"all": (12, 4), "NAT": (6, 2), "SOC": (3, 1), "LAN": (3, 1), "TXT": (4, 2), "IMG": (6, 3),
+                "NO": (3, 0), "G1-6": (6, 1), "G7-12": (6, 3)}
     assert {g: (v["questions"], v["correct"]) for g, v in result["groups"].items()} == expected
-    assert result["accuracy"]["all"] == pytest.approx(100 * 5 / 12)
-    assert result["rules"] == {"letter": 4, "prefix": 2, "answer_is": 1, "failed": 5}
-    assert result["failed_to_parse"] == ["4", "5", "6", "9", "10"]
+    assert result["accuracy"]["all"] == pytest.approx(100 * 4 / 12)
+    assert result["rules"] == {"letter": 3, "prefix": 2, "answer_is": 1, "failed": 6}
+    assert result["failed_to_parse"] == ["4", "5", "6", "9", "10", "11"]
     assert result["out_of_range"] == ["7"]
     table = (out / "scienceqa.md").read_text()
     img_row = next(line for line in table.splitlines() if line.startswith("| with image (IMG)"))
     assert "| 6 | 50.00 |" in img_row and "66.8" in img_row and "71.6" in img_row  # beside LLaVA-1.5's SQA-IMG
-    assert "Failed to parse (5, counted wrong): 4, 5, 6, 9, 10" in table
+    assert "Failed to parse (6, counted wrong): 4, 5, 6, 9, 10, 11" in table
     assert Image.open(out / "scienceqa.png").size[0] > 300
-    assert "ScienceQA test: 41.67% of 12; with image 50.00% of 6" in capsys.readouterr().out
+    assert "ScienceQA test: 33.33% of 12; with image 50.00% of 6" in capsys.readouterr().out
 
 
 def test_scienceqa_score_refuses_partial_and_unknown_predictions(tmp_path, sqa_files, capsys):
@@ -89,8 +97,9 @@ def test_scienceqa_score_refuses_partial_and_unknown_predictions(tmp_path, sqa_f
     assert run_cli("scienceqa", "score", "--data", data, "--predictions", partial, "--out-dir", tmp_path / "r",
                    "--allow-partial") == 0
     result = json.loads((tmp_path / "r" / "scienceqa.json").read_text())
-    assert result["groups"]["all"] == {"group": "all", "questions": 2, "correct": 1}
-    assert len(result["missing"]) == 10
+    # As published, a problem without an answer counts as FAILED: wrong, and in the denominator.
+    assert result["groups"]["all"] == {"group": "all", "questions": 12, "correct": 1}
+    assert len(result["missing"]) == 10 and result["rules"]["failed"] == 0
     stray = write_predictions(tmp_path / "stray.jsonl", {pid: "A" for pid in SQA_CASES} | {"999": "A"})
     assert run_cli("scienceqa", "score", "--data", data, "--predictions", stray, "--out-dir", tmp_path / "r") == 2
     assert "does not ask (first: ['999'])" in capsys.readouterr().err
@@ -136,11 +145,12 @@ def test_llava_bench_relative_score_per_category():
         Judgement("4", "complex", None, ("great", "still great"), "judge"),
     ]
     scores = llava_bench.summarise(judgements)
-    assert scores["conv"].relative == pytest.approx(100 * 5.5 / 9)
-    assert scores["detail"].relative == pytest.approx(100.0)
-    assert scores["complex"].relative == pytest.approx(80.0)
+    # As published: means rounded to 3 decimals, the relative score to 1.
+    assert (scores["conv"].reference_mean, scores["conv"].candidate_mean, scores["conv"].relative) == (9.0, 5.5, 61.1)
+    assert scores["detail"].relative == 100.0
+    assert scores["complex"].relative == 80.0
     assert (scores["complex"].scored, scores["complex"].unparsable) == (1, 1)
-    assert scores["all"].relative == pytest.approx(100 * 5.25 / 7.25)  # unparsable replies stay out of the means
+    assert scores["all"].relative == 72.4  # 5.25 / 7.25; unparsable replies stay out of the means
     assert (scores["all"].questions, scores["all"].scored) == (5, 4)
     only_unparsable = llava_bench.summarise([judgements[-1]])
     assert only_unparsable["complex"].relative is None and only_unparsable["all"].unparsable == 1
@@ -171,7 +181,8 @@ def test_demo_score_uses_the_demo_scoring(tmp_path):
             {"qtype": "presence", "question": "Is there a red cross?", "answer": "no", "image": "b.png"}]
     questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     # "Red." and "two" match after the demo's normalisation; "green" does not.
-    predictions = write_predictions(tmp_path / "demo.jsonl", {"0": "Red.", "1": "two", "2": "green", "3": "No"})
+    ids = shapes.question_ids(rows)
+    predictions = write_predictions(tmp_path / "demo.jsonl", dict(zip(ids, ["Red.", "two", "green", "No"])))
     out = tmp_path / "results"
     assert run_cli("demo", "score", "--questions", questions, "--predictions", predictions, "--out-dir", out) == 0
     scores = json.loads((out / "demo.json").read_text())["scores"]
@@ -179,3 +190,16 @@ def test_demo_score_uses_the_demo_scoring(tmp_path):
     assert scores["count"]["correct"] == scores["presence"]["correct"] == 1
     assert scores["all"]["accuracy"] == pytest.approx(0.75)
     assert "| color | 2 |" in (out / "demo.md").read_text()
+
+
+def test_demo_score_keys_answers_by_content_not_line(tmp_path):
+    """A reordered question file scores the same (issue 16: by line number it scored 6% instead of 98%)."""
+    rows = [{"qtype": "color", "question": f"What color is shape {i}?", "answer": colour, "image": f"{i % 3}.png"}
+            for i, colour in enumerate(["red", "blue", "green", "red", "purple", "orange"])]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    predictions = write_predictions(tmp_path / "demo.jsonl",
+                                    dict(zip(shapes.question_ids(rows), [r["answer"] for r in rows])))
+    assert shapes.score_demo(questions, predictions)[0]["all"].accuracy == 1.0
+    questions.write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))
+    assert shapes.score_demo(questions, predictions)[0]["all"].accuracy == 1.0

@@ -14,20 +14,22 @@ from .tasks import TASKS, Task
 
 
 def _run_predict(task: Task, args: argparse.Namespace) -> int:
-    from .predict import Predictor, model_id, resolve_device, resolve_dtype
+    from .predict import GenerationSettings, Predictor, model_id, resolve_device, resolve_dtype
     from .prediction_file import run_predictions
 
     requests = task.requests(args)
     if args.limit is not None:
         requests = requests[: args.limit]
-    max_new_tokens = args.max_new_tokens or task.max_new_tokens
+    device = resolve_device(args.device)
+    # The device and batch size are left out: they change speed, not which answer greedy decoding picks.
+    settings = GenerationSettings(args.template, args.max_new_tokens or task.max_new_tokens,
+                                  resolve_dtype(args.dtype, device))
 
     def load() -> Predictor:
-        device = resolve_device(args.device)
-        return Predictor(args.model, template=args.template, max_new_tokens=max_new_tokens, device=device,
-                         adapter_dir=args.adapter, dtype=resolve_dtype(args.dtype, device))
+        return Predictor(args.model, template=settings.template, max_new_tokens=settings.max_new_tokens,
+                         device=device, adapter_dir=args.adapter, dtype=settings.dtype)
 
-    summary = run_predictions(requests, args.out, model_id(args.model, args.adapter), load,
+    summary = run_predictions(requests, args.out, model_id(args.model, args.adapter), load, settings,
                               batch_size=args.batch_size, desc=f"{task.name} predict")
     torn = "; dropped a torn last line left by a killed run" if summary.torn_line_dropped else ""
     print(f"{task.name}: {summary.questions} questions, {summary.already_answered} already answered, "

@@ -16,9 +16,38 @@ from tqdm import tqdm
 
 @dataclass(frozen=True)
 class PredictionRequest:
-    key: str
+    key: str  # the question's id in the benchmark's own files (never a line number)
     question: str
     image: Path | None
+
+    @property
+    def stored_prompt(self) -> str:
+        """The prompt as the predictions file records it: LLaVA's answer files mark an image question with a
+        leading `<image>` line, and LLaVA's ScienceQA scorer finds its IMG problems by that mark."""
+        return ("<image>\n" if self.image else "") + self.question
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything besides the weights that changes an answer; a file holds answers made under one setting."""
+    template: str
+    max_new_tokens: int
+    dtype: str
+    do_sample: bool = False
+
+
+def question_hash(request: PredictionRequest, image_digests: dict[Path, str] | None = None) -> str:
+    """What the question is, whatever its position: its prompt and its image's bytes (not the image's path,
+    so a moved image folder still matches). `image_digests` caches one digest per image file."""
+    import hashlib
+
+    image = ""
+    if request.image is not None:
+        cache = {} if image_digests is None else image_digests
+        if request.image not in cache:
+            cache[request.image] = hashlib.sha256(Path(request.image).read_bytes()).hexdigest()
+        image = cache[request.image]
+    return hashlib.sha256(f"{request.question}\0{image}".encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,29 @@
 """The predictions JSONL: one answer per question id, appended as answers arrive, so a run resumes.
 
-A run killed mid-write leaves at most one torn last line; reading drops it (the question is simply
-asked again). Anything else that does not parse is an error naming the line, never skipped quietly.
+Each line is a LLaVA answer-file record (`question_id`, `prompt`, `text`, `answer_id`, `model_id`,
+`metadata`), so LLaVA's own scorers read our files and ours read theirs. `metadata` holds what makes an
+answer reusable: a hash of the question's prompt and image bytes, and the generation settings. A resumed
+run reuses an answer only when the question is still the same (by id, stored prompt and hash), the model
+is the same and the settings are the same; otherwise it refuses rather than mix.
+
+A run killed mid-write leaves at most one torn last line; reading drops it (the question is simply asked
+again). A last line that is a whole record without its newline is kept. Anything else that does not
+parse is an error naming the line, never skipped quietly.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llava_lf.errors import LlavaLfError
 
 if TYPE_CHECKING:
-    from .predict import PredictionRequest, Predictor
+    from .predict import GenerationSettings, PredictionRequest, Predictor
 
 
 class PredictionFileError(LlavaLfError):
@@ -28,6 +36,8 @@ class PredictionRecord:
     prompt: str
     text: str  # the model's answer
     model_id: str  # which model answered: base path, plus adapter path when one was applied
+    answer_id: str = ""
+    metadata: dict = field(default_factory=dict)  # ours: question_hash, settings
 
 
 @dataclass(frozen=True)
@@ -39,32 +49,56 @@ class PredictRunSummary:
     torn_line_dropped: bool
 
 
-def read_predictions(path: Path) -> tuple[dict[str, PredictionRecord], bool]:
-    """Records keyed by question id, and whether a torn last line was dropped."""
+@dataclass(frozen=True)
+class _FileState:
+    records: dict[str, PredictionRecord]
+    torn: bool  # the file ends in a partial line (dropped)
+    unterminated: bool  # the file ends in a whole record without its newline (kept)
+
+
+def _parse(line: bytes, path: Path, number: int) -> PredictionRecord:
+    try:
+        row = json.loads(line)
+        # Extra fields are fine, so answer files from LLaVA's own scripts can be scored too.
+        metadata = row.get("metadata")
+        return PredictionRecord(str(row["question_id"]), str(row.get("prompt", "")), str(row["text"]),
+                                str(row.get("model_id", "")), str(row.get("answer_id", "")),
+                                metadata if isinstance(metadata, dict) else {})
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+        raise PredictionFileError(
+            f"{path}, line {number}: not a prediction record ({type(error).__name__}: {error}); fix or delete "
+            "that line (a record needs question_id and text; prompt and model_id are optional)") from None
+
+
+def _read(path: Path) -> _FileState:
     if not path.exists():
-        return {}, False
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    # The last element is b"" after a complete final line; anything else is a torn write.
-    torn = lines[-1] != b""
+        return _FileState({}, False, False)
+    lines = path.read_bytes().split(b"\n")
+    tail, torn, unterminated = lines[-1], False, False
+    body = lines[:-1]
+    if tail.strip():
+        try:  # a whole record missing only its newline is an answer, not a torn write
+            _parse(tail, path, len(lines))
+            body.append(tail)
+            unterminated = True
+        except PredictionFileError:
+            torn = True
     records: dict[str, PredictionRecord] = {}
-    for number, line in enumerate(lines[:-1], start=1):
+    for number, line in enumerate(body, start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-            # Extra fields are fine, so answer files from LLaVA's own scripts can be scored too.
-            record = PredictionRecord(str(row["question_id"]), str(row.get("prompt", "")), str(row["text"]),
-                                      str(row.get("model_id", "")))
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
-            raise PredictionFileError(
-                f"{path}, line {number}: not a prediction record ({type(error).__name__}: {error}); fix or delete "
-                "that line (a record needs question_id and text; prompt and model_id are optional)") from None
+        record = _parse(line, path, number)
         if record.question_id in records:
             raise PredictionFileError(
                 f"{path}, line {number}: question_id {record.question_id!r} appears twice; keep one of the lines")
         records[record.question_id] = record
-    return records, torn
+    return _FileState(records, torn, unterminated)
+
+
+def read_predictions(path: Path) -> tuple[dict[str, PredictionRecord], bool]:
+    """Records keyed by question id, and whether a torn last line was dropped."""
+    state = _read(path)
+    return state.records, state.torn
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -73,45 +107,83 @@ def _drop_torn_tail(path: Path) -> None:
         handle.truncate(raw.rfind(b"\n") + 1)
 
 
-def _check_same_model(path: Path, records: dict[str, PredictionRecord], model_id: str) -> None:
+def _check_same_run(path: Path, records: dict[str, PredictionRecord], model_id: str, settings: dict) -> None:
     others = sorted({record.model_id for record in records.values()} - {model_id})
     if others:
         raise PredictionFileError(
             f"{path} holds answers from another model ({others[0]}), not {model_id}; "
             "write to a new --out file (or delete this one) so two models' answers are never mixed")
+    for record in records.values():
+        stored = record.metadata.get("settings")
+        if stored != settings:
+            changed = (sorted(k for k in settings if stored.get(k) != settings[k]) if isinstance(stored, dict)
+                       else ["(none recorded)"])
+            raise PredictionFileError(
+                f"{path} holds answers made with other generation settings ({', '.join(changed)}: stored "
+                f"{stored}, now {settings}); write to a new --out file so two settings' answers are never mixed")
+
+
+def _stale(records: dict[str, PredictionRecord], requests: Sequence[PredictionRequest],
+           hashes: dict[str, str]) -> list[str]:
+    """Ids whose stored answer belongs to a question that has since changed (prompt or image)."""
+    stale = []
+    for request in requests:
+        record = records.get(request.key)
+        if record is not None and (record.prompt != request.stored_prompt
+                                   or record.metadata.get("question_hash") != hashes[request.key]):
+            stale.append(request.key)
+    return stale
+
+
+def new_record(request: PredictionRequest, text: str, model_id: str, settings: dict, question_hash: str) -> PredictionRecord:
+    return PredictionRecord(request.key, request.stored_prompt, text, model_id, uuid.uuid4().hex,
+                            {"question_hash": question_hash, "settings": settings})
 
 
 def run_predictions(requests: Sequence[PredictionRequest], path: Path, model_id: str,
-                    predictor_factory: Callable[[], Predictor], batch_size: int = 32,
-                    desc: str = "predict") -> PredictRunSummary:
+                    predictor_factory: Callable[[], Predictor], settings: GenerationSettings,
+                    batch_size: int = 32, desc: str = "predict") -> PredictRunSummary:
     """Answer every request not yet in `path`, appending each answer as soon as its batch is done.
 
     The model is loaded only when something is left to answer, so re-running a finished run is free.
     """
+    from .predict import question_hash
+
     keys = [request.key for request in requests]
     if len(set(keys)) != len(keys):
         duplicate = next(key for key in keys if keys.count(key) > 1)
         raise PredictionFileError(f"question id {duplicate!r} is asked twice; question ids must be unique")
-    records, torn = read_predictions(path)
-    _check_same_model(path, records, model_id)
-    if torn:
+    wanted = asdict(settings)
+    state = _read(path)
+    _check_same_run(path, state.records, model_id, wanted)
+    digests: dict[Path, str] = {}
+    hashes = {request.key: question_hash(request, digests) for request in requests}
+    stale = _stale(state.records, requests, hashes)
+    if stale:
+        raise PredictionFileError(
+            f"{path} answers {len(stale)} question(s) whose prompt or image has changed since (first: {stale[:3]}); "
+            "write to a new --out file (or delete this one): an answer to an edited question is not its answer")
+    if state.torn:
         _drop_torn_tail(path)
-    pending = [request for request in requests if request.key not in records]
-    summary = PredictRunSummary(path, len(requests), len(requests) - len(pending), len(pending), torn)
+    pending = [request for request in requests if request.key not in state.records]
+    summary = PredictRunSummary(path, len(requests), len(requests) - len(pending), len(pending), state.torn)
     if not pending:
         return summary
     path.parent.mkdir(parents=True, exist_ok=True)
-    prompts = {request.key: request.question for request in pending}
+    by_key = {request.key: request for request in pending}
     predictor = predictor_factory()
     with open(path, "a", encoding="utf-8") as handle:
+        if state.unterminated:
+            handle.write("\n")  # end the kept last record before appending after it
         for prediction in predictor.predict(pending, batch_size=batch_size, desc=desc):
-            record = PredictionRecord(prediction.key, prompts[prediction.key], prediction.answer, model_id)
+            record = new_record(by_key[prediction.key], prediction.answer, model_id, wanted, hashes[prediction.key])
             handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
             handle.flush()  # a killed run keeps every answer written so far
     return summary
 
 
-def answers_for(question_ids: Sequence[str], path: Path, allow_partial: bool = False) -> tuple[dict[str, str], list[str]]:
+def answers_for(question_ids: Sequence[str], path: Path, allow_partial: bool = False,
+                hint: str = "") -> tuple[dict[str, str], list[str]]:
     """Answer text per question id, and the ids left unanswered (only allowed with `allow_partial`)."""
     if not path.is_file():
         raise PredictionFileError(f"no predictions file at {path}; run the benchmark's `predict` phase first")
@@ -121,7 +193,7 @@ def answers_for(question_ids: Sequence[str], path: Path, allow_partial: bool = F
     if unknown:
         raise PredictionFileError(
             f"{path} answers {len(unknown)} question(s) this benchmark does not ask (first: {unknown[:3]}); "
-            "check that the predictions and the question files (and split) belong together")
+            "check that the predictions and the question files (and split) belong together" + hint)
     missing = [qid for qid in question_ids if qid not in records]
     if missing and not allow_partial:
         raise PredictionFileError(

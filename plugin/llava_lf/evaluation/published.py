@@ -17,10 +17,9 @@ class Published:
 
 # Keyed by the result row each number belongs beside.
 SCIENCEQA: dict[str, tuple[Published, ...]] = {
-    "all": (
-        Published("LLaVA (fine-tuned on ScienceQA)", 90.92),
-        Published("LLaVA + GPT-4 judge", 92.53, "ensemble with a GPT-4 judge"),
-    ),
+    "all": (Published("LLaVA (fine-tuned on ScienceQA)", 90.92),),
+    # Our overall figure after a judge decided where it and we disagree (`score --judge-base-url ...`).
+    "judged": (Published("LLaVA + GPT-4 judge", 92.53, "ensemble with a GPT-4 judge"),),
     "IMG": (
         Published("LLaVA-1.5 7B", 66.8, "zero-shot, SQA-IMG"),
         Published("LLaVA-1.5 7B LoRA", 68.4, "zero-shot, SQA-IMG"),

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava_lf.common import charts
+
 from .published import Published
 
 
@@ -75,73 +77,13 @@ def write_report(report: Report, out_dir: Path) -> WrittenReport:
     return WrittenReport(json_path, md_path, png_path)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def bar_chart(rows: Sequence[Row], published: dict[str, tuple[Published, ...]], out: Path, title: str,
               ylabel: str, ymax: float = 100.0, baseline: dict[str, float] | None = None) -> Path:
     """One bar per row; published numbers as markers over the bar they belong to; an optional dashed
     baseline (e.g. chance) per row."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 4), 3.8))
-    positions = list(range(len(rows)))
-    values = [row.value or 0.0 for row in rows]
-    axis.bar(positions, values, 0.6, color="tab:blue", label="this run")
-    for position, value in zip(positions, values):
-        axis.text(position, value + ymax * 0.01, f"{value:.1f}", ha="center", va="bottom", fontsize=7)
-    markers = iter("o^sDvP*X")
-    colours = iter(["tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive"])
-    styles: dict[str, tuple[str, str]] = {}
-    for position, row in enumerate(rows):
-        for number in published.get(row.key, ()):
-            if number.model not in styles:
-                styles[number.model] = (next(markers, "o"), next(colours, "black"))
-                label = number.model
-            else:
-                label = None
-            marker, colour = styles[number.model]
-            axis.scatter([position], [number.value], marker=marker, color=colour, zorder=3, label=label)
-        if baseline and row.key in baseline:
-            axis.hlines(baseline[row.key], position - 0.3, position + 0.3, colors="gray", linestyles="dashed",
-                        label="chance" if position == 0 else None)
-    axis.set_xticks(positions, [row.label for row in rows], rotation=30 if len(rows) > 5 else 0, ha="right"
-                    if len(rows) > 5 else "center", fontsize=8)
-    axis.set_ylim(0, ymax * 1.08)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title, fontsize=10)
-    axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return charts.bar_chart([row.label for row in rows], [row.value or 0.0 for row in rows], out, title, ylabel,
+                            ymax, markers=[[(p.model, p.value) for p in published.get(row.key, ())] for row in rows],
+                            baseline=[(baseline or {}).get(row.key) for row in rows])
 
 
-def grouped_bar_chart(groups: Sequence[str], series: dict[str, Sequence[float]], out: Path, title: str,
-                      ylabel: str, ymax: float = 100.0, lines: dict[str, float] | None = None) -> Path:
-    """Bars grouped by `groups`, one colour per series (e.g. POPE metrics per split); `lines` are
-    labelled horizontal references (e.g. a published figure)."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(max(5.0, 1.6 * len(groups) + 2), 3.8))
-    width = 0.8 / max(1, len(series))
-    for index, (name, values) in enumerate(series.items()):
-        offsets = [g + (index - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        axis.bar(offsets, values, width, label=name)
-    for (label, value), style in zip((lines or {}).items(), ("--", ":", "-.")):
-        axis.axhline(value, color="black", linestyle=style, linewidth=1, label=label)
-    axis.set_xticks(list(range(len(groups))), list(groups))
-    axis.set_ylim(0, ymax * 1.08)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title, fontsize=10)
-    axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+grouped_bar_chart = charts.grouped_bar_chart

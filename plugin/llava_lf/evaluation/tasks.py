@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from llava_lf.errors import LlavaLfError
+
 from . import published
 from .benchmarks import llava_bench, pope, scienceqa
 from .predict import PredictionRequest
@@ -31,6 +33,38 @@ def _listing(ids: list[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(ids) - limit} more; all in the JSON)" if len(ids) > limit else "")
 
 
+# The judge (LLaVA-Bench, and ScienceQA's judged figure) -------------------------------------------
+
+def _judge_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    judge = parser.add_argument_group("judge (any OpenAI-compatible endpoint)")
+    judge.add_argument("--judge-base-url", required=required,
+                       help="e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
+    judge.add_argument("--judge-model", required=required, help="recorded in the results: scores depend on it")
+    judge.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="name of the variable holding the key")
+    judge.add_argument("--judge-timeout", type=float, default=120.0)
+    judge.add_argument("--judge-attempts", type=int, default=6)
+    judge.add_argument("--judge-backoff", type=float, default=2.0, help="first wait between attempts, doubling")
+    judge.add_argument("--judge-max-tokens", type=int, default=1024)
+    judge.add_argument("--judge-temperature", type=float, default=0.2)
+    judge.add_argument("--judge-workers", type=int, default=4)
+    judge.add_argument("--judge-cache", type=Path, default=None, help="reply cache (default: OUT_DIR/judge_cache)")
+
+
+def _judge_client(args: argparse.Namespace):
+    from .judge import JudgeClient, JudgeConfig
+
+    return JudgeClient(JudgeConfig(
+        base_url=args.judge_base_url, model=args.judge_model, api_key_env=args.judge_key_env or None,
+        timeout=args.judge_timeout, max_attempts=args.judge_attempts, backoff=args.judge_backoff,
+        temperature=args.judge_temperature, max_tokens=args.judge_max_tokens,
+        cache_dir=args.judge_cache or args.out_dir / "judge_cache"))
+
+
+def _write_reviews(path: Path, items: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(asdict(item), ensure_ascii=False) + "\n" for item in items), encoding="utf-8")
+
+
 # ScienceQA ------------------------------------------------------------------------------------------
 
 def _sqa_arguments(parser: argparse.ArgumentParser, phase: str) -> None:
@@ -41,12 +75,40 @@ def _sqa_arguments(parser: argparse.ArgumentParser, phase: str) -> None:
                             help="folder holding {split}/{pid}/image.png (default: DATA/images)")
         parser.add_argument("--no-letter-instruction", action="store_true",
                             help="leave out LLaVA-1.5's 'Answer with the option's letter ...' line")
+    else:  # optional: a text-only judge decides where it and the model disagree (the paper's 92.53)
+        _judge_arguments(parser, required=False)
 
 
 def _sqa_requests(args: argparse.Namespace) -> list[PredictionRequest]:
     problems = scienceqa.load_problems(args.data, args.split)
     return scienceqa.prediction_requests(problems, args.images or args.data / "images", args.split,
                                          not args.no_letter_instruction)
+
+
+def _sqa_judged(args: argparse.Namespace, problems: list, answers: dict[str, str]) -> tuple[dict, Row, str, str]:
+    """The judged figures: (payload, table row, Markdown paragraph, summary clause)."""
+    from .benchmarks import scienceqa_judge
+
+    if not args.judge_model:
+        raise LlavaLfError("--judge-base-url needs --judge-model (it is recorded: the figure depends on it)")
+    client = _judge_client(args)
+    judged = scienceqa_judge.judge_all(client, problems, answers, args.judge_workers)
+    _write_reviews(args.out_dir / f"scienceqa_{args.split}_judge_reviews.jsonl", judged)
+    final = scienceqa.score(problems, scienceqa_judge.judged_answers(answers, judged), args.split)
+    sources = {name: sum(item.source == name for item in judged) for name in ("agreed", "judge", "ours")}
+    served = sorted({item.served_model for item in judged if item.served_model})
+    overall = final.groups["all"]
+    payload = {"model": args.judge_model, "served_models": served, "sources": sources,
+               "groups": {key: asdict(group) for key, group in final.groups.items()},
+               "accuracy": {key: group.accuracy for key, group in final.groups.items()},
+               "judge_stats": client.stats.as_dict()}
+    text = (f"With judge `{args.judge_model}`: {sources['agreed']} answers agreed with its own; of the "
+            f"{sources['judge'] + sources['ours']} that differed, its decision counted for {sources['judge']} and "
+            f"{sources['ours']} kept ours (no readable \"The answer is X.\"). "
+            f"Overall {overall.accuracy:.2f}%" + (f", with image {final.groups['IMG'].accuracy:.2f}%"
+                                                  if "IMG" in final.groups else "") + ".")
+    row = Row("judged", f"overall, with judge {args.judge_model}", overall.questions, overall.accuracy)
+    return payload, row, text, f"; with judge {overall.accuracy:.2f}%"
 
 
 def _sqa_report(args: argparse.Namespace) -> Report:
@@ -56,22 +118,26 @@ def _sqa_report(args: argparse.Namespace) -> Report:
     rows = [Row(key, f"{scienceqa.GROUP_NAMES.get(key, key)} ({key})" if key != "all" else "overall",
                 group.questions, group.accuracy) for key, group in result.groups.items()]
     payload = asdict(result) | {"accuracy": {key: group.accuracy for key, group in result.groups.items()}}
+    judged_text = judged_summary = ""
+    if args.judge_base_url:
+        payload["judge"], row, judged_text, judged_summary = _sqa_judged(args, problems, answers)
+        rows.insert(1, row)
     rules = ", ".join(f"{name}: {count}" for name, count in result.rules.items())
     markdown = "\n\n".join(filter(None, [
         f"ScienceQA `{args.split}` split, accuracy in percent.",
         comparison_table(rows, published.SCIENCEQA, digits=2),
-        notes(published.SCIENCEQA),
+        notes(published.SCIENCEQA), judged_text,
         f"Answers read by rule: {rules}.",
         f"Failed to parse ({len(result.failed_to_parse)}, counted wrong): {_listing(result.failed_to_parse)}"
         if result.failed_to_parse else "",
         f"Letter past the last option ({len(result.out_of_range)}, counted wrong): {_listing(result.out_of_range)}"
         if result.out_of_range else "",
-        f"Not answered ({len(missing)}, left out of every figure): {_listing(missing)}" if missing else "",
+        f"Not answered ({len(missing)}, counted wrong as published): {_listing(missing)}" if missing else "",
     ]))
     overall = result.groups["all"]
     image = result.groups.get("IMG")
     summary = (f"ScienceQA {args.split}: {overall.accuracy:.2f}% of {overall.questions}"
-               + (f"; with image {image.accuracy:.2f}% of {image.questions}" if image else "")
+               + (f"; with image {image.accuracy:.2f}% of {image.questions}" if image else "") + judged_summary
                + f"; failed to parse {len(result.failed_to_parse)}, out of range {len(result.out_of_range)}")
     return Report("scienceqa", f"ScienceQA ({args.split})", payload, markdown,
                   lambda out: bar_chart(rows, published.SCIENCEQA, out, f"ScienceQA {args.split}", "accuracy (%)"),
@@ -89,20 +155,10 @@ def _bench_arguments(parser: argparse.ArgumentParser, phase: str) -> None:
         return
     parser.add_argument("--contexts", type=Path, required=True, help="image descriptions JSONL (context.jsonl / caps_boxes)")
     parser.add_argument("--answers", type=Path, required=True, help="reference answers JSONL (answers_gpt4.jsonl)")
-    judge = parser.add_argument_group("judge (any OpenAI-compatible endpoint)")
-    judge.add_argument("--judge-base-url", required=True, help="e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
-    judge.add_argument("--judge-model", required=True, help="recorded in the results: scores depend on it")
-    judge.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="name of the variable holding the key")
-    judge.add_argument("--judge-timeout", type=float, default=120.0)
-    judge.add_argument("--judge-attempts", type=int, default=6)
-    judge.add_argument("--judge-backoff", type=float, default=2.0, help="first wait between attempts, doubling")
-    judge.add_argument("--judge-max-tokens", type=int, default=1024)
-    judge.add_argument("--judge-temperature", type=float, default=0.2)
-    judge.add_argument("--judge-workers", type=int, default=4)
-    judge.add_argument("--judge-cache", type=Path, default=None, help="reply cache (default: OUT_DIR/judge_cache)")
-    judge.add_argument("--judge-prompt", type=Path, default=None,
-                       help="file with the judge instruction ({boxes} marks where the box note goes)")
-    judge.add_argument("--reasks", type=int, default=1, help="times an unreadable reply is asked again")
+    _judge_arguments(parser, required=True)
+    parser.add_argument("--judge-prompt", type=Path, default=None,
+                        help="file with the judge instruction ({boxes} marks where the box note goes)")
+    parser.add_argument("--reasks", type=int, default=1, help="times an unreadable reply is asked again")
 
 
 def _bench_requests(args: argparse.Namespace) -> list[PredictionRequest]:
@@ -110,15 +166,9 @@ def _bench_requests(args: argparse.Namespace) -> list[PredictionRequest]:
 
 
 def _bench_report(args: argparse.Namespace) -> Report:
-    from .judge import JudgeClient, JudgeConfig
-
     items = llava_bench.load_bench(args.questions, args.contexts, args.answers)
     answers, missing = answers_for([item.question_id for item in items], args.predictions, args.allow_partial)
-    client = JudgeClient(JudgeConfig(
-        base_url=args.judge_base_url, model=args.judge_model, api_key_env=args.judge_key_env or None,
-        timeout=args.judge_timeout, max_attempts=args.judge_attempts, backoff=args.judge_backoff,
-        temperature=args.judge_temperature, max_tokens=args.judge_max_tokens,
-        cache_dir=args.judge_cache or args.out_dir / "judge_cache"))
+    client = _judge_client(args)
     instruction = args.judge_prompt.read_text(encoding="utf-8") if args.judge_prompt else llava_bench.INSTRUCTION
     judgements = llava_bench.judge_all(client, items, answers, args.reasks, args.judge_workers, instruction)
     categories = llava_bench.summarise(judgements)
@@ -126,9 +176,7 @@ def _bench_report(args: argparse.Namespace) -> Report:
     result = llava_bench.LlavaBenchResult(args.variant, args.judge_model,
                                           sorted({j.served_model for j in judgements if j.served_model}),
                                           categories, unparsable, missing, client.stats.as_dict())
-    reviews = args.out_dir / f"llava_bench_{args.variant}_reviews.jsonl"
-    reviews.parent.mkdir(parents=True, exist_ok=True)
-    reviews.write_text("".join(json.dumps(asdict(j), ensure_ascii=False) + "\n" for j in judgements), encoding="utf-8")
+    _write_reviews(args.out_dir / f"llava_bench_{args.variant}_reviews.jsonl", judgements)
 
     reference = published.LLAVA_BENCH[args.variant]
     rows = [Row(key, llava_bench.CATEGORY_NAMES[key], score.questions, score.relative) for key, score in categories.items()]
@@ -160,7 +208,10 @@ def _bench_report(args: argparse.Namespace) -> Report:
 # POPE ----------------------------------------------------------------------------------------------
 
 def _pope_arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    parser.add_argument("--annotations", type=Path, required=True, help="folder of coco_pope_{split}.json files")
+    parser.add_argument("--annotations", type=Path, default=None, help="folder of coco_pope_{split}.json files")
+    parser.add_argument("--questions", type=Path, default=None,
+                        help="LLaVA-1.5's llava_pope_test.jsonl (all splits, a category each, unique ids); "
+                             "labels come from --annotations unless its lines carry them")
     if phase == "predict":
         parser.add_argument("--image-folder", type=Path, required=True, help="COCO val2014 images")
         parser.add_argument("--no-instruction", action="store_true",
@@ -168,12 +219,14 @@ def _pope_arguments(parser: argparse.ArgumentParser, phase: str) -> None:
 
 
 def _pope_requests(args: argparse.Namespace) -> list[PredictionRequest]:
-    return pope.prediction_requests(pope.load_pope(args.annotations), args.image_folder, not args.no_instruction)
+    return pope.prediction_requests(pope.load_pope(args.annotations, args.questions, labels=False), args.image_folder,
+                                    not args.no_instruction)
 
 
 def _pope_report(args: argparse.Namespace) -> Report:
-    questions = pope.load_pope(args.annotations)
-    answers, missing = answers_for([q.key for q in questions], args.predictions, args.allow_partial)
+    questions = pope.load_pope(args.annotations, args.questions)
+    hint = "" if args.questions else "; an answer file made from LLaVA-1.5's llava_pope_test.jsonl needs --questions"
+    answers, missing = answers_for([q.key for q in questions], args.predictions, args.allow_partial, hint)
     result = pope.score(questions, answers, missing)
     splits = list(result.splits.values())
     table = markdown_table(

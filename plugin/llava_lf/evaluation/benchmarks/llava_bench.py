@@ -170,9 +170,9 @@ class CategoryScore:
     questions: int
     scored: int
     unparsable: int
-    reference_mean: float | None
+    reference_mean: float | None  # rounded to 3 decimals, as published
     candidate_mean: float | None
-    relative: float | None  # percent
+    relative: float | None  # percent, rounded to 1 decimal, as published
 
 
 @dataclass
@@ -196,9 +196,11 @@ def summarise(judgements: Sequence[Judgement]) -> dict[str, CategoryScore]:
         if not members:
             continue
         pairs = [j.scores for j in members if j.scores is not None]
-        reference = sum(p[0] for p in pairs) / len(pairs) if pairs else None
-        candidate = sum(p[1] for p in pairs) / len(pairs) if pairs else None
-        relative = 100.0 * candidate / reference if pairs and reference else None
+        # As `summarize_gpt_review.py`: each mean rounded to 3 decimals, then the ratio of the rounded
+        # means rounded to 1 decimal.
+        reference = round(sum(p[0] for p in pairs) / len(pairs), 3) if pairs else None
+        candidate = round(sum(p[1] for p in pairs) / len(pairs), 3) if pairs else None
+        relative = round(candidate / reference * 100, 1) if pairs and reference else None  # this order, as published
         result[category] = CategoryScore(category, len(members), len(pairs), len(members) - len(pairs),
                                          reference, candidate, relative)
     return result

@@ -3,6 +3,11 @@
 Input is POPE's own layout: one file per split named `*pope_{split}.json` (e.g. `coco_pope_random.json`),
 each line `{"question_id", "image", "text", "label": "yes"|"no"}`. Question ids restart in every split,
 so a question's key is `{split}/{question_id}`.
+
+Or LLaVA-1.5's single question file (`llava_pope_test.jsonl`): all splits in one file, a `category` naming
+the split and ids unique across it, so a question's key is its `question_id` (as in LLaVA's answer files).
+Its labels come from a `label` field when it has one, else from POPE's per-split files, matched by split,
+image and question text (never by position).
 """
 
 from __future__ import annotations
@@ -35,14 +40,29 @@ class PopeQuestion:
     split: str
     image: str
     text: str
-    label: YesNo
+    label: YesNo | None  # None only when loaded to be asked (predict), not scored
 
 
 def _rows(path: Path) -> list[dict]:
     return read_json_rows(path, PopeDataError, allow_array=True)  # a JSON array is accepted too
 
 
-def load_pope(annotation_dir: Path) -> list[PopeQuestion]:
+def _checked(path: Path, row: dict, fields: tuple[str, ...], problems: list[str]) -> str | None:
+    """The row's yes/no label (None when a field is absent or the label is neither)."""
+    absent = [name for name in fields if name not in row]
+    if absent:
+        problems.append(f"{path.name}: record {row.get('question_id', '?')} lacks {', '.join(absent)}")
+        return None
+    if "label" not in fields:
+        return ""
+    label = str(row["label"]).strip().lower()
+    if label not in ("yes", "no"):
+        problems.append(f"{path.name}: record {row['question_id']} has label {row['label']!r}; use yes or no")
+        return None
+    return label
+
+
+def _split_files(annotation_dir: Path) -> list[PopeQuestion]:
     files = sorted(p for p in annotation_dir.glob("*pope_*.json*") if _SPLIT_FILE.match(p.name))
     if not files:
         raise PopeDataError(f"no POPE files in {annotation_dir}; expected e.g. coco_pope_random.json, "
@@ -51,17 +71,61 @@ def load_pope(annotation_dir: Path) -> list[PopeQuestion]:
     for path in files:
         split = _SPLIT_FILE.match(path.name).group("split")
         for row in _rows(path):
-            absent = [name for name in ("question_id", "image", "text", "label") if name not in row]
-            label = str(row.get("label", "")).strip().lower()
-            if absent:
-                problems.append(f"{path.name}: record {row.get('question_id', '?')} lacks {', '.join(absent)}")
-            elif label not in ("yes", "no"):
-                problems.append(f"{path.name}: record {row['question_id']} has label {row['label']!r}; use yes or no")
-            else:
+            label = _checked(path, row, ("question_id", "image", "text", "label"), problems)
+            if label:
                 questions.append(PopeQuestion(f"{split}/{row['question_id']}", split, row["image"], row["text"], label))
     if problems:
         raise PopeDataError(f"{len(problems)} bad POPE record(s):\n  " + "\n  ".join(problems))
     return questions
+
+
+def _bare(text: str) -> str:
+    """The question without LLaVA's short-answer line, for matching the two layouts' texts."""
+    return text.strip().removesuffix(SHORT_ANSWER_INSTRUCTION).strip()
+
+
+def _question_file(path: Path, annotation_dir: Path | None, labels: bool) -> list[PopeQuestion]:
+    rows, problems = _rows(path), []
+    needs_labels = labels and any("label" not in row for row in rows)
+    if needs_labels and annotation_dir is None:
+        raise PopeDataError(f"{path.name} has no labels; pass --annotations with POPE's coco_pope_{{split}}.json files")
+    pool: dict[tuple[str, str, str], list[str]] = {}
+    for question in _split_files(annotation_dir) if needs_labels else []:
+        pool.setdefault((question.split, question.image, _bare(question.text)), []).append(question.label)
+    questions, seen = [], set()
+    for row in rows:
+        fields = ("question_id", "image", "text", "category") + (("label",) if "label" in row else ())
+        label = _checked(path, row, fields, problems)
+        if label is None:
+            continue
+        key = str(row["question_id"])
+        if key in seen:
+            problems.append(f"{path.name}: question_id {key} appears twice; LLaVA's file has unique ids")
+            continue
+        seen.add(key)
+        split = str(row["category"])
+        if not label and needs_labels:
+            found = pool.get((split, row["image"], _bare(row["text"])))
+            if not found:
+                problems.append(f"{path.name}: question {key} ({split}, {row['image']}, {row['text']!r}) is in no "
+                                f"coco_pope_{split}.json line; check --annotations")
+                continue
+            label = found.pop(0)  # identical repeats take the labels in turn
+        questions.append(PopeQuestion(key, split, row["image"], _bare(row["text"]), label or None))
+    if problems:
+        raise PopeDataError(f"{len(problems)} problem(s) in {path.name}:\n  " + "\n  ".join(problems[:20]))
+    return questions
+
+
+def load_pope(annotation_dir: Path | None, questions_file: Path | None = None, labels: bool = True) -> list[PopeQuestion]:
+    """POPE's per-split files, or LLaVA-1.5's single question file (labels from it or from the split files;
+    `labels=False` when the questions are only to be asked)."""
+    if questions_file is not None:
+        return _question_file(questions_file, annotation_dir, labels)
+    if annotation_dir is None:
+        raise PopeDataError("give --annotations (POPE's coco_pope_{split}.json files), --questions "
+                            "(LLaVA-1.5's llava_pope_test.jsonl), or both")
+    return _split_files(annotation_dir)
 
 
 def prediction_requests(questions: Sequence[PopeQuestion], image_folder: Path,

@@ -20,10 +20,12 @@ from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import PredictionRequest
 
 LETTERS = string.ascii_uppercase
+# The option letters the published scorer knows (its `--options` default); ScienceQA has at most five choices.
+OPTIONS = "ABCDE"
 # LLaVA-1.5's zero-shot instruction for multiple choice.
 LETTER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-_PREFIX = re.compile(r"^([A-Z])\. ")  # "B. a cat": a letter, a full stop, a space, then anything
-_ANSWER_IS = re.compile(r"The answer is ([A-Z])\.")
+# As published: the last `.` is any character but a newline ("The answer is C," and "The answer is A!" count).
+ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
 SUBJECTS = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
 GROUP_ORDER = ("all", "NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")
 GROUP_NAMES = {"all": "overall", "NAT": "natural science", "SOC": "social science", "LAN": "language science",
@@ -122,18 +124,27 @@ class Extraction:
 
 
 def extract_letter(answer: str) -> Extraction:
-    """The published rules, in order: the answer is exactly a capital letter; it starts "X. "; or it
-    contains exactly one "The answer is X." Anything else (lowercase, two matches, empty) fails."""
-    text = answer.strip()
-    if len(text) == 1 and text in LETTERS:
-        return Extraction(text, "letter")
-    prefix = _PREFIX.match(text)
-    if prefix:
-        return Extraction(prefix.group(1), "prefix")
-    matches = _ANSWER_IS.findall(text)
+    """`eval_science_qa.py`'s rules, in order, on the text as stored (LLaVA's inference strips it, and so
+    does ours): (1) the text is exactly an option letter A-E; (2) it is at least three characters, starts
+    with an option letter and then ". "; (3) `The answer is ([A-Z]).` matches exactly once. Anything else
+    fails (lowercase, two matches, empty, "C." or "C " with nothing after)."""
+    if answer in OPTIONS and len(answer) == 1:
+        return Extraction(answer, "letter")
+    if len(answer) >= 3 and answer[0] in OPTIONS and answer[1:3] == ". ":
+        return Extraction(answer[0], "prefix")
+    matches = ANSWER_IS.findall(answer)
     if len(matches) == 1:
         return Extraction(matches[0], "answer_is")
     return Extraction(None, "failed")
+
+
+def choice_index(extraction: Extraction, problem: Problem) -> int | None:
+    """The chosen option's index, or None when nothing was read or the letter is past the last option
+    (or past E, as the published scorer knows only A-E)."""
+    letter = extraction.letter
+    if letter is None or letter not in OPTIONS[: len(problem.choices)]:
+        return None
+    return OPTIONS.index(letter)
 
 
 @dataclass(frozen=True)
@@ -154,24 +165,27 @@ class ScienceQAResult:
     rules: dict[str, int]  # how many answers each extraction rule read
     failed_to_parse: list[str]  # pids whose answer no rule could read (counted wrong)
     out_of_range: list[str]  # pids answered with a letter past the last option (counted wrong)
-    missing: list[str] = field(default_factory=list)  # pids without a prediction (only with --allow-partial)
+    missing: list[str] = field(default_factory=list)  # pids without a prediction (--allow-partial): counted wrong
 
 
 def score(problems: Sequence[Problem], answers: dict[str, str], split: str,
           missing: Sequence[str] = ()) -> ScienceQAResult:
+    """Accuracy per group over every problem of the split: an unanswered problem counts as FAILED (wrong),
+    as in the published scorer (only reachable with --allow-partial)."""
     correct: dict[str, int] = {}
     total: dict[str, int] = {}
     rules = {"letter": 0, "prefix": 0, "answer_is": 0, "failed": 0}
     failed, out_of_range = [], []
     for problem in problems:
-        if problem.pid not in answers:
-            continue
-        extraction = extract_letter(answers[problem.pid])
-        rules[extraction.rule] += 1
-        index = LETTERS.index(extraction.letter) if extraction.letter else None
-        if index is None:
-            failed.append(problem.pid)
-        elif index >= len(problem.choices):
+        answered = problem.pid in answers
+        extraction = extract_letter(answers[problem.pid]) if answered else Extraction(None, "failed")
+        if answered:
+            rules[extraction.rule] += 1
+        index = choice_index(extraction, problem)
+        if extraction.letter is None:
+            if answered:
+                failed.append(problem.pid)
+        elif index is None:
             out_of_range.append(problem.pid)
         hit = index == problem.answer
         for group in problem.groups:

@@ -1,12 +1,14 @@
 """The shapes benchmark (the demo's held-out questions): its answer space, its scoring, and its run through the
 shared machinery (resumable predictions, then scoring).
 
-Questions are the JSONL the demo writes (`{"qtype", "question", "answer", "image", ...}` per line);
-a question's id is its line index, as the demo's scoring expects.
+Questions are the JSONL the demo writes (`{"qtype", "question", "answer", "image", ...}` per line). The
+file has no ids, so a question's id is made from what it asks (its image and its text), never from its
+line: a reordered file scores the same, and `predict` resumes it correctly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import defaultdict
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from llava_lf.errors import LlavaLfError
-from llava_lf.evaluation.predict import PredictionRequest, Predictor, model_id
+from llava_lf.evaluation.predict import GenerationSettings, PredictionRequest, Predictor, model_id
 from llava_lf.evaluation.prediction_file import PredictRunSummary, answers_for, run_predictions
 
 COLOR_NAMES = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -67,14 +69,27 @@ def load_questions(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def score(questions: list[dict], answers: dict[str, str]) -> dict[str, TypeScore]:
-    """Per-type and overall ("all") scores; `answers` maps a question's index (as str) to the model's text."""
+def question_ids(questions: Sequence[dict]) -> list[str]:
+    """`{image}:{hash of the question text}`; identical repeats get `#2`, `#3` (they are interchangeable)."""
+    ids, seen = [], {}
+    for question in questions:
+        base = f"{question['image']}:{hashlib.sha256(question['question'].encode()).hexdigest()[:12]}"
+        seen[base] = seen.get(base, 0) + 1
+        ids.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return ids
+
+
+def score(questions: list[dict], answers: dict[str, str], only_answered: bool = False) -> dict[str, TypeScore]:
+    """Per-type and overall ("all") scores; `answers` maps a question's id (`question_ids`) to the model's text.
+    An unanswered question counts wrong, or is left out with `only_answered`."""
     correct: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
-    for index, question in enumerate(questions):
+    for qid, question in zip(question_ids(questions), questions, strict=True):
+        if only_answered and qid not in answers:
+            continue
         qtype = question["qtype"]
         total[qtype] += 1
-        correct[qtype] += normalise_answer(answers.get(str(index), "")) == normalise_answer(question["answer"])
+        correct[qtype] += normalise_answer(answers.get(qid, "")) == normalise_answer(question["answer"])
     scores = {qtype: TypeScore(qtype, total[qtype], correct[qtype], chance_accuracy(qtype))
               for qtype in QUESTION_TYPES if total[qtype]}
     n = sum(total.values())
@@ -89,11 +104,11 @@ class DemoDataError(LlavaLfError):
 
 def demo_requests(questions: Sequence[dict], image_dir: Path) -> list[PredictionRequest]:
     requests, missing = [], []
-    for index, question in enumerate(questions):
+    for qid, question in zip(question_ids(questions), questions, strict=True):
         image = image_dir / question["image"]
         if not image.is_file():
             missing.append(str(image))
-        requests.append(PredictionRequest(str(index), question["question"], image))
+        requests.append(PredictionRequest(qid, question["question"], image))
     if missing:
         raise DemoDataError(f"{len(missing)} image(s) missing (first: {missing[0]}); --image-folder must be the "
                             "demo's data/images folder")
@@ -104,22 +119,19 @@ def predict_demo(model_dir: Path, questions_path: Path, image_dir: Path, predict
                  adapter_dir: Path | None = None, label: str = "predict demo", max_new_tokens: int = 8,
                  batch_size: int = 32, device: str = "cpu", template: str = "llava_v1") -> PredictRunSummary:
     requests = demo_requests(load_questions(questions_path), image_dir)
+    settings = GenerationSettings(template, max_new_tokens, "float32")
     return run_predictions(
         requests, predictions, model_id(model_dir, adapter_dir),
         lambda: Predictor(model_dir, template=template, max_new_tokens=max_new_tokens, device=device,
-                          adapter_dir=adapter_dir),
-        batch_size=batch_size, desc=label)
+                          adapter_dir=adapter_dir, dtype=settings.dtype),
+        settings, batch_size=batch_size, desc=label)
 
 
 def score_demo(questions_path: Path, predictions: Path, allow_partial: bool = False) -> tuple[dict[str, TypeScore], list[str]]:
     """Per-type scores from a predictions file (the demo's own scoring), and the unanswered ids."""
     questions = load_questions(questions_path)
-    answers, missing = answers_for([str(i) for i in range(len(questions))], predictions, allow_partial)
-    if missing:  # score only what was answered: drop the unanswered questions, keeping the demo's index keys
-        kept = [(str(i), q) for i, q in enumerate(questions) if str(i) in answers]
-        questions = [q for _, q in kept]
-        answers = {str(new): answers[old] for new, (old, _) in enumerate(kept)}
-    return score(questions, answers), missing
+    answers, missing = answers_for(question_ids(questions), predictions, allow_partial)
+    return score(questions, answers, only_answered=True), missing
 
 
 def evaluate_demo(model_dir: Path, questions_path: Path, image_dir: Path, predictions: Path, *,
