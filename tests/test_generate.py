@@ -148,7 +148,7 @@ def test_good_replies_parse_in_the_forms_teachers_write():
 
 
 def test_appender_recovers_torn_tail_and_keeps_complete_rows(tmp_path):
-    from llava_lf.data.generate.writer import JsonlAppender
+    from llava_lf.common.jsonl import JsonlAppender
 
     path = tmp_path / "out.jsonl"
     path.write_bytes(b'{"id": "a"}\n{"id": "b"}\n{"id": "c", "conv')  # killed mid-write
@@ -170,7 +170,7 @@ def test_appender_recovers_torn_tail_and_keeps_complete_rows(tmp_path):
 
 
 def test_appender_refuses_damage_before_the_last_line_and_a_second_writer(tmp_path):
-    from llava_lf.data.generate.writer import JsonlAppender, OutputError
+    from llava_lf.common.jsonl import JsonlAppender, OutputError
 
     path = tmp_path / "out.jsonl"
     path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
@@ -184,7 +184,7 @@ def test_appender_refuses_damage_before_the_last_line_and_a_second_writer(tmp_pa
 
 
 def test_rate_limiter_spaces_starts_and_pauses_everyone():
-    from llava_lf.data.generate.client import RateLimiter, parse_retry_after
+    from llava_lf.common.openai_client import RateLimiter, parse_retry_after
 
     limiter = RateLimiter(per_minute=1200)  # 50 ms apart
     starts = []

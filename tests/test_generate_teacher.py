@@ -1,4 +1,4 @@
-"""`llava-lf generate` against a real HTTP teacher on loopback that answers from a script.
+"""`llava-lf generate` against a real HTTP teacher on loopback that answers from a script (helpers.fake_openai).
 
 The teacher knows which image and type a request is about from its messages (the system prompt names
 the type, the last user turn holds the image's captions), so each (image, type) pair can be scripted:
@@ -9,130 +9,18 @@ timeout. The tests assert the records, the rejections, the failures and the retr
 from __future__ import annotations
 
 import json
-import threading
+import os
+import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Self
 
 import pytest
+from conftest import BIN
+from helpers.fake_openai import FakeOpenAI, Reply, ScriptedTeacher, status
 
-from llava_lf.data.generate.coco import ImageContext, load_contexts
+from llava_lf.data.generate.coco import load_contexts
 from llava_lf.data.generate.tasks import TASK_TYPES, load_prompts
-
-USAGE = {"prompt_tokens": 100, "completion_tokens": 20}
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    text: str | None = None  # the completion's content; None: a good reply for the pair
-    finish_reason: str = "stop"
-    raw: bytes | None = None  # sent as the body instead of a completion
-    headers: tuple[tuple[str, str], ...] = ()
-    delay_s: float = 0.0
-    hang_up: bool = False  # close the kept-alive connection after replying, without saying so
-
-
-@dataclass(frozen=True)
-class Seen:
-    at: float
-    image_id: int
-    task: str
-    status: int
-    authorization: str | None
-
-
-def good_text(task: str, context: ImageContext) -> str:
-    first, second = context.captions[0], context.captions[1]
-    if task == "detail":
-        return " ".join(context.captions)
-    if task == "complex":
-        return f"Question: Why might these shapes be arranged this way?\nAnswer: {first}\nThey are spread out."
-    return f"Question: What does the picture show?\nAnswer: {first}\nQuestion: Where are they?\nAnswer: {second}"
-
-
-class ScriptedTeacher:
-    """A ThreadingHTTPServer on 127.0.0.1 serving /v1/chat/completions from `script[(image_id, task)]`.
-
-    Each pair's list of Replies is consumed in order; once one is left it repeats. Unscripted pairs get
-    good replies. Every request is logged in `seen`.
-    """
-
-    def __init__(self, contexts: list[ImageContext], script: dict | None = None):
-        self.contexts = {context.captions[0]: context for context in contexts}
-        self.systems = {prompt.system: task for task, prompt in load_prompts().tasks.items()}
-        self.script = {key: list(replies) for key, replies in (script or {}).items()}
-        self.seen: list[Seen] = []
-        self.lock = threading.Lock()
-        teacher = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def handle(self) -> None:
-                try:
-                    super().handle()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up on a slow reply or closed a kept-alive connection
-
-            def do_POST(self) -> None:
-                teacher.answer(self, json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def _next_reply(self, key: tuple[int, str]) -> Reply:
-        with self.lock:
-            replies = self.script.get(key)
-            if not replies:
-                return Reply()
-            return replies.pop(0) if len(replies) > 1 else replies[0]
-
-    def answer(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
-        task = self.systems[body["messages"][0]["content"]]
-        context = self.contexts[body["messages"][-1]["content"].splitlines()[0]]
-        reply = self._next_reply((context.image_id, task))
-        with self.lock:
-            self.seen.append(Seen(time.monotonic(), context.image_id, task, reply.status,
-                                  handler.headers.get("Authorization")))
-        time.sleep(reply.delay_s)
-        if reply.raw is not None:
-            payload = reply.raw
-        elif reply.status == 200:
-            text = good_text(task, context) if reply.text is None else reply.text
-            payload = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"], "usage": USAGE,
-                                  "choices": [{"index": 0, "finish_reason": reply.finish_reason,
-                                               "message": {"role": "assistant", "content": text}}]}).encode()
-        else:
-            payload = json.dumps({"error": {"message": f"scripted {reply.status}"}}).encode()
-        handler.send_response(reply.status)
-        for name, value in reply.headers:
-            handler.send_header(name, value)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
-        handler.close_connection = reply.hang_up
-
-    def count(self, **match) -> int:
-        return sum(all(getattr(seen, k) == v for k, v in match.items()) for seen in self.seen)
 
 
 @pytest.fixture(scope="module")
@@ -167,13 +55,13 @@ def test_scripted_teacher_outputs_rejects_and_retries(tmp_path, coco, capsys, mo
         (a, "conversation"): [Reply(text="Sorry, I cannot see images.")],
         (a, "complex"): [Reply(text="Question: Why?\nAnswer: Because.\nQuestion: And?\nAnswer: So.")],
         (a, "detail"): [Reply(text="The first caption says there is a red circle on a plain grey background here.")],
-        (b, "detail"): [Reply(429, headers=(("Retry-After", "1"),)), Reply()],
-        (b, "conversation"): [Reply(500), Reply(500), Reply()],
+        (b, "detail"): [status(429, Retry_After="1"), Reply()],
+        (b, "conversation"): [status(500), status(500), Reply()],
         (c, "complex"): [Reply(delay_s=2.5), Reply()],
-        (c, "conversation"): [Reply(500)],  # never recovers: fails after 1 + 3 attempts
+        (c, "conversation"): [status(500)],  # never recovers: fails after 1 + 3 attempts
         (d, "detail"): [Reply(finish_reason="length")],
         (d, "conversation"): [Reply(raw=b"<html>not json</html>")],
-        (d, "complex"): [Reply(400)],
+        (d, "complex"): [status(400)],
     }
     monkeypatch.setenv("TEACHER_TEST_KEY", "sk-test-do-not-leak-42")
     out = tmp_path / "gen.jsonl"
@@ -200,9 +88,9 @@ def test_scripted_teacher_outputs_rejects_and_retries(tmp_path, coco, capsys, mo
     assert (report["prompt_tokens"], report["completion_tokens"]) == (100 * answered, 20 * answered)
 
     # Retry-After: 1 was honoured; the timed-out request was asked again.
-    first, second = [seen.at for seen in teacher.seen if (seen.image_id, seen.task) == (b, "detail")]
+    first, second = [seen.at for seen in teacher.seen if seen.tag == (b, "detail")]
     assert second - first >= 1.0
-    assert teacher.count(image_id=c, task="complex") == 2
+    assert teacher.count(tag=(c, "complex")) == 2
 
     # The records are LLaVA JSON with the scripted content; the key went only into the header.
     conversation = records[f"{b}-conversation"]["conversations"]
@@ -224,7 +112,7 @@ def test_scripted_teacher_outputs_rejects_and_retries(tmp_path, coco, capsys, mo
     # A rerun asks only for the failed pairs (rejections count as finished) and completes them.
     with ScriptedTeacher(contexts) as teacher:
         assert _cli(argv + ["--teacher-base-url", teacher.url]) == 0
-    assert sorted(f"{seen.image_id}-{seen.task}" for seen in teacher.seen) == sorted(failed)
+    assert sorted(teacher.pairs()) == sorted(failed)
     assert {row["id"] for row in _rows(out)} == every - set(rejected)
     assert len(_rows(out)) == len(every) - len(rejected)
 
@@ -248,7 +136,7 @@ def test_fatal_status_stops_the_run(tmp_path, coco):
     from llava_lf.data.generate import GenerateJob, TeacherConfig, run_generation
 
     _, captions, instances, contexts = coco
-    script = {(context.image_id, task): [Reply(401)] for context in contexts for task in TASK_TYPES}
+    script = {(context.image_id, task): [status(401)] for context in contexts for task in TASK_TYPES}
     with ScriptedTeacher(contexts, script) as teacher:
         config = TeacherConfig(base_url=teacher.url, model="scripted", backoff_s=0.01)
         report = run_generation(GenerateJob(captions, instances, list(TASK_TYPES), tmp_path / "g.jsonl", config,
@@ -272,3 +160,56 @@ def test_connections_closed_by_the_server_are_reopened_without_a_retry(tmp_path,
                                             concurrency=1, progress=False))
     assert report.written["conversation"] == len(teacher.seen) == report.requests == len(contexts)
     assert not report.retries and time.monotonic() - began < 2.5
+
+
+@pytest.mark.timeout(30)
+def test_a_redirect_stops_the_run_and_the_key_never_leaves_the_origin(tmp_path, coco, monkeypatch):
+    from llava_lf.data.generate import GenerateJob, TeacherConfig, run_generation
+
+    _, captions, instances, contexts = coco
+    monkeypatch.setenv("TEACHER_TEST_KEY", "sk-redirected-31c7")
+    with FakeOpenAI() as elsewhere:
+        moved = status(307, Location=f"{elsewhere.url}/chat/completions")
+        script = {(context.image_id, task): [moved] for context in contexts for task in TASK_TYPES}
+        with ScriptedTeacher(contexts, script) as teacher:
+            config = TeacherConfig(base_url=teacher.url, model="scripted", api_key_env="TEACHER_TEST_KEY")
+            report = run_generation(GenerateJob(captions, instances, list(TASK_TYPES), tmp_path / "g.jsonl", config,
+                                                concurrency=1, progress=False))
+    assert elsewhere.seen == []  # neither the key nor the prompt went to the other origin
+    assert len(teacher.seen) == 1  # a redirect is a setting to fix: one is enough to stop
+    assert report.aborted and f"redirect to {elsewhere.origin}" in report.aborted
+    assert "--teacher-base-url" in report.aborted
+
+
+@pytest.mark.timeout(60)
+def test_a_teacher_echoing_the_key_leaves_it_nowhere(tmp_path, coco):
+    """The key in error bodies and replies never reaches the report, the records, the rejections or the terminal."""
+    _, captions, instances, contexts = coco
+    secret = "sk-echoed-9a4f7d21"
+    echo = f'{{"error": {{"message": "invalid request", "auth": "Bearer {secret}"}}}}'.encode()
+    a, b, c, d = (context.image_id for context in contexts[:4])
+    script = {
+        (a, "conversation"): [status(500, echo)],  # retries exhausted: the last error is in the report
+        (b, "conversation"): [status(400, echo)],  # failed at once, with the body quoted in the report
+        (c, "conversation"): [Reply(text=f"I was called with {secret}.")],  # rejected, reply kept
+        (d, "detail"): [Reply(text=f"{contexts[3].captions[0]} The key was {secret} today.")],  # written
+    }
+    out = tmp_path / "gen.jsonl"
+    with ScriptedTeacher(contexts, script) as teacher:
+        result = subprocess.run(
+            [str(BIN / "llava-lf"), "generate", "--captions", str(captions), "--instances", str(instances),
+             "--out", str(out), "--teacher-base-url", teacher.url, "--teacher-model", "scripted",
+             "--api-key-env", "ECHO_KEY", "--max-retries", "1", "--backoff", "0.01", "--no-progress"],
+            env={**os.environ, "ECHO_KEY": secret}, capture_output=True, text=True, timeout=50, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr  # two pairs failed
+    assert {seen.authorization for seen in teacher.seen} == {f"Bearer {secret}"}
+    report = json.loads((tmp_path / "gen.report.json").read_text())
+    failures = {failure["id"]: failure["message"] for failure in report["failures"]}
+    assert "Bearer ***" in failures[f"{a}-conversation"] and "Bearer ***" in failures[f"{b}-conversation"]
+    rejected = {row["id"]: row for row in map(json.loads, (tmp_path / "gen.rejected.jsonl").read_text().splitlines())}
+    assert rejected[f"{c}-conversation"]["reply"] == "I was called with ***."
+    records = {row["id"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert "The key was *** today." in records[f"{d}-detail"]["conversations"][1]["value"]
+    for path in tmp_path.iterdir():
+        assert secret not in path.read_text(), path
+    assert secret not in result.stdout + result.stderr

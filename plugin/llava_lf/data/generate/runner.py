@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llava_lf.common.jsonl import JsonlAppender
 from llava_lf.errors import LlavaLfError
 
 from .client import Completion, TeacherClient, TeacherConfig, TeacherError
@@ -23,7 +24,6 @@ from .parse import ReplyRejected, parse_reply
 from .records import GeneratedRecord, RejectedRow, build_record, record_id, rejected_row
 from .report import Failure, GenerationReport
 from .tasks import PACKAGED_PROMPTS, PromptSet, TaskType, build_messages, detail_instruction, load_prompts
-from .writer import JsonlAppender
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def run_generation(job: GenerateJob) -> GenerationReport:
     rejected_path, report_path = output_paths(job.out)
     report = GenerationReport(output=str(job.out), rejected_file=str(rejected_path), uncaptioned_images=uncaptioned)
 
-    with JsonlAppender(job.out) as records, JsonlAppender(rejected_path) as rejects:
+    with client, JsonlAppender(job.out) as records, JsonlAppender(rejected_path) as rejects:
         report.torn_rows_dropped = sum(1 for log in (records, rejects) if log.dropped_tail)
         finished = {row.get("id") for row in records.rows}
         if not job.retry_rejected:
