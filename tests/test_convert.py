@@ -138,7 +138,7 @@ def test_every_structural_reject_reason_is_reported_with_field_and_fix(tmp_path,
 
 def test_all_problems_of_a_record_are_listed(tmp_path, folder):
     record = {"id": "bad", "image": "missing.jpg", "conversations": _pair("no placeholder", "an <image> here")}
-    _, _, rejected = _convert(tmp_path, folder, [record])
+    _, _, rejected = _convert(tmp_path, folder, [VARIANTS[0], record])
     reasons = [rejected[0]["reason"]] + [problem["reason"] for problem in rejected[0]["also"]]
     assert sorted(reasons) == ["image_in_answer", "missing_image", "placeholder_count"]
 
@@ -207,7 +207,9 @@ def test_reconversion_replaces_its_entry_and_keeps_the_others(tmp_path, folder):
     assert info["other"] == {"file_name": "other.json"}
     assert info["mine"]["file_name"] == "mine.jsonl" and info["mine"]["columns"]["images"] == "images"
     assert len((out / "mine.jsonl").read_text().splitlines()) == 3
-    assert sorted(os.listdir(out)) == ["dataset_info.json", "mine.jsonl", "mine.rejected.jsonl"]  # no leftovers
+    # No leftovers; the lock file stays (removing it would race with the next run that takes it).
+    assert sorted(os.listdir(out)) == [".dataset_info.json.lock", "dataset_info.json", "mine.jsonl",
+                                       "mine.rejected.jsonl"]
 
 
 def test_text_only_records_first_still_load_with_datasets(tmp_path, folder):
@@ -226,12 +228,36 @@ def test_text_only_records_first_still_load_with_datasets(tmp_path, folder):
     assert len(loaded) == len(records) and loaded[0]["images"] == written[0]["images"]
 
 
-def test_rejection_reasons_are_all_tested():
-    """Each reason the converter can give appears in a test above (structural, image decoding, or cutoff)."""
-    tested = {"malformed", "roles", "empty_turn", "placeholder_count", "image_in_answer", "duplicate_id",
-              "path_escape", "missing_image", "plain_shape", "image_undecodable", "image_truncated",
-              "image_too_large", "too_long"}  # too_long: tests/test_convert_cutoff.py
-    assert set(REASONS) == tested
+def _one_input_per_reason(tmp_path: Path, folder: Path, tokenizer: Path) -> dict[str, tuple[object, dict]]:
+    """reason -> (a record that must be rejected for it, the options that check it)."""
+    import numpy as np
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    noise.save(folder / "cut.jpg")
+    (folder / "cut.jpg").write_bytes((folder / "cut.jpg").read_bytes()[:300])
+    (folder / "text.jpg").write_text("this is not an image")
+    _png_header_only(folder / "bomb.png", 100_000, 100_000)
+    verify = {"verify_images": True, "workers": 1}
+    cases = {reason: (record, {}) for record, reason, _ in _reject_cases(tmp_path, folder)}
+    cases["plain_shape"] = (VARIANTS[2], {"template": "llava_plain"})
+    cases["image_undecodable"] = ({"id": "u", "image": "text.jpg", "conversations": _pair(f"<image>\n{Q}")}, verify)
+    cases["image_truncated"] = ({"id": "t", "image": "cut.jpg", "conversations": _pair(f"<image>\n{Q}")}, verify)
+    cases["image_too_large"] = ({"id": "b", "image": "bomb.png", "conversations": _pair(f"<image>\n{Q}")}, verify)
+    cases["too_long"] = ({"id": "l", "image": "coco/train2017/a.jpg", "conversations": _pair("<image>\n" + Q * 40)},
+                         {"cutoff_len": 32, "tokenizer": tokenizer})
+    return cases
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_each_reason_is_produced_by_some_input(tmp_path, folder, tiny_llava, reason):
+    """A reason no input produces is dead code or an untested path: each must come out of a real conversion."""
+    cases = _one_input_per_reason(tmp_path, folder, tiny_llava)
+    assert reason in cases, f"no input in this test produces {reason!r}: add one"
+    record, options = cases[reason]
+    _, written, rejected = _convert(tmp_path, folder, [VARIANTS[0], record], **options)
+    assert [row["reason"] for row in rejected] == [reason], rejected
+    assert rejected[0]["record"] == record  # the record itself is kept, to fix and convert again
+    assert [row["id"] for row in written] == ["front"]
 
 
 def test_seen_ids_remembers_every_id_across_growth():

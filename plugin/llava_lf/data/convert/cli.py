@@ -1,7 +1,8 @@
 """`llava-lf convert` and `llava-lf check`: the converter's command line.
 
 Exit codes: 0 written (convert) or nothing rejected (check); 1 something was rejected (check, or
-convert with --strict); 2 the input is not JSON (line and column named) or an option is wrong.
+convert with --strict); 2 unusable input: not JSON (line and column named), no record kept, a wrong
+option or output; 3 an internal error (a bug), with its traceback.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .images import DEFAULT_MAX_PIXELS
+from llava_lf.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED
 
-EXIT_OK, EXIT_REJECTED, EXIT_BAD_INPUT = 0, 1, 2
+from .images import DEFAULT_MAX_PIXELS
+from .validate import printable
 
 
 def _add_validation_options(parser: argparse.ArgumentParser) -> None:
@@ -55,10 +57,13 @@ def _run_guarded(prog: str, work: Callable[[], int]) -> int:
     try:
         return work()
     except SourceFormatError as error:
-        print(f"llava-lf {prog}: {error}\n  the file must be a JSON array of records or JSON Lines; fix it at "
-              f"that line and column and run again (no earlier output was changed)", file=sys.stderr)
-    except (LlavaLfError, OSError) as error:
-        print(f"llava-lf {prog}: {error}", file=sys.stderr)
+        print(printable(f"llava-lf {prog}: {error}\n  the file must be a JSON array of records or JSON Lines; fix it "
+                        "at that line and column and run again (no earlier output was changed)"), file=sys.stderr)
+    except LlavaLfError as error:
+        for problem in error.problems:
+            print(printable(f"llava-lf {prog}: {problem}"), file=sys.stderr)
+    except OSError as error:  # a file failing while read or written: the environment, not a bug
+        print(printable(f"llava-lf {prog}: {error}"), file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
@@ -68,7 +73,7 @@ def run_convert(args: argparse.Namespace) -> int:
     def work():
         report = convert_file(args.src, args.image_folder, args.out, args.name,
                               options=_options(args, args.absolute_paths))
-        print(report.summary())
+        print(printable(report.summary()))
         return EXIT_REJECTED if args.strict and report.rejected else EXIT_OK
 
     return _run_guarded("convert", work)
@@ -79,7 +84,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     def work():
         report = check_file(args.src, args.image_folder, options=_options(args), rejected_path=args.report)
-        print(report.summary())
+        print(printable(report.summary()))
         return EXIT_REJECTED if report.rejected else EXIT_OK
 
     return _run_guarded("check", work)

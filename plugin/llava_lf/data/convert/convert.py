@@ -17,12 +17,13 @@ from llava_lf.errors import LlavaLfError
 from .cutoff import CutoffSpec, TurnBudget
 from .ids import SeenIds
 from .images import DEFAULT_MAX_PIXELS, ImageVerifier, fault_problem
+from .outputs import check_image_folder, check_not_inputs, check_readable, open_failed, plan_convert_outputs
 from .paths import ImageFolder
 from .reader import SourceRecord, iter_records, iter_records_with_progress
 from .records import SharegptRecord, dataset_info_entry
 from .report import ConversionReport, Problem, Rejection
 from .validate import normalise, record_id, record_images
-from .writer import AtomicFile, DatasetWriter, update_dataset_info
+from .writer import AtomicFile, DatasetWriter, remove_leftovers, update_dataset_info
 
 __all__ = ["ConvertOptions", "check_file", "convert_file", "convert_records", "update_dataset_info"]
 
@@ -47,8 +48,11 @@ class ConvertOptions:
             raise LlavaLfError(f"unknown template {self.template!r}; choose one of {', '.join(Template.__args__)}")
         if (self.cutoff_len is None) != (self.tokenizer is None):
             raise LlavaLfError("--cutoff-len and --tokenizer go together: the cutoff is counted in the model's tokens")
-        if self.cutoff_len is not None and self.cutoff_len < 1:
-            raise LlavaLfError(f"--cutoff-len must be positive, got {self.cutoff_len}")
+        problems = [f"{flag} must be positive, got {value}" for flag, value in (
+            ("--cutoff-len", self.cutoff_len), ("--image-tokens", self.image_tokens), ("--workers", self.workers),
+            ("--max-pixels", self.max_pixels)) if value is not None and value < 1]
+        if problems:
+            raise LlavaLfError(problems)
 
 
 @dataclass(slots=True)
@@ -58,6 +62,7 @@ class _Kept:
     index: int
     line: int | None
     source_id: str | None
+    source: object  # the record as read, for the report if image verification rejects it
     record: SharegptRecord
     image_files: list[str]  # absolute paths, for verification
     image_fields: list[str]  # where each image is named in the source record
@@ -80,9 +85,10 @@ def _validated(sources: Iterable[SourceRecord], folder: ImageFolder, options: Co
                 written.append(resolved[0])
                 files.append(resolved[1])
                 fields.append(field_name)
-        if rid is not None and not seen.add(rid):
-            problems.append(Problem("duplicate_id", "id", f"id {rid!r} appeared earlier in the file",
-                                    "give every record a unique id (e.g. append a suffix to repeats)"))
+        given = type(source.value) is dict and source.value.get("id") is not None
+        output_id = rid if given else str(source.index)  # a record without an id is written under its index
+        if output_id is not None and not seen.add(output_id):
+            problems.append(_duplicate(output_id, given, source.index))
         turns = normalised.turns if normalised is not None and not problems else None
         if turns is not None and budget is not None:
             fitted = budget.fit(turns, problems)
@@ -90,11 +96,19 @@ def _validated(sources: Iterable[SourceRecord], folder: ImageFolder, options: Co
                 normalised.changes.append("turns_trimmed")
             turns = fitted
         if turns is None:
-            yield Rejection.of(source.index, rid, source.line, problems)
+            yield Rejection.of(source.index, rid, source.line, problems, source.value)
             continue
-        record: SharegptRecord = {"id": rid if rid is not None else str(source.index), "conversations": turns,
-                                  "images": written}
-        yield _Kept(source.index, source.line, rid, record, files, fields, normalised.changes)
+        record: SharegptRecord = {"id": output_id, "conversations": turns, "images": written}
+        yield _Kept(source.index, source.line, rid, source.value, record, files, fields, normalised.changes)
+
+
+def _duplicate(output_id: str, given: bool, index: int) -> Problem:
+    if given:
+        return Problem("duplicate_id", "id", f"id {output_id!r:.120} appeared earlier in the file (as an id, or as "
+                       "the index a record without an id is written under)",
+                       "give every record a unique id (e.g. append a suffix to repeats)")
+    return Problem("duplicate_id", "id", f"the record has no id, so it would be written under its index "
+                   f"{output_id!r}, which an earlier record has as its id", "give this record a unique id")
 
 
 def _image_files(item: _Kept | Rejection) -> list[str]:
@@ -110,7 +124,7 @@ def _verified(items: Iterator[_Kept | Rejection], options: ConvertOptions) -> It
             continue
         problems = [fault_problem(fault, item.image_fields[position], item.image_files[position])
                     for position, fault in bad]
-        yield Rejection.of(item.index, item.source_id, item.line, problems)
+        yield Rejection.of(item.index, item.source_id, item.line, problems, item.source)
 
 
 def _pipeline(sources: Iterable[SourceRecord], image_folder: Path, out_dir: Path | None,
@@ -156,47 +170,95 @@ def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str,
                  options: ConvertOptions | None = None) -> ConversionReport:
     """Convert a LLaVA JSON/JSONL file to `out_dir/name.jsonl` and register it in `out_dir/dataset_info.json`.
 
-    Raises `SourceFormatError` (a ValueError) when the file is not JSON; earlier output is then untouched.
+    Raises `LlavaLfError` (`SourceFormatError` when the file is not JSON, `OutputError` for the outputs,
+    `NothingKeptError` when no record passed); earlier output is then untouched. The name, folders and
+    `dataset_info.json` are checked before anything is written.
     """
     options = options or ConvertOptions()
-    src, out_dir = Path(src), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    output, rejected_path = out_dir / f"{name}.jsonl", out_dir / f"{name}.rejected.jsonl"
-    report = ConversionReport(source=str(src), output=str(output), rejected_path=str(rejected_path))
-    dataset, rejected = DatasetWriter(output), AtomicFile(rejected_path)
+    src = Path(src)
+    plan = plan_convert_outputs(src, Path(image_folder), Path(out_dir), name)
+    report = ConversionReport(source=str(src), output=str(plan.dataset), rejected_path=str(plan.rejected))
     try:
-        for item in _pipeline(_sources(src, options), Path(image_folder), out_dir, options, report):
+        dataset = DatasetWriter(plan.dataset)
+    except OSError as error:
+        plan.remove_if_created()
+        raise open_failed(plan.folder, error) from None
+    try:
+        rejected = AtomicFile(plan.rejected)
+    except OSError as error:
+        dataset.discard()
+        plan.remove_if_created()
+        raise open_failed(plan.folder, error) from None
+    try:
+        for item in _pipeline(_sources(src, options), Path(image_folder), plan.folder, options, report):
             if isinstance(item, Rejection):
                 rejected.write_json_line(item.to_json())
             else:
                 dataset.write(item.record)
+        if report.written == 0:
+            raise NothingKeptError(report)
     except BaseException:
         dataset.discard()
         rejected.discard()
+        plan.remove_if_created()
         raise
     if dataset.reordered:
         report.changes["moved_to_front_for_schema"] += 1
+    # Data first, then its registration: a kill in between leaves a complete file, registered or not.
     dataset.commit()
     rejected.commit()
-    update_dataset_info(out_dir, name, dataset_info_entry(output.name))
+    update_dataset_info(plan.folder, name, dataset_info_entry(plan.dataset.name))
+    report.notes.extend(f"removed {leftover}, left by an interrupted run" for leftover in remove_leftovers(plan.folder))
     return report
+
+
+class NothingKeptError(LlavaLfError):
+    """Every record was rejected (or there were none): an empty dataset must not replace a good one."""
+
+    def __init__(self, report: ConversionReport):
+        if report.total == 0:
+            lines = [f"{report.source} holds no records (an empty array or file): nothing to convert"]
+        else:
+            lines = [f"{report.source}: {report.total} records read, none kept: nothing was written"]
+        if report.output is not None:
+            lines[0] += f"; {report.output} and its registration are as they were"
+        lines += [line.strip() for line in report.summary().splitlines()[1:]
+                  if not line.lstrip().startswith("every rejected record")]
+        if report.rejected:
+            lines.append("when every record fails alike, an option is likely wrong (--image-folder, --template); "
+                         "`llava-lf check SRC ... --report FILE` lists every rejected record")
+        super().__init__(lines)
+        self.report = report
 
 
 def check_file(src: Path, image_folder: Path, options: ConvertOptions | None = None,
                rejected_path: Path | None = None) -> ConversionReport:
     """Validate as `convert_file` does, writing no dataset (only the rejection list, if a path is given)."""
     options = options or ConvertOptions()
+    src = Path(src)
+    problems = check_readable(src) + check_image_folder(Path(image_folder))
+    if rejected_path is not None and not problems:
+        problems += check_not_inputs([Path(rejected_path)], [src])
+    if problems:
+        raise LlavaLfError(problems)
     report = ConversionReport(source=str(src), output=None,
                               rejected_path=str(rejected_path) if rejected_path is not None else None)
-    rejected = AtomicFile(Path(rejected_path)) if rejected_path is not None else None
     try:
-        for item in _pipeline(_sources(Path(src), options), Path(image_folder), None, options, report):
+        rejected = AtomicFile(Path(rejected_path)) if rejected_path is not None else None
+    except OSError as error:
+        raise open_failed(Path(rejected_path).parent, error) from None
+    try:
+        for item in _pipeline(_sources(src, options), Path(image_folder), None, options, report):
             if rejected is not None and isinstance(item, Rejection):
                 rejected.write_json_line(item.to_json())
+        if report.total == 0:
+            raise NothingKeptError(report)
     except BaseException:
         if rejected is not None:
             rejected.discard()
         raise
     if rejected is not None:
         rejected.commit()
+        report.notes.extend(f"removed {leftover}, left by an interrupted run"
+                            for leftover in remove_leftovers(Path(rejected_path).parent))
     return report

@@ -4,7 +4,8 @@ The host truncates after expanding each `<image>` into its N image tokens, so a 
 part of an image and crash the forward pass ("Image features and image tokens do not match"). We
 count each human/gpt pair with the host's own template and tokenizer, add N - 1 tokens per image
 (`<image>` is one special token; the plugin turns it into N), and keep the longest prefix of pairs
-that fits. The host then has nothing to truncate. N comes from the model's processor configuration
+that fits (`host.truncation.fit_turns`, the rule the templates apply at training time). The host then
+has nothing to truncate. N comes from the model's processor configuration
 (`llava_lf.common.image_tokens`) when the path holds one.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
+from llava_lf.host.truncation import fit_turns
 
 from .records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMAN, ROLE_SYSTEM, LlavaTurn
 from .report import Problem
@@ -84,16 +86,11 @@ class TurnBudget:
 
     def fit(self, turns: list[LlavaTurn], problems: list[Problem]) -> list[LlavaTurn] | None:
         """The turns that fit (whole pairs only); None with a problem when even the first pair does not."""
-        lengths = self.pair_lengths(turns)
-        total, kept = 0, 0
-        for length in lengths:
-            if total + length > self.cutoff_len:
-                break
-            total, kept = total + length, kept + 1
-        if kept == 0:
-            problems.append(Problem("too_long", "conversations", f"the first turn pair is {lengths[0]} tokens with "
+        fit = fit_turns(self.pair_lengths(turns), self.cutoff_len)
+        if fit.action == "dropped":
+            problems.append(Problem("too_long", "conversations", f"the first turn pair is {fit.pair_lengths[0]} tokens with "
                                     f"its image tokens, over --cutoff-len {self.cutoff_len}",
                                     "raise --cutoff-len (and cutoff_len in training) or shorten the first turn"))
             return None
         offset = 1 if turns[0]["from"] == ROLE_SYSTEM else 0
-        return turns[: offset + 2 * kept]
+        return turns[: offset + 2 * fit.kept_pairs]

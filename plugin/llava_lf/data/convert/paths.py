@@ -37,13 +37,13 @@ class ImageFolder:
     def resolve(self, path: str, field: str, problems: list[Problem]) -> tuple[str, str] | None:
         """(path to write, absolute path to open), or None with a problem added."""
         if path.startswith(("/", "\\", "~")) or posixpath.isabs(path):
-            problems.append(Problem("path_escape", field, f"{path!r} is absolute",
+            problems.append(Problem("path_escape", field, f"{path!r:.200} is absolute",
                                     "write image paths relative to --image-folder"))
             return None
         if "//" in path or "./" in path or path.endswith("/."):
             path = posixpath.normpath(path)
         if path == ".." or path.startswith("../") or "/../" in path or path.endswith("/.."):
-            problems.append(Problem("path_escape", field, f"{path!r} climbs out of the image folder with '..'",
+            problems.append(Problem("path_escape", field, f"{path!r:.200} climbs out of the image folder with '..'",
                                     "write image paths relative to --image-folder, without '..'"))
             return None
         folder, _, name = path.rpartition("/")
@@ -61,10 +61,13 @@ class ImageFolder:
                     return None
                 mode = os.stat(full).st_mode
         except (FileNotFoundError, NotADirectoryError):
-            mode = None
+            mode, what = None, "does not exist"
+        except OSError as error:  # a symlink loop, a name too long, a folder we may not enter
+            mode, what = None, f"cannot be opened ({error.strerror or type(error).__name__})"
         if mode is None or not stat.S_ISREG(mode):
-            what = "does not exist" if mode is None else "is not a file"
-            problems.append(Problem("missing_image", field, f"{path!r} {what} under the image folder ({full})",
+            what = "is not a file" if mode is not None else what
+            problems.append(Problem("missing_image", field, f"{path!r:.200} {what} under the image folder "
+                                    f"({full:.300})",
                                     "fix the path, or point --image-folder at the folder the paths start from"))
             return None
         return directory.prefix + name, full
@@ -82,6 +85,6 @@ class ImageFolder:
         return entry
 
     def _symlink_out(self, path: str, field: str, real: str) -> Problem:
-        return Problem("path_escape", field, f"{path!r} leads out of the image folder through a symlink (to {real})",
+        return Problem("path_escape", field, f"{path!r:.200} leads out of the image folder through a symlink (to {real})",
                        "pass the real folder as --image-folder, copy the images in, or allow it with "
                        "--allow-symlinks")

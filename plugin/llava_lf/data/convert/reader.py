@@ -109,13 +109,68 @@ class _Buffer:
 _decode = json.JSONDecoder().raw_decode
 
 
+class OversizedNumber(str):
+    """An integer literal longer than Python converts (`sys.get_int_max_str_digits()`), kept as its digits."""
+
+
+def _int_or_oversized(digits: str) -> int | OversizedNumber:
+    try:
+        return int(digits)
+    except ValueError:
+        return OversizedNumber(digits)
+
+
+# Used only after the fast decoder refused a record for an oversized integer: a Python call per integer.
+_decode_oversized = json.JSONDecoder(parse_int=_int_or_oversized).raw_decode
+
+
+@dataclass(frozen=True)
+class Unparsable:
+    """A record the JSON parser cannot build (nested deeper than its recursion limit), kept as its text."""
+
+    message: str
+    text: str
+
+
+# A whole string (escapes included), a bracket, or a string's opening quote whose end is not read yet.
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|"')
+
+
+def _skip_nested(buffer: _Buffer) -> Unparsable:
+    """Move past the array/object at the read position without building it (it is too deep to parse)."""
+    start_line, start_column = buffer.where(buffer.pos)
+    depth, offset = 0, 0  # offset: from buffer.pos, which a refill moves
+    while True:
+        match = _STRUCTURE.search(buffer.text, buffer.pos + offset)
+        if match is None or match.group() == '"':
+            if not buffer.fill(max(CHUNK_CHARS, len(buffer.text) - buffer.pos)):
+                raise buffer.error("the file ends inside a record nested too deeply to parse; is it truncated?")
+            continue
+        token = match.group()
+        offset = match.end() - buffer.pos
+        if token in "[{":
+            depth += 1
+        elif token in "]}":
+            depth -= 1
+            if depth == 0:
+                text = buffer.text[buffer.pos:match.end()]
+                buffer.pos = match.end()
+                return Unparsable(f"nested deeper than the JSON parser's limit (record from line {start_line}, "
+                                  f"column {start_column}, {len(text):,} characters)", text)
+
+
 def _parse_value(buffer: _Buffer) -> object:
-    """Parse the JSON value at the read position, reading more of the file when the value is cut."""
+    """Parse the JSON value at the read position, reading more of the file when the value is cut.
+
+    A record too deep to parse, or with an integer too long to convert, is returned as `Unparsable` /
+    with `OversizedNumber` in place, so the validator rejects that record alone.
+    """
+    decode = _decode
     while True:
         # A record longer than a chunk is re-parsed after each read: double the read to keep that linear.
         more = max(CHUNK_CHARS, len(buffer.text) - buffer.pos)
         try:
-            value, end = _decode(buffer.text, buffer.pos)
+            value, end = decode(buffer.text, buffer.pos)
         except json.JSONDecodeError as error:
             cut = error.msg.startswith("Unterminated string") or error.pos >= len(buffer.text) - _BOUNDARY_MARGIN
             if cut and buffer.fill(more):
@@ -123,6 +178,13 @@ def _parse_value(buffer: _Buffer) -> object:
             if error.msg.startswith("Unterminated string") or error.pos >= len(buffer.text.rstrip()):
                 raise buffer.error(f"the file ends inside a record ({error.msg}); is it truncated?", error.pos) from None
             raise buffer.error(f"not valid JSON: {error.msg}", error.pos) from None
+        except RecursionError:
+            return _skip_nested(buffer)
+        except ValueError:  # an integer literal over Python's digit limit (the only other error the decoder raises)
+            if decode is _decode_oversized:
+                raise
+            decode = _decode_oversized
+            continue
         if end == len(buffer.text) and buffer.fill(more):  # a number may go on in the next chunk
             continue
         buffer.pos = end
@@ -187,7 +249,15 @@ def _array_items(buffer: _Buffer) -> Iterator[SourceRecord]:
 
 
 def _concatenated(buffer: _Buffer) -> Iterator[SourceRecord]:
-    index = 0
+    line = buffer.line_at(buffer.pos)
+    first = _parse_value(buffer)
+    if type(first) is dict and "conversations" not in first and buffer.skip_whitespace() == "":
+        keys = ", ".join(repr(key) for key in list(first)[:5]) or "none"
+        raise SourceFormatError(buffer._path, line, 1, f"the file is one JSON object (keys: {keys:.200}), not "
+                                "records: expected a JSON array of records or JSON Lines (one record per line); "
+                                "if the records sit under one key, write that list out as the file")
+    yield SourceRecord(0, line, first)
+    index = 1
     while buffer.skip_whitespace():
         line = buffer.line_at(buffer.pos)
         yield SourceRecord(index, line, _parse_value(buffer))

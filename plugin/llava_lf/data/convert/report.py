@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
+
+from .reader import Unparsable
 
 Reason = Literal[
     "malformed",  # not an object, or a field of the wrong type
@@ -43,7 +45,10 @@ class Problem:
 
 @dataclass(frozen=True)
 class Rejection:
-    """One dropped record: its first problem, plus any others found in the same record."""
+    """One dropped record: its first problem, plus any others found in the same record, and the record itself.
+
+    `record` is the record as read, so `NAME.rejected.jsonl` loses nothing: fix the rows and convert them again.
+    """
 
     index: int
     id: str | None
@@ -53,16 +58,24 @@ class Rejection:
     fix: str
     line: int | None = None
     also: tuple[Problem, ...] = ()
+    record: object = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def of(cls, index: int, record_id: str | None, line: int | None, problems: list[Problem]) -> Rejection:
+    def of(cls, index: int, record_id: str | None, line: int | None, problems: list[Problem],
+           record: object = None) -> Rejection:
         first, *others = problems
-        return cls(index, record_id, first.reason, first.field, first.message, first.fix, line, tuple(others))
+        return cls(index, record_id, first.reason, first.field, first.message, first.fix, line, tuple(others), record)
 
     def to_json(self) -> dict:
-        row = asdict(self)
+        """The report row; a record too deep to parse is kept as its text (`record_text`) instead of `record`."""
+        row = asdict(replace(self, record=None))  # asdict would deep-copy the record
         if not self.also:
             del row["also"]
+        if isinstance(self.record, Unparsable):
+            del row["record"]
+            row["record_text"] = self.record.text
+        else:
+            row["record"] = self.record
         return row
 
 
@@ -84,7 +97,7 @@ class ConversionReport:
         self.rejected += 1
         self.reasons[rejection.reason] += 1
         if len(self.rejections) < self.keep:
-            self.rejections.append(rejection)
+            self.rejections.append(replace(rejection, record=None))  # records go to the file, not to memory
 
     def counts_by_reason(self) -> Counter[str]:
         return Counter(self.reasons)

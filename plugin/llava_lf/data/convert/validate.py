@@ -9,13 +9,33 @@ once per record of 665K-record files; the per-turn loops only run to explain a p
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
+from .reader import OversizedNumber, Unparsable
 from .records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMAN, ROLE_SYSTEM, LlavaTurn
 from .report import Problem
 
 _ROLES = frozenset((ROLE_HUMAN, ROLE_GPT, ROLE_SYSTEM))
 _TURN_FIX = "write each turn as {\"from\": \"human\"|\"gpt\", \"value\": \"...\"}"
+# A lone UTF-16 surrogate: JSON lets a file write one as an escape ("\\ud800"), but it is not text
+# (it cannot be encoded as UTF-8, so no tokenizer or JSON writer takes it).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_FIX = ("repair the '\\uXXXX' escape: a character outside the Basic Multilingual Plane is written as "
+                  "a pair, e.g. \"\\ud83d\\ude00\"")
+
+
+def surrogate_at(text: str) -> int | None:
+    """Position of the first lone surrogate in `text`, or None (one C-level scan; ASCII returns at once)."""
+    if text.isascii():
+        return None
+    found = _SURROGATE.search(text)
+    return found.start() if found is not None else None
+
+
+def printable(text: str) -> str:
+    """`text` with lone surrogates written as escapes, so it can be printed and written as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(slots=True)
@@ -30,12 +50,28 @@ def record_id(record: object, problems: list[Problem]) -> str | None:
     if type(record) is not dict or (value := record.get("id")) is None:
         return None
     if type(value) is str:
+        if (position := surrogate_at(value)) is not None:
+            problems.append(Problem("malformed", "id", f"a lone surrogate {value[position]!r} at character {position}",
+                                    _SURROGATE_FIX))
+            return printable(value)  # still names the record in the report
         return value
     if type(value) is int:
         return str(value)
-    problems.append(Problem("malformed", "id", f"expected a string or an integer, got {type(value).__name__}",
+    if type(value) is OversizedNumber:
+        problems.append(Problem("malformed", "id", f"an integer of {len(value):,} digits, longer than Python reads",
+                                "write the id as a string (or a shorter integer)"))
+        return f"{value[:20]}...({len(value):,} digits)"
+    problems.append(Problem("malformed", "id", f"expected a string or an integer, got {_json_type(value)}",
                             "write the id as a string, e.g. \"000000033471\""))
     return None
+
+
+def _json_type(value: object) -> str:
+    """How the file wrote a value, in JSON's words."""
+    if type(value) is OversizedNumber:
+        return f"an integer of {len(value):,} digits"
+    return {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
+            bool: "true/false", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def record_images(record: object, problems: list[Problem]) -> list[str] | None:
@@ -43,19 +79,39 @@ def record_images(record: object, problems: list[Problem]) -> list[str] | None:
     if type(record) is not dict or (image := record.get("image")) is None:
         return []
     if type(image) is str and image.strip():
-        return [image]
+        return [image] if _paths_are_text([image], problems, "image") else None
     if type(image) is list and all(type(item) is str and item.strip() for item in image):
-        return image
+        return image if _paths_are_text(image, problems) else None
     problems.append(Problem("malformed", "image", f"expected a path or a list of paths, got {image!r:.80}",
                             "write 'image' as \"folder/file.jpg\" (or a list of such paths), or leave it out "
                             "for a text-only sample"))
     return None
 
 
+def _paths_are_text(paths: list[str], problems: list[Problem], field: str | None = None) -> bool:
+    """No NUL byte (no file system takes one) and no lone surrogate in any path."""
+    joined = "\0".join(paths)
+    if joined.count("\0") == len(paths) - 1 and surrogate_at(joined) is None:  # only the separators
+        return True
+    for position, path in enumerate(paths):
+        where = field or f"image[{position}]"
+        if "\0" in path:
+            problems.append(Problem("malformed", where, f"the path {path!r:.120} holds a NUL character",
+                                    "remove the NUL (\\u0000) from the image path"))
+        elif (at := surrogate_at(path)) is not None:
+            problems.append(Problem("malformed", where, f"the path {path!r:.120} holds a lone surrogate "
+                                    f"{path[at]!r}", _SURROGATE_FIX))
+    return False
+
+
 def normalise(record: object, images: list[str] | None, plain: bool, problems: list[Problem]) -> Normalised | None:
     """The normalised record (`images` from `record_images`), or None with `problems` filled in."""
+    if type(record) is Unparsable:
+        problems.append(Problem("malformed", "<record>", record.message,
+                                "write the record as an object with 'conversations' (and 'image'), a few levels deep"))
+        return None
     if type(record) is not dict:
-        problems.append(Problem("malformed", "<record>", f"expected an object, got {type(record).__name__}",
+        problems.append(Problem("malformed", "<record>", f"expected an object, got {_json_type(record)}",
                                 "make each element a JSON object with 'conversations' (and 'image')"))
         return None
     turns = _turns(record, problems)
@@ -94,9 +150,15 @@ def _turns(record: dict, problems: list[Problem]) -> list[LlavaTurn] | None:
             if type(value) is not str:
                 problems.append(Problem("malformed", f"conversations[{position}]",
                                         f"expected {{\"from\": ..., \"value\": \"text\"}}, got {turn!r:.80}", _TURN_FIX))
-            elif role not in _ROLES:
+            elif type(role) is not str or role not in _ROLES:  # a list or object as the role is not hashable
                 problems.append(Problem("malformed", f"conversations[{position}].from",
-                                        f"role {role!r} is not one of human, gpt, system", _TURN_FIX))
+                                        f"role {role!r:.80} is not one of human, gpt, system", _TURN_FIX))
+        return None
+    if surrogate_at("".join([turn["value"] for turn in turns])) is not None:
+        for position, turn in enumerate(turns):
+            if (at := surrogate_at(turn["value"])) is not None:
+                problems.append(Problem("malformed", f"conversations[{position}].value",
+                                        f"a lone surrogate {turn['value'][at]!r} at character {at}", _SURROGATE_FIX))
         return None
     if set(map(len, turns)) == {2}:  # only from/value: the dicts are shared (they are never mutated)
         return list(turns)

@@ -1,26 +1,39 @@
 """Atomic output: the dataset, its rejection report, and the `dataset_info.json` entry.
 
 Each file is written beside its target under a temporary name and renamed over it only when complete,
-so an interrupted run leaves the previous output as it was.
+so an interrupted run leaves the previous output as it was. Temporary names start with `TMP_PREFIX`
+and carry the writer's pid: a later run removes those whose process is gone (a killed run's), never
+another live run's.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
+from filelock import FileLock
 
 from llava_lf.errors import LlavaLfError
 
 from .records import SharegptRecord
+
+TMP_PREFIX = ".llava-lf-tmp."
+_TMP_NAME = re.compile(re.escape(TMP_PREFIX) + r"(?P<pid>\d+)\.[0-9a-f]{12}\.")
+LOCK_NAME = ".dataset_info.json.lock"  # kept between runs (removing a lock file races with its next user)
+
+
+def json_line(row: object) -> bytes:
+    """One JSON line; rows orjson refuses (lone surrogates, integers over 64 bits) are written by `json`."""
+    try:
+        return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # orjson.JSONEncodeError: json escapes surrogates as \\uXXXX and writes any integer
+        return (json.dumps(row, ensure_ascii=True) + "\n").encode("ascii")
 
 
 class AtomicFile:
@@ -28,20 +41,43 @@ class AtomicFile:
 
     def __init__(self, path: Path):
         self.path = path
-        self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        self._tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}.{uuid.uuid4().hex[:12]}.{path.name}"[:255])
         # Open across many writes, closed by commit()/discard(); "x" creates it with the umask's mode.
         self.handle = open(self._tmp, "xb", buffering=1 << 20)  # noqa: SIM115
 
     def write_json_line(self, row: object) -> None:
-        self.handle.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+        self.handle.write(json_line(row))
 
     def commit(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())  # the rename must never publish a file whose bytes are not on disk
         self.handle.close()
         os.replace(self._tmp, self.path)
 
     def discard(self) -> None:
         self.handle.close()
         self._tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Remove temporary files that killed runs left in `folder` (ours by name, their process gone)."""
+    removed = []
+    for entry in os.scandir(folder):
+        found = _TMP_NAME.match(entry.name)
+        if found is not None and int(found["pid"]) != os.getpid() and not _alive(int(found["pid"])):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed
 
 
 class DatasetWriter:
@@ -55,7 +91,7 @@ class DatasetWriter:
 
     def __init__(self, path: Path):
         self.file = AtomicFile(path)
-        self._spill = None  # text-only records held back, on disk
+        self._spill = None  # text-only records held back, on disk (an unnamed file: nothing left if killed)
         self._seen_image = False
         self.reordered = False
 
@@ -90,24 +126,37 @@ class DatasetWriter:
         self.file.discard()
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Serialise read-modify-write in one folder between processes (two conversions into one dataset_dir)."""
-    descriptor = os.open(folder, os.O_RDONLY)  # locking the folder itself leaves no lock file behind
+def dataset_info_lock(out_dir: Path) -> FileLock:
+    """Serialises read-modify-write of `out_dir/dataset_info.json` between processes."""
+    return FileLock(Path(out_dir) / LOCK_NAME)
+
+
+def read_dataset_info(info_path: Path) -> dict:
+    """The entries of a `dataset_info.json` ({} when absent); an unreadable one is an error naming it."""
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)  # releases the lock
+        text = info_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise LlavaLfError(f"{info_path}: cannot be read ({error}); fix its permissions or remove it "
+                           "(nothing was written)") from None
+    try:
+        info = json.loads(text)
+    except ValueError as error:  # json.JSONDecodeError, or an integer over Python's digit limit
+        raise LlavaLfError(f"{info_path}: not valid JSON ({error}); fix or remove it (nothing was written)") from None
+    if not isinstance(info, dict):
+        raise LlavaLfError(f"{info_path} is not a JSON object of dataset entries; fix or remove it "
+                           "(nothing was written)")
+    return info
 
 
 def update_dataset_info(out_dir: Path, name: str, entry: dict) -> None:
     """Add or replace one entry of `out_dir/dataset_info.json`, leaving the others as they were."""
     info_path = Path(out_dir) / "dataset_info.json"
-    with _locked(info_path.parent):
-        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
-        if not isinstance(info, dict):
-            raise LlavaLfError(f"{info_path} is not a JSON object of dataset entries; fix or remove it")
+    with dataset_info_lock(info_path.parent):
+        info = read_dataset_info(info_path)
+        if info.get(name) == entry:
+            return  # registered already: nothing to rewrite
         info[name] = entry
         target = AtomicFile(info_path)
         try:
