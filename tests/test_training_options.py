@@ -70,16 +70,19 @@ def test_the_hook_registers_the_callback_for_report_to():
     assert get_reporting_integration_callbacks(["llava_lf"]) == [LlavaTrainingCallback]
 
 
-def test_callback_refuses_projector_lr_under_deepspeed():
+def test_callback_accepts_projector_lr_under_deepspeed_and_wraps_the_host_seam():
+    """The projector's groups now exist from optimizer creation, so ZeRO may take them over."""
+    import llamafactory.train.sft.trainer as sft_trainer
     from transformers import TrainingArguments
     from transformers.trainer_callback import TrainerControl, TrainerState
 
+    from llava_lf.host.training import optimizer_seam
     from llava_lf.host.training.callback import LlavaTrainingCallback
 
     args = TrainingArguments(output_dir="unused", optim_args="mm_projector_lr=2e-5", report_to=[], use_cpu=True)
     args.deepspeed = "yaml/deepspeed/ds_z3_config.json"  # set after init: DeepSpeed itself is not installed here
-    with pytest.raises(TrainingOptionsError, match="mm_projector_lr cannot be applied under DeepSpeed"):
-        LlavaTrainingCallback().on_init_end(args, TrainerState(), TrainerControl())
+    LlavaTrainingCallback().on_init_end(args, TrainerState(), TrainerControl())
+    assert optimizer_seam.installed(sft_trainer)
 
 
 # ---- modality grouping ---------------------------------------------------------------------------------------

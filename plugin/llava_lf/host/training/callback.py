@@ -2,23 +2,30 @@
 
 It is registered in transformers' reporting-integration registry, so a YAML selects it by name; a YAML that
 names it in an environment without this plugin fails before training ("llava_lf is not supported").
-- `on_init_end`: parses our options out of `optim_args` and rejects what cannot work (before the optimizer).
-- `on_train_begin`: gives the projector its own learning rate, checks the modality-grouped data order, and
-  writes `llava_lf_training.json` (trainable modules, param groups with their rates, attention backend).
+- `on_init_end`: parses our options out of `optim_args`, rejects what cannot work, and with `mm_projector_lr`
+  wraps the host's optimizer seam so the optimizer is created with the projector's own groups
+  (optimizer_seam.py); DDP, DeepSpeed ZeRO and FSDP then take that optimizer over as it is.
+  It also moves a resume from a half-written checkpoint back to the newest complete one (resume.py).
+- `on_train_begin`: checks the projector's rate is in the optimizer, checks the modality-grouped data order,
+  applies the speed options (speed.py), and writes `llava_lf_training.json` (trainable modules, param groups with their rates, attention backend).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
 from transformers import TrainerCallback
 
+from . import optimizer_seam
 from .data_order import image_flags, sampling
 from .modality import check_grouping
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options
-from .projector_lr import ProjectorLrError, split_projector_groups
+from .projector_lr import ProjectorLrError, check_projector_rates, projector_param_groups
 from .report import ModuleKeys, TrainingReport, attention_backends, describe_param_groups, trainable_by_module
+from .resume import choose_resume_point
+from .speed import SpeedOptionError, apply_speed_options
 
 
 def _check_modality_order(args: Any, train_dataloader: Any) -> dict:
@@ -43,20 +50,37 @@ def _check_modality_order(args: Any, train_dataloader: Any) -> dict:
     return check.as_dict()
 
 
+def _check_resume_point(args: Any) -> None:
+    choice = choose_resume_point(args.output_dir, args.resume_from_checkpoint)
+    if choice.refused:
+        raise TrainingOptionsError([(
+            f"resume_from_checkpoint={args.resume_from_checkpoint} is incomplete (no readable trainer_state.json: "
+            f"the run was stopped while writing it); choose an earlier checkpoint-N")])
+    if choice.changed:
+        args.resume_from_checkpoint = choice.checkpoint
+        print(f"llava_lf: skipped incomplete checkpoint(s) {', '.join(choice.skipped)} (a run stopped while writing "
+              f"them); resuming from {choice.checkpoint or 'the start'}", file=sys.stderr, flush=True)
+
+
 class LlavaTrainingCallback(TrainerCallback):
     """Projector learning rate, modality-order check and a training report for LLaMA-Factory runs."""
 
     def __init__(self) -> None:
         self.options = TrainingOptions()
+        self._speed = contextlib.ExitStack()  # the SDPA kernel choice lasts until training ends
 
-    def on_init_end(self, args, state, control, **kwargs):
+    def on_init_end(self, args, state, control, model=None, **kwargs):
         self.options = parse_training_options(args.optim_args, args.optim)
-        if self.options.mm_projector_lr is not None and args.deepspeed:
-            raise TrainingOptionsError([(
-                "mm_projector_lr cannot be applied under DeepSpeed: ZeRO fuses each optimizer group's parameters "
-                "into flat buffers when it starts, before a callback can give the projector a group of its own. "
-                "Train LoRA stage 2 with plain DDP (FORCE_TORCHRUN=1, no `deepspeed:`; 7B LoRA fits), or drop "
-                "mm_projector_lr to train the projector at learning_rate")])
+        _check_resume_point(args)
+        if self.options.mm_projector_lr is not None:
+            try:
+                if model is not None:  # fail before the data is read, with the same checks the optimizer makes
+                    keys = ModuleKeys.for_model_type(getattr(getattr(model, "config", None), "model_type", None))
+                    projector_param_groups(model.named_parameters(), (), keys.projector,
+                                           self.options.mm_projector_lr, 0.0)
+                optimizer_seam.install()
+            except ProjectorLrError as error:
+                raise TrainingOptionsError([str(error)]) from None
         return control
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None,
@@ -66,17 +90,21 @@ class LlavaTrainingCallback(TrainerCallback):
         notes = []
         if self.options.mm_projector_lr is not None:
             try:
-                moved = split_projector_groups(optimizer, lr_scheduler, model.named_parameters(), keys.projector,
-                                               self.options.mm_projector_lr)
+                check_projector_rates(optimizer.param_groups, self.options.mm_projector_lr)
             except ProjectorLrError as error:
                 raise TrainingOptionsError([str(error)]) from None
-            notes.append(f"projector moved to its own group(s) {[split.group for split in moved]} at "
-                         f"mm_projector_lr={self.options.mm_projector_lr:g}")
+            notes.append(f"projector in its own group(s) at mm_projector_lr={self.options.mm_projector_lr:g} "
+                         f"from optimizer creation")
+        try:
+            applied = apply_speed_options(self.options, model, args.device.type, self._speed)
+        except SpeedOptionError as error:
+            raise TrainingOptionsError([str(error)]) from None
+        if applied != type(applied)(decoder_layers=applied.decoder_layers):
+            notes.append(f"speed options: {applied}")
         modality = _check_modality_order(args, train_dataloader) if self.options.group_by_modality else None
         named = list(model.named_parameters())
         report = TrainingReport(
-            options={"mm_projector_lr": self.options.mm_projector_lr,
-                     "group_by_modality": self.options.group_by_modality},
+            options=self.options.as_dict(),
             global_step_at_start=state.global_step,
             trainable_parameters=trainable_by_module(named, keys),
             param_groups=describe_param_groups(optimizer.param_groups, named, keys),
@@ -85,4 +113,8 @@ class LlavaTrainingCallback(TrainerCallback):
         if state.is_world_process_zero:
             path = report.write(args.output_dir)
             print(f"llava_lf: {report.summary()}; report: {path}", file=sys.stderr, flush=True)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._speed.close()
         return control

@@ -1,6 +1,6 @@
 """The plugin's training options, carried in the host's `optim_args` string and parsed strictly.
 
-LLaMA-Factory rejects YAML keys it does not know, so our two options travel in a field both the host and
+LLaMA-Factory rejects YAML keys it does not know, so our options travel in a field both the host and
 transformers already accept: `optim_args: mm_projector_lr=2.0e-5,group_by_modality=true`. transformers'
 default optimizers ignore that string; our training callback (`report_to: [llava_lf]`) reads it.
 """
@@ -28,7 +28,13 @@ OPTION_HELP = {
     "mm_projector_lr": "learning rate of the multimodal projector, a positive number (LLaVA-1.5 LoRA: 2.0e-5)",
     "group_by_modality": "true/false: require micro-batches that are all-image or all-text "
                          "(data from `llava-lf group-modality`, with `disable_shuffling: true`)",
+    "recompute_layers": "with gradient checkpointing on, recompute only the first N decoder layers "
+                        "(a whole number; unset: all, the host's default)",
+    "sdpa_backend": "flash, cudnn, efficient or math: the only PyTorch SDPA kernel attention may use "
+                    "(with flash_attn: sdpa; unset: PyTorch chooses)",
+    "compile_layers": "true/false: torch.compile each decoder layer of the language model (regional compile)",
 }
+SDPA_BACKENDS = ("flash", "cudnn", "efficient", "math")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
@@ -44,10 +50,13 @@ class TrainingOptionsError(LlavaLfError):
 class TrainingOptions:
     mm_projector_lr: float | None = None
     group_by_modality: bool = False
+    recompute_layers: int | None = None  # speed options: all off by default (docs/performance.md)
+    sdpa_backend: str | None = None
+    compile_layers: bool = False
 
     @property
     def active(self) -> bool:
-        return self.mm_projector_lr is not None or self.group_by_modality
+        return self != TrainingOptions()
 
     def as_optim_args(self) -> str:
         """The `optim_args` string that expresses these options."""
@@ -56,7 +65,16 @@ class TrainingOptions:
             parts.append(f"mm_projector_lr={self.mm_projector_lr:g}")
         if self.group_by_modality:
             parts.append("group_by_modality=true")
+        if self.recompute_layers is not None:
+            parts.append(f"recompute_layers={self.recompute_layers}")
+        if self.sdpa_backend is not None:
+            parts.append(f"sdpa_backend={self.sdpa_backend}")
+        if self.compile_layers:
+            parts.append("compile_layers=true")
         return ",".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {key: getattr(self, key) for key in OPTION_HELP}
 
 
 def _split_pairs(text: str, problems: list[str]) -> list[tuple[str, str]]:
@@ -93,6 +111,20 @@ def _flag(key: str, value: str, problems: list[str]) -> bool:
     return lowered in _TRUE
 
 
+def _whole_number(key: str, value: str, problems: list[str]) -> int | None:
+    if not value.isdigit():
+        problems.append(f"optim_args {key}={value!r} is not a whole number; write e.g. {key}=8")
+        return None
+    return int(value)
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...], problems: list[str]) -> str | None:
+    if value.lower() not in choices:
+        problems.append(f"optim_args {key}={value!r} is not one of {', '.join(choices)}")
+        return None
+    return value.lower()
+
+
 def parse_training_options(optim_args: str | None, optim: str) -> TrainingOptions:
     """Read our options out of `optim_args`; raise `TrainingOptionsError` listing every problem at once.
 
@@ -107,8 +139,12 @@ def parse_training_options(optim_args: str | None, optim: str) -> TrainingOption
             problems.append(f"optim_args names {key} twice; keep one")
         elif key == "mm_projector_lr":
             values[key] = _projector_lr(value, problems)
-        elif key == "group_by_modality":
+        elif key in ("group_by_modality", "compile_layers"):
             values[key] = _flag(key, value, problems)
+        elif key == "recompute_layers":
+            values[key] = _whole_number(key, value, problems)
+        elif key == "sdpa_backend":
+            values[key] = _choice(key, value, SDPA_BACKENDS, problems)
         else:
             foreign.append(key)
     options = TrainingOptions(**{key: value for key, value in values.items() if value is not None})
