@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Issue 9's GPU measurement in one command, sized for a 15-minute device budget (one H100 or H200).
+# Issues 9 and 17's GPU measurement in one command, sized for 9 minutes on one H100 or H200, set-up included.
 #
 # Before, on a machine with the package index:  bash benchmarks/fetch_gpu_wheels.sh
 # Then, on the GPU machine, from the repository root (dist/gpu-wheels copied along):
-#   bash benchmarks/gpu_run.sh                      # stock vs ours, 7B shape
-#   bash benchmarks/gpu_run.sh --variant nockpt disable_gradient_checkpointing=true
-# Arguments go to lora_speed.py. Results: $OUT (default runs/bench/lora_speed): lora_speed.json,
-# lora_speed.png, logs/. The 13.5 GB model and the data go to $WORK (default /tmp/lora_speed), never $OUT.
-# Everything ends within $BUDGET_S seconds (default 540); runs finished by then are in the JSON.
+#   bash benchmarks/gpu_run.sh                 # 1. 7B shape: stock, ours, then ours with each speed option
+#                                              # 2. tiny shape: stage-2 LoRA under ZeRO-2 and ZeRO-3, rates checked
+#   PHASES=speed bash benchmarks/gpu_run.sh --variant mb32 per_device_train_batch_size=32   # more variants
+# Arguments go to phase 1's lora_speed.py. Results under $OUT (default runs/bench): speed/lora_speed.json
+# (+ .png, logs/), zero/lora_speed.json and zero/zero_rates.json. The 13.5 GB model and the data go to
+# $WORK (default /tmp/lora_speed), never $OUT. Each phase ends within its budget (SPEED_S, ZERO_S);
+# the runs finished by then are in its JSON, in the order listed below (the most informative first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
-budget=${BUDGET_S:-540}
 wheels=${WHEELS:-dist/gpu-wheels}
-out=${OUT:-runs/bench/lora_speed}
+out=${OUT:-runs/bench}
 work=${WORK:-/tmp/lora_speed}
 venv=${VENV:-/tmp/llava-lf-venv}
+phases=${PHASES:-speed zero}
+speed_s=${SPEED_S:-390}  # 7B: model build ~60 s, then ~60 s per run of 10 steps
+zero_s=${ZERO_S:-90}     # tiny model, 4 steps per run; DeepSpeed's start-up dominates
 
 if [[ -n "${PYTHON_BIN:-}" ]]; then  # an environment that already has everything (a local check)
   python=$PYTHON_BIN
@@ -32,13 +36,43 @@ else
 fi
 "$python" - <<'EOF'
 import importlib.metadata as metadata, torch
-names = ("torch", "transformers", "peft", "llamafactory", "llamafactory-llava")
-print("versions:", ", ".join(f"{name} {metadata.version(name)}" for name in names))
+names = ("torch", "transformers", "peft", "llamafactory", "llamafactory-llava", "deepspeed")
+def version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "missing"
+print("versions:", ", ".join(f"{name} {version(name)}" for name in names))
 print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device")
 EOF
 echo "set-up took $((SECONDS - started))s"
-
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-left=$((budget - (SECONDS - started)))
-timeout --signal=TERM --kill-after=30 "$left" \
-  "$python" benchmarks/lora_speed.py --out "$out" --work "$work" --run-timeout 240 "$@"
+projector="mm_projector_lr=2.0e-5,group_by_modality=true"  # the shipped YAML's optim_args, extended per variant
+status=0
+
+if [[ " $phases " == *" speed "* ]]; then
+  # Phase 1: each option alone on top of ours, so each figure is that option's gain. Off by default in
+  # the shipped YAML until these figures say otherwise (docs/performance.md).
+  timeout --signal=TERM --kill-after=30 "$speed_s" \
+    "$python" benchmarks/lora_speed.py --out "$out/speed" --work "$work" --steps 10 --warmup-steps 3 \
+      --run-timeout 150 \
+      --variant recompute16 "optim_args=$projector,recompute_layers=16" \
+      --variant sdpa_flash flash_attn=sdpa "optim_args=$projector,sdpa_backend=flash" \
+      --variant compiled "optim_args=$projector,compile_layers=true" \
+      --variant sdpa_cudnn flash_attn=sdpa "optim_args=$projector,sdpa_backend=cudnn" \
+      "$@" || status=$?
+fi
+
+if [[ " $phases " == *" zero "* ]]; then
+  # Phase 2: stage-2 LoRA under DeepSpeed on the tiny shape (one process through torchrun), LoRA at 2e-4 and
+  # the projector at its own 2e-5: the rates are read back from each run's llava_lf_training.json.
+  ds=$PWD/yaml/deepspeed
+  FORCE_TORCHRUN=1 NPROC_PER_NODE=1 timeout --signal=TERM --kill-after=20 "$zero_s" \
+    "$python" benchmarks/lora_speed.py --tiny --out "$out/zero" --work "$work/zero" --steps 4 --warmup-steps 1 \
+      --run-timeout 80 --skip stock ours --loss-rtol 1 \
+      --variant z2 learning_rate=2.0e-4 "deepspeed=$ds/ds_z2_config.json" \
+      --variant z3 learning_rate=2.0e-4 "deepspeed=$ds/ds_z3_config.json" || true
+  "$python" benchmarks/zero_rates.py "$out/zero/lora_speed.json" z2 z3 --lr 2.0e-4 --projector-lr 2.0e-5 || status=1
+fi
+echo "gpu_run: done in $((SECONDS - started))s, exit $status"
+exit "$status"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,7 +150,8 @@ def test_cli_values_reach_the_host_parser_unchanged():
     from llamafactory.hparams.parser import read_args
 
     values = {"save_strategy": "no", "report_to": ["llava_lf"], "tokenized_path": None, "bf16": False,
-              "learning_rate": 2.0e-4, "lora_target": "q_proj,v_proj", "output_dir": "/tmp/a b"}
+              "learning_rate": 2.0e-4, "lora_target": "q_proj,v_proj", "output_dir": "/tmp/a b",
+              "optim_args": "mm_projector_lr=2.0e-5,group_by_modality=true,recompute_layers=16"}
     argv = sys.argv
     try:
         sys.argv = ["llamafactory-cli", str(REPO / "yaml" / "demo" / "export.yaml")] + [
@@ -158,3 +160,42 @@ def test_cli_values_reach_the_host_parser_unchanged():
     finally:
         sys.argv = argv
     assert {key: parsed[key] for key in values} == values
+
+
+DEVICE_LIMIT = 64 * 2**20  # bytes a device run receives: the working tree plus what it carries
+
+
+def _pinned(script: str) -> list[tuple[str, str]]:
+    """(distribution, version) of every `name==version` the fetch script downloads or builds."""
+    return [(name.lower().replace("-", "_"), version)
+            for name, version in re.findall(r"([A-Za-z0-9_.-]+)==([0-9][A-Za-z0-9_.]*)", script)]
+
+
+def test_gpu_wheels_fit_what_a_device_run_receives():
+    """benchmarks/gpu_wheels.txt (file, bytes, as the fetch script wrote them) covers every pin of the fetch
+    script and, with the repository's tracked files, fits the device's 64 MiB; nothing is downloaded."""
+    manifest = dict(line.split() for line in (BENCH / "gpu_wheels.txt").read_text().splitlines() if line.strip())
+    sizes = {name: int(size) for name, size in manifest.items()}
+    pins = _pinned((BENCH / "fetch_gpu_wheels.sh").read_text())
+    assert ("deepspeed", "0.19.8") in pins and ("transformers", "5.6.0") in pins
+    for name, version in pins:
+        assert any(wheel.lower().startswith(f"{name}-{version}-") for wheel in sizes), f"{name}=={version} not listed"
+    listed = {wheel.split("-")[0].lower() for wheel in sizes}
+    assert listed == {name for name, _ in pins} | {"llamafactory_llava"}  # nothing stale, the project included
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    tree = sum((REPO / path).stat().st_size for path in tracked.decode().split("\0") if path and (REPO / path).is_file())
+    total = sum(sizes.values()) + tree
+    assert total < DEVICE_LIMIT, f"{total / 2**20:.1f} MiB: wheels {sum(sizes.values()) / 2**20:.1f} + tree {tree / 2**20:.1f}"
+
+
+def test_packing_measurement_orders_the_layouts():
+    """benchmarks/packing_padding.py on a small draw: packing (the host's own knapsack) pads least and carries
+    the most real tokens in the same peak slots; modality grouping pads less than a shuffled order."""
+    from packing_padding import measure
+
+    result = measure(samples=4000, batch=16, cutoff=2048, seed=0)
+    share = {layout["name"]: layout["padding_share"] for layout in result["layouts"]}
+    tokens = {layout["name"]: layout["real_tokens_per_step_mean"] for layout in result["layouts"]}
+    assert share["packed"] < 0.15 < share["grouped"] < share["random"]
+    assert tokens["packed"] > 2 * tokens["random"]
+    assert {layout["peak_slots_per_step"] for layout in result["layouts"]} == {16 * 2048}
