@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import REPO
 from test_recipe_stages import TINY, cli
+
+import yaml
 
 pytestmark = pytest.mark.slow
 
