@@ -283,3 +283,12 @@ def test_the_console_script_rejects_hostile_records_alone(tmp_path, images):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"{len(expected)} rejected" in result.stdout
     assert len(_rows(tmp_path / "out" / "h.rejected.jsonl")) == len(expected)
+
+
+def test_importing_the_converter_does_not_import_the_host():
+    """`llava-lf convert`/`check` start in about a second: the host (torch, transformers) loads only for a cutoff."""
+    code = "import sys, llava_lf.data.convert, llava_lf.cli as c; c.build_parser(); print(sorted(" \
+           "m for m in ('llamafactory', 'torch', 'transformers') if m in sys.modules))"
+    result = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True, timeout=120,
+                            check=True)
+    assert result.stdout.strip() == "[]"

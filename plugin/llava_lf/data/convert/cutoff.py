@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
-from llava_lf.host.truncation import fit_turns
 
 from .records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMAN, ROLE_SYSTEM, LlavaTurn
 from .report import Problem
@@ -59,6 +58,11 @@ class TurnBudget:
         from llamafactory.hparams import DataArguments
         from transformers import AutoTokenizer
 
+        # llava_lf.host's package imports the host (torch, transformers): only when a cutoff is asked for.
+        from llava_lf.host.truncation import fit_turns
+
+        self._fit_turns = fit_turns
+
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer)
         except (OSError, ValueError) as error:
@@ -86,7 +90,7 @@ class TurnBudget:
 
     def fit(self, turns: list[LlavaTurn], problems: list[Problem]) -> list[LlavaTurn] | None:
         """The turns that fit (whole pairs only); None with a problem when even the first pair does not."""
-        fit = fit_turns(self.pair_lengths(turns), self.cutoff_len)
+        fit = self._fit_turns(self.pair_lengths(turns), self.cutoff_len)
         if fit.action == "dropped":
             problems.append(Problem("too_long", "conversations", f"the first turn pair is {fit.pair_lengths[0]} tokens with "
                                     f"its image tokens, over --cutoff-len {self.cutoff_len}",
