@@ -64,10 +64,11 @@ if [[ " $phases " == *" speed "* ]]; then
 fi
 
 if [[ " $phases " == *" zero "* ]]; then
-  # Phase 2: stage-2 LoRA under DeepSpeed on the tiny shape (one process through torchrun), LoRA at 2e-4 and
-  # the projector at its own 2e-5: the rates are read back from each run's llava_lf_training.json.
+  # Phase 2: stage-2 LoRA under DeepSpeed on the tiny shape, LoRA at 2e-4 and the projector at its own 2e-5:
+  # the rates are read back from each run's llava_lf_training.json. The benchmark trains in-process
+  # (run_exp), so the environment torchrun would give one process is set here (else DeepSpeed looks for MPI).
   ds=$PWD/yaml/deepspeed
-  FORCE_TORCHRUN=1 NPROC_PER_NODE=1 timeout --signal=TERM --kill-after=20 "$zero_s" \
+  RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=${MASTER_PORT:-29517} timeout --signal=TERM --kill-after=20 "$zero_s" \
     "$python" benchmarks/lora_speed.py --tiny --out "$out/zero" --work "$work/zero" --steps 4 --warmup-steps 1 \
       --run-timeout 80 --skip stock ours --loss-rtol 1 \
       --variant z2 learning_rate=2.0e-4 "deepspeed=$ds/ds_z2_config.json" \
