@@ -15,6 +15,7 @@ from pathlib import Path
 from llava_lf.assembly import AssemblySpec, assemble
 from llava_lf.data.convert import convert_file
 from llava_lf.data.convert.convert import update_dataset_info
+from llava_lf.data.inspect import write_data_card
 from llava_lf.evaluation.benchmarks.shapes import TypeScore, load_questions
 
 from .dataset import DemoData, write_demo_data
@@ -115,6 +116,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     progress.step(f"synthetic picture set: {config.n_train} training and {config.n_test} held-out scenes")
     data = write_data_step(config, layout)
+    write_data_card({"shapes_caption": data.caption_json, "shapes_instruct": data.instruct_json}, data.image_dir,
+                    layout.results / "data_card")
 
     progress.step("tiny CLIP vision tower and tiny LLaMA with a tokenizer trained on the synthetic text")
     corpus = [json.loads(line)["text"] for line in data.text_corpus.read_text().splitlines()]

@@ -2,16 +2,16 @@
 
 Integer distributions keep one counter slot per distinct value (words and tokens per record take a
 few thousand distinct values, however many records). Repeated texts are counted exactly through
-64-bit hashes in a flat array (8 bytes per text, sorted once at the end); the texts themselves are kept
-only for the frequent ones, by lossy counting (Manku and Motwani): any text seen at least
-`total / width` times is guaranteed to be among those kept, so the most repeated ones keep their words.
+64-bit hashes in a flat array (8 bytes per text, counted once at the end); the texts themselves are kept
+only while they are frequent enough (`LossyCounter`), so the most repeated ones keep their words.
 """
 
 from __future__ import annotations
 
 import bisect
 from array import array
-from collections import Counter
+from collections import Counter, _count_elements  # the C loop behind Counter.update
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -41,7 +41,7 @@ class Distribution:
         self.counts[value] += 1
 
     def update(self, values) -> None:
-        self.counts.update(values)
+        _count_elements(self.counts, values)
 
     @property
     def count(self) -> int:
@@ -70,46 +70,75 @@ class Distribution:
 
 
 class LossyCounter:
-    """Approximate counts of texts in bounded memory: keeps every text seen more than total / width times."""
+    """Counts of texts in bounded memory: exact until `capacity` distinct texts, then the rarest are dropped.
 
-    def __init__(self, width: int = 20_000):
-        self.width = width
-        self.total = 0
-        self._bucket = 1
-        self._entries: dict[str, list[int]] = {}  # text -> [count, maximum undercount]
+    When the table passes `capacity`, the texts at or below the count that halves it are dropped (and
+    handed to `on_drop` first, so figures derived from them stay exact); any text counted more often
+    than `dropped_below` is therefore among those kept. Exact repeat counts come from `RepeatCounter`'s
+    hashes; this keeps the words.
+    """
 
-    def add(self, text: str) -> None:
-        entry = self._entries.get(text)
-        if entry is None:
-            self._entries[text] = [1, self._bucket - 1]
-        else:
-            entry[0] += 1
-        self.total += 1
-        if self.total % self.width == 0:
-            bucket = self._bucket
-            self._entries = {t: e for t, e in self._entries.items() if e[0] + e[1] > bucket}
-            self._bucket += 1
+    def __init__(self, capacity: int = 200_000, on_drop: Callable[[dict[str, int]], None] | None = None):
+        self.capacity = capacity
+        self.counts: Counter[str] = Counter()
+        self.dropped_below = 0  # counts at or below this were dropped at least once
+        self._on_drop = on_drop
+
+    def update(self, texts: list[str]) -> None:
+        _count_elements(self.counts, texts)  # Counter.update's C loop without its per-call Python checks
+        if len(self.counts) > self.capacity:
+            self._prune()
+
+    def _prune(self) -> None:
+        by_count = Counter(self.counts.values())
+        keep, limit = len(self.counts), 0
+        for count in sorted(by_count):
+            if keep <= self.capacity // 2:
+                break
+            keep -= by_count[count]
+            limit = count
+        self.dropped_below = max(self.dropped_below, limit)
+        if self._on_drop is not None:
+            self._on_drop({text: n for text, n in self.counts.items() if n <= limit})
+        self.counts = Counter({text: n for text, n in self.counts.items() if n > limit})
 
     def texts(self) -> dict[int, str]:
         """hash -> text of the texts kept."""
-        return {hash(text): text for text in self._entries}
+        return {hash(text): text for text in self.counts}
 
     def most_common(self, n: int) -> list[tuple[str, int]]:
-        """Top texts by kept count (exact while the texts are fewer than `width`)."""
-        ranked = sorted(self._entries.items(), key=lambda item: (-item[1][0], item[0]))
-        return [(text, entry[0]) for text, entry in ranked[:n]]
+        return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))[:n]
 
 
 class RepeatCounter:
-    """Exact repeat counts through hashes, the words of the frequent texts kept by a `LossyCounter`."""
+    """Exact repeat counts through hashes, the words of the frequent texts kept by a `LossyCounter`.
 
-    def __init__(self, width: int = 20_000):
+    `derived` counts a function of each text (e.g. its first word) exactly, at no cost per record:
+    texts are folded in when the lossy table drops them and, for the rest, at the end.
+    """
+
+    def __init__(self, capacity: int = 200_000, derive: Callable[[str], tuple[str, ...]] | None = None):
         self._hashes = array("q")
-        self._texts = LossyCounter(width)
+        self._derive = derive
+        self._derived: list[Counter[str]] = []
+        self._texts = LossyCounter(capacity, self._fold if derive is not None else None)
 
-    def add(self, text: str) -> None:
-        self._hashes.append(hash(text))
-        self._texts.add(text)
+    def update(self, texts: list[str]) -> None:
+        self._hashes.extend(map(hash, texts))
+        self._texts.update(texts)
+
+    def _fold(self, counts: dict[str, int], into: list[Counter[str]] | None = None) -> list[Counter[str]]:
+        into = self._derived if into is None else into
+        for text, n in counts.items():
+            for position, key in enumerate(self._derive(text)):
+                while len(into) <= position:
+                    into.append(Counter())
+                into[position][key] += n
+        return into
+
+    def derived(self) -> list[Counter[str]]:
+        """Counts of each of `derive`'s outputs over every text added."""
+        return self._fold(self._texts.counts, [Counter(c) for c in self._derived])
 
     @property
     def total(self) -> int:

@@ -47,6 +47,11 @@ def first_words(question: str, n: int) -> str:
     return " ".join(word for word in words if word)
 
 
+def opening_words(question: str) -> tuple[str, str]:
+    """`first_words(question, 1)` and `first_words(question, 2)`."""
+    return first_words(question, 1), first_words(question, 2)
+
+
 def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordFigures | None:
     """The figures of one record, or None when it has no readable turns (the converter's verdict says why)."""
     if type(record) is not dict or type(turns := record.get("conversations")) is not list:
@@ -63,7 +68,8 @@ def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordF
     answers = [value for role, value in zip(roles, values) if role == ROLE_GPT]
     text = "\n".join(values)
     refusals = 0
-    if _REFUSAL.search("\0".join(answers)):
+    lowered = "\0".join(answers).lower()
+    if ("sorry" in lowered or "as a" in lowered or "can" in lowered or "unable" in lowered) and _REFUSAL.search(lowered):
         refusals = sum(map(refuses, answers))
     non_latin = False
     if not text.isascii():

@@ -81,7 +81,7 @@ class ImageStats:
                 if len(self.missing_examples) < EXAMPLES:
                     self.missing_examples.append(written)
             return
-        self.uses.add(written)
+        self.uses.update([written])
         if not self._seen.add(full) or not self.headers:
             return
         header = read_header(full)

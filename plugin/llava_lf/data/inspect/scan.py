@@ -122,7 +122,8 @@ def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions) -> d
                                              options.max_distance, options.workers)
             card["near_duplicates"] = {"hashed": hashed, "max_distance": options.max_distance,
                                        "images_in_groups": sum(len(group.images) for group in groups),
-                                       "groups": [asdict(group) for group in groups]}
+                                       "groups": [{"images": list(group.images), "max_distance": group.max_distance}
+                                                  for group in groups]}
         cards.append(card)
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(options).items()}
     return {"generated_by": "llava-lf inspect", "options": settings, "notes": notes, "datasets": cards}

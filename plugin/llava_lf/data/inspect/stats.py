@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from llava_lf.data.convert.ids import SeenIds
 from llava_lf.data.convert.report import Problem
 
-from .accumulators import Distribution, LossyCounter, RepeatCounter
-from .figures import RecordFigures, first_words, refuses
+from .accumulators import Distribution, RepeatCounter
+from .figures import RecordFigures, opening_words, refuses
 from .images import ImageStats
 from .tokens import TokenStats
 
@@ -33,9 +33,7 @@ class DatasetStats:
     pairs: Distribution = field(default_factory=Distribution)
     words: Distribution = field(default_factory=Distribution)
     answer_words: defaultdict[str, Distribution] = field(default_factory=lambda: defaultdict(Distribution))
-    first_word: LossyCounter = field(default_factory=LossyCounter)
-    first_two_words: LossyCounter = field(default_factory=LossyCounter)
-    questions: RepeatCounter = field(default_factory=RepeatCounter)
+    questions: RepeatCounter = field(default_factory=lambda: RepeatCounter(derive=opening_words))
     answers: RepeatCounter = field(default_factory=RepeatCounter)
     duplicates: int = 0
     duplicate_examples: list[str] = field(default_factory=list)
@@ -63,13 +61,9 @@ class DatasetStats:
         self.type_how[figures.type_how] += 1
         self.pairs.add(figures.pairs)
         self.words.add(figures.words)
-        self.answer_words[figures.type].update([len(answer.split()) for answer in figures.answers])
-        for question in figures.questions:
-            self.first_word.add(first_words(question, 1))
-            self.first_two_words.add(first_words(question, 2))
-            self.questions.add(question)
-        for answer in figures.answers:
-            self.answers.add(answer)
+        self.answer_words[figures.type].update(map(len, map(str.split, figures.answers)))
+        self.questions.update(figures.questions)
+        self.answers.update(figures.answers)
         if not self._contents.add(figures.key):
             self.duplicates += 1
             if len(self.duplicate_examples) < EXAMPLES:
@@ -98,6 +92,7 @@ class DatasetStats:
         distinct_questions, _, repeated_questions = self.questions.most_repeated(TOP)
         distinct_answers, _, repeated_answers = self.answers.most_repeated(TOP)
         read = self.records - self.unreadable_records
+        first_word, first_two_words = self.questions.derived() or [Counter(), Counter()]
         return {
             "label": self.label, "path": self.path, "formats": dict(self.formats),
             "composition": {
@@ -116,9 +111,8 @@ class DatasetStats:
             "diversity": {
                 "questions": self.questions.total, "distinct_questions": distinct_questions,
                 "answers": self.answers.total, "distinct_answers": distinct_answers,
-                "question_first_word": [{"words": w, "count": n} for w, n in self.first_word.most_common(TOP)],
-                "question_first_two_words": [{"words": w, "count": n}
-                                             for w, n in self.first_two_words.most_common(TOP)],
+                "question_first_word": _top(first_word),
+                "question_first_two_words": _top(first_two_words),
                 "repeated_questions": [{"text": t, "count": n} for t, n in repeated_questions],
                 "repeated_answers": [{"text": t, "count": n} for t, n in repeated_answers],
                 "exact_duplicate_records": self.duplicates, "duplicate_examples": self.duplicate_examples,
@@ -132,6 +126,11 @@ class DatasetStats:
                 "non_latin_records": self.non_latin,
             },
         }
+
+
+def _top(counts: Counter[str]) -> list[dict]:
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP]
+    return [{"words": words, "count": n} for words, n in ranked]
 
 
 def _name(index: int, rid: str | None) -> str:

@@ -12,10 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llava_lf.data.convert.cutoff import CutoffSpec, TurnBudget
 from llava_lf.data.convert.records import LlavaTurn
 from llava_lf.data.convert.report import Problem
-from llava_lf.host.truncation import fit_turns
 
 from .accumulators import Distribution
 
@@ -53,11 +51,17 @@ class TokenStats:
 
 class TokenCounter:
     def __init__(self, spec: TokenSpec):
+        # Imported here: they load llamafactory (and torch), which a count without a tokenizer never needs.
+        from llava_lf.data.convert.cutoff import CutoffSpec, TurnBudget
+
         # Without a cutoff the budget is only used to count (its own cutoff then never binds).
         self._budget = TurnBudget(CutoffSpec(spec.cutoff_len or 1 << 30, spec.tokenizer, spec.template,
                                              spec.image_tokens))
         self.cutoff_len = spec.cutoff_len
         self.image_tokens = self._budget.image_tokens
+        from llava_lf.host.truncation import fit_turns
+
+        self._fit = fit_turns
         cutoff = f", cutoff {spec.cutoff_len}" if spec.cutoff_len is not None else ""
         self.notes = [f"tokens counted with template {spec.template}{cutoff}; {self.image_tokens} tokens per image",
                       *self._budget.notes[1:]]
@@ -67,7 +71,7 @@ class TokenCounter:
         lengths = self._budget.pair_lengths(turns)
         stats.per_record.add(sum(lengths))
         if self.cutoff_len is not None:
-            fit = fit_turns(lengths, self.cutoff_len)
+            fit = self._fit(lengths, self.cutoff_len)
             stats.actions[fit.action] += 1
             cut = len(lengths) - fit.kept_pairs
             if cut:
