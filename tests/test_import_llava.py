@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import BIN
+from helpers.standins import VICUNA_GENERATION_CONFIG
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,14 +64,15 @@ def original(tmp_path_factory, tiny_parts) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("original_llava")
     clip, llama = tiny_parts
-    llm = root / "vicuna"  # LLaVA-1.5's tokenizer pads with <unk>: reused, not added
+    llm = root / "vicuna"  # LLaVA-1.5's tokenizer pads with <unk>: replaced by <pad>, as llava-hf does
     shutil.copytree(llama, llm)
     tokenizer = AutoTokenizer.from_pretrained(llama)
     tokenizer.pad_token = "<unk>"
     tokenizer.save_pretrained(llm)
     projector = projector_weights("mlp2x_gelu")
     torch.save(projector, root / "mm_projector.bin")
-    src = write_original(root / "llava-v1.5-tiny", llm, projector, LLAVA_1_5_KEYS)
+    src = write_original(root / "llava-v1.5-tiny", llm, projector, {**LLAVA_1_5_KEYS, "max_length": 4096})
+    (src / "generation_config.json").write_text(json.dumps(VICUNA_GENERATION_CONFIG))  # liuhaotian ships Vicuna's
     return {"clip": clip, "llm": llm, "src": src, "mm_projector": root / "mm_projector.bin", "root": root}
 
 
@@ -105,8 +107,12 @@ def test_import_gives_the_logits_of_direct_assembly(tmp_path, original):
     assert (imported_logits - direct_logits).abs().max().item() <= 1e-5
     config = json.loads((tmp_path / "imported" / "config.json").read_text())
     assert (config["vision_feature_layer"], config["vision_feature_select_strategy"]) == (-2, "default")
-    assert config["text_config"]["vocab_size"] == 448 and config["pad_token_id"] == 0  # <unk> reused as pad
-    assert not any(key.startswith("mm_") for key in config["text_config"])
+    assert config["text_config"]["vocab_size"] == 448 and config["pad_token_id"] == 3  # <pad>, not <unk> 0
+    assert not any(key.startswith("mm_") for key in config["text_config"]) and "max_length" not in config["text_config"]
+    generation = json.loads((tmp_path / "imported" / "generation_config.json").read_text())
+    assert "max_length" not in generation and generation["pad_token_id"] == 3 and "temperature" not in generation
+    tokenizer = json.loads((tmp_path / "imported" / "tokenizer_config.json").read_text())
+    assert tokenizer["pad_token"] == "<pad>" and tokenizer["padding_side"] == "left" and "max_length" not in tokenizer
 
 
 def test_a_tower_inside_the_checkpoint_wins(tmp_path, original):

@@ -70,7 +70,8 @@ def test_processor_chat_template_renders_the_training_string(tiny_llava, demo_da
     image = str(min(data.image_dir.iterdir()))
     processor = AutoProcessor.from_pretrained(tiny_llava)
     input_ids, labels = encode_like_training(processor, "llava_v1", CONVERSATION, [image])
-    training_text = processor.tokenizer.decode(input_ids).replace("<image>" * 9, "<image>")
+    assert input_ids[0] == processor.tokenizer.bos_token_id  # the template leaves BOS to the tokenizer
+    training_text = processor.tokenizer.decode(input_ids[1:]).replace("<image>" * 9, "<image>")
 
     assert processor.apply_chat_template(CONVERSATION, tokenize=False) == training_text
     assert processor.apply_chat_template(PARTS, tokenize=False) == training_text
@@ -94,12 +95,12 @@ def test_host_fixed_tokenizers_get_the_exact_jinja(golden):
     assert tokenizer.chat_template == LLAVA_V1_CHAT_TEMPLATE
     input_ids, _ = encode_like_training(processor, "llava_v1", CONVERSATION, [image])
     rendered = tokenizer.apply_chat_template(PARTS, tokenize=False)
-    assert rendered == tokenizer.decode(input_ids).replace("<image>" * 9, "<image>")
+    assert rendered == tokenizer.decode(input_ids[1:]).replace("<image>" * 9, "<image>")  # BOS: the tokenizer's
 
     caption = [{"role": "user", "content": "Describe the image.\n<image>"}, {"role": "assistant", "content": "A red circle."}]
     plain_ids, _ = encode_like_training(processor, "llava_plain", caption, [image])
     rendered = tokenizer.apply_chat_template(caption, tokenize=False, chat_template=LLAVA_PLAIN_CHAT_TEMPLATE)
-    assert rendered == tokenizer.decode(plain_ids).replace("<image>" * 9, "<image>") == "<s><image>A red circle.\n"
+    assert rendered == tokenizer.decode(plain_ids[1:]).replace("<image>" * 9, "<image>") == "<image>A red circle.\n"
 
 
 def _sentencepiece_style_processor(folder):

@@ -21,6 +21,11 @@ _CONTENT_AS_TEXT = (
 )
 
 
+# The templates write no BOS: the tokenizer adds it, as llava-hf's do, so both the model-card usage
+# `processor(text=processor.apply_chat_template(conv), images=...)` and `apply_chat_template(..., tokenize=True)`
+# give the one BOS training gave (a template BOS plus the tokenizer's would give two).
+
+
 def llava_v1_chat_template(system: str = VICUNA_V1_SYSTEM) -> str:
     """The `llava_v1` template as Jinja, for `apply_chat_template` on a saved tokenizer or processor."""
     return (
@@ -30,7 +35,7 @@ def llava_v1_chat_template(system: str = VICUNA_V1_SYSTEM) -> str:
         "{%- else -%}{%- set system = messages[0]['content'] | selectattr('type', 'equalto', 'text')"
         " | map(attribute='text') | join('') -%}{%- endif -%}"
         "{%- set messages = messages[1:] -%}{%- endif -%}"
-        "{{- bos_token -}}{%- if system -%}{{- system + ' ' -}}{%- endif -%}"
+        "{%- if system -%}{{- system + ' ' -}}{%- endif -%}"
         "{%- for message in messages -%}" + _CONTENT_AS_TEXT +
         "{%- if message['role'] == 'user' -%}{{- 'USER: ' + text + ' ASSISTANT:' -}}"
         "{%- elif message['role'] == 'assistant' -%}{{- ' ' + text + eos_token -}}{%- endif -%}"
@@ -42,7 +47,6 @@ LLAVA_V1_CHAT_TEMPLATE = llava_v1_chat_template()
 
 # Stage 1 (`llava_plain`): a user turn keeps only its images; an answer is followed by a newline.
 LLAVA_PLAIN_CHAT_TEMPLATE = (
-    "{{- bos_token -}}"
     "{%- for message in messages -%}" + _CONTENT_AS_TEXT +
     "{%- if message['role'] == 'user' -%}{{- '<image>' * text.count('<image>') -}}"
     "{%- elif message['role'] == 'assistant' -%}{{- text + '\\n' -}}{%- endif -%}"

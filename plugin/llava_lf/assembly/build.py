@@ -2,15 +2,14 @@
 replaces `out` only once everything is on disk.
 
 Expected names and shapes come from HF Llava itself, built on the meta device (no memory); saved names are
-the ones `save_pretrained` writes (transformers' own reverse key mapping), so the result is what
-transformers would have written for the same model.
+the hub's llava-hf layout (`language_model.model.*`, `language_model.lm_head.weight`, `multi_modal_projector.*`,
+`vision_tower.vision_model.*`), which transformers 4.x reads as is and 5.x through its key mapping.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,14 @@ from llava_lf.formats import IMAGE_TOKEN, LLAVA_V1_CHAT_TEMPLATE
 
 from .language import TextPart, grow_rows
 from .projector import ACTIVATIONS, ProjectorWeights, check_shapes
+from .publish import publish, recover, staging_dir
 from .spec import AssemblyError, DtypeName, ProjectorKind, SelectStrategy
 from .tensor_files import PlannedTensor, WeightSource, write_safetensors
 from .vision import VisionPart, check_choices
 
 MAX_LISTED = 8  # problems of one kind listed before "... and N more"
 VOCAB_KEYS = ("model.language_model.embed_tokens.weight", "lm_head.weight")
+HUB_TOWER = "vision_tower.vision_model."
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,10 @@ class AssemblyReport:
     pad_token_id: int
     image_seq_length: int
     pad_to_square: bool
+    notes: tuple[str, ...] = ()  # what was changed on the way to make the inputs fit, one line each
 
     def summary(self) -> str:
-        return "\n".join([
+        return "\n".join([*(f"note: {note}" for note in self.notes),
             f"llava-hf checkpoint written to {self.out} ({self.bytes_written / 2**30:.2f} GiB of {self.dtype} weights)",
             f"  vision {self.vision_type}, language model {self.text_type}, projector {self.projector}",
             (f"  vocabulary rows {self.vocab_rows[0]} -> {self.vocab_rows[1]}; <image> id {self.image_token_id}, "
@@ -89,12 +91,14 @@ def resolve_dtype(name: DtypeName, text_config) -> torch.dtype:
 
 
 def check_destination(out: Path, sources: list[Path]) -> None:
-    """Refuse an --out that holds something other than a llava checkpoint, or that is one of the inputs."""
+    """Refuse an --out that holds something other than a llava checkpoint, that is one of the inputs, or that
+    cannot be written; first move back a checkpoint an interrupted run set aside."""
     resolved = out.resolve()
     for source in sources:
         if resolved == source.resolve() or resolved in source.resolve().parents:
             raise AssemblyError(f"--out {out}: is (or contains) the input {source}; choose a new directory")
-    if out.is_file():
+    recover(out)
+    if out.exists() and not out.is_dir():
         raise AssemblyError(f"--out {out}: is a file; give a directory path")
     if out.is_dir() and any(out.iterdir()):
         try:
@@ -104,18 +108,7 @@ def check_destination(out: Path, sources: list[Path]) -> None:
         if not is_llava:
             raise AssemblyError(f"--out {out}: exists and is not a llava checkpoint; choose a new or empty directory "
                                 "(an earlier llava checkpoint there would be replaced)")
-
-
-def _publish(staging: Path, out: Path) -> None:
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        staging.rename(out)
-        return
-    previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
-    out.rename(previous / out.name)
-    staging.rename(out)
-    shutil.rmtree(previous)
+    staging_dir(out).rmdir()  # can we write beside it? (before reading gigabytes of weights, not after)
 
 
 def _llava_config(vision: VisionPart, text: TextPart, recipe: Recipe, image_seq_length: int, dtype: torch.dtype):
@@ -131,6 +124,7 @@ def _llava_config(vision: VisionPart, text: TextPart, recipe: Recipe, image_seq_
         pad_token_id=text.tokenizer.pad_token_id,
         tie_word_embeddings=text.tied,
     )
+    config.architectures = ["LlavaForConditionalGeneration"]  # loaders that dispatch on it (vLLM) pick the class
     for part in (config, config.vision_config, config.text_config):
         part.dtype = dtype
     return config
@@ -154,8 +148,15 @@ def _expected(config) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     state = model.state_dict()
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # tied to the embeddings; save_pretrained leaves it out
-    saved = {key: next(iter(revert_weight_conversion(model, {key: tensor}))) for key, tensor in state.items()}
+    saved = {key: hub_name(next(iter(revert_weight_conversion(model, {key: tensor})))) for key, tensor in state.items()}
     return {key: tuple(tensor.shape) for key, tensor in state.items()}, saved
+
+
+def hub_name(saved: str) -> str:
+    """transformers 5 saves the tower without its `vision_model.` level; llava-hf on the hub (and 4.x) has it."""
+    if saved.startswith("vision_tower.") and not saved.startswith(HUB_TOWER):
+        return HUB_TOWER + saved.removeprefix("vision_tower.")
+    return saved
 
 
 def _listed(title: str, items: list[str]) -> list[str]:
@@ -212,6 +213,31 @@ def _plan_source(source: WeightSource, matched: dict[str, str], saved: dict[str,
     return planned
 
 
+def _save_configs(staging: Path, config, text: TextPart, processor) -> None:
+    """config.json, generation_config.json and the processor files; a refusal names the file it was writing."""
+    for name, thing in (("config.json", config), ("generation_config.json", text.generation_config),
+                        ("the processor and tokenizer files", processor)):
+        try:
+            thing.save_pretrained(staging)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise AssemblyError(f"transformers refused to write {name} ({error}); the inputs' config or tokenizer "
+                                "files hold a value it cannot save: fix or remove it and run again") from error
+    _drop_named_extras(staging / "tokenizer_config.json")
+
+
+def _drop_named_extras(file: Path) -> None:
+    """transformers 5 lists BOS/EOS again under `extra_special_tokens` for a converted LLaMA tokenizer; 4.x wants a
+    mapping there and fails on the list. Tokens already named (bos, eos, unk, pad) lose nothing by leaving it."""
+    if not file.is_file():
+        return
+    settings = json.loads(file.read_text())
+    extras = settings.get("extra_special_tokens")
+    named = {settings.get(name) for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    if isinstance(extras, list) and all(token in named for token in extras):
+        del settings["extra_special_tokens"]
+        file.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+
+
 def build_checkpoint(vision: VisionPart, text: TextPart, projector: ProjectorWeights, stored: StoredWeights,
                      recipe: Recipe, out: Path) -> AssemblyReport:
     """Check everything, then write the checkpoint to `out` (atomically); raise AssemblyError listing all problems."""
@@ -253,17 +279,14 @@ def build_checkpoint(vision: VisionPart, text: TextPart, projector: ProjectorWei
         planned.append(PlannedTensor(saved[runtime], dtype, expected[runtime], lambda t=tensor: t.to(dtype)))
     planned += _plan_source(stored.text, text_matched, saved, dtype, expected, recipe.seed)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = staging_dir(out)
     try:
         total_bytes = sum(tensor.nbytes for tensor in planned)
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="writing llava-hf weights",
                   disable=not recipe.progress) as progress:
             written = write_safetensors(staging, planned, recipe.max_shard_bytes, progress)
-        config.save_pretrained(staging)
-        text.generation_config.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        _publish(staging, out)
+        _save_configs(staging, config, text, processor)
+        publish(staging, out)
     finally:
         stored.vision.release()
         stored.text.release()
@@ -274,5 +297,5 @@ def build_checkpoint(vision: VisionPart, text: TextPart, projector: ProjectorWei
         vision_type=vision.config.model_type, text_type=text.config.model_type,
         projector=f"{projector.kind} from {projector.origin}", vocab_rows=(text.stored_rows, text.config.vocab_size),
         image_token_id=config.image_token_index, pad_token_id=text.tokenizer.pad_token_id,
-        image_seq_length=image_seq_length, pad_to_square=recipe.pad_to_square,
+        image_seq_length=image_seq_length, pad_to_square=recipe.pad_to_square, notes=tuple(text.notes),
     )

@@ -11,6 +11,7 @@ import torch
 
 from llava_lf.formats import IMAGE_TOKEN, LLAVA_V1_CHAT_TEMPLATE, PAD_TOKEN
 
+from .generation import make_savable
 from .spec import AssemblyError
 
 # model_type -> the decoder HF Llava builds for it; each one is covered by a parity test.
@@ -18,6 +19,10 @@ SUPPORTED_TEXT_TYPES = ("llama", "mistral", "qwen2")
 NEW_ROW_VARIANCE = 1e-9  # as transformers' mean resizing: new rows sit within ~3e-5 std of the mean
 ROW_CHUNK = 4096  # rows per step of the mean/variance pass, so a 7B vocabulary is never copied whole
 REBUILT_BUFFERS = ("rotary_emb.inv_freq",)  # older checkpoints saved it; current models recompute it
+# tokenizer_config.json keys that preset truncation or padding (transformers writes them from tokenizer.json)
+TOKENIZER_PRESETS = ("max_length", "truncation_strategy", "truncation", "padding", "stride", "pad_to_multiple_of")
+# Generation settings an older config.json may hold; they belong in generation_config.json, not the decoder's config
+CONFIG_GENERATION_KEYS = ("max_length", "min_length", "temperature", "top_p", "top_k", "do_sample", "num_beams")
 
 
 def check_text_type(model_type: str | None, where: Path) -> str:
@@ -32,7 +37,8 @@ def text_config_from(raw: dict[str, Any], model_type: str):
     """A text config of `model_type` from a raw config dict (foreign keys are dropped by the caller)."""
     from transformers import CONFIG_MAPPING
 
-    fields = {key: value for key, value in raw.items() if key not in {"model_type", "architectures", "auto_map"}}
+    dropped = {"model_type", "architectures", "auto_map", *CONFIG_GENERATION_KEYS}
+    fields = {key: value for key, value in raw.items() if key not in dropped}
     return CONFIG_MAPPING[model_type].from_dict(fields)
 
 
@@ -46,14 +52,42 @@ def load_tokenizer(path: Path, role: str):
                             "(tokenizer.json or tokenizer.model + tokenizer_config.json) next to config.json") from error
 
 
+def strip_presets(tokenizer) -> None:
+    """Forget a truncation/padding preset the source tokenizer carries (a tokenizer called with `truncation=True,
+    max_length=N` saves it), so plain transformers does not cut every prompt of the checkpoint to N tokens."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+    for key in TOKENIZER_PRESETS:
+        tokenizer.init_kwargs.pop(key, None)
+
+
+def adds_bos(tokenizer) -> bool:
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
 def prepare_tokenizer(tokenizer) -> None:
-    """Add `<image>` and a pad token when missing (reused when present); set the `llava_v1` chat template."""
+    """Add `<image>` and a pad token (`<pad>`, never `<unk>`), make a tokenizer with a BOS add it, pad on the
+    left (batched generation) and set the `llava_v1` chat template, which leaves BOS to the tokenizer."""
     from tokenizers import AddedToken
 
+    strip_presets(tokenizer)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
-    if tokenizer.pad_token is None:
-        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.unk_token_id:
+        if PAD_TOKEN in tokenizer.get_vocab():
+            tokenizer.pad_token = PAD_TOKEN
+        else:
+            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    if tokenizer.bos_token is not None and not adds_bos(tokenizer):
+        tokenizer.add_bos_token = True  # training put one BOS first; `processor(text=...)` must too
+        if not adds_bos(tokenizer):
+            raise AssemblyError(f"tokenizer {type(tokenizer).__name__} has BOS {tokenizer.bos_token!r} but cannot be "
+                                "made to add it; save the language model with a fast tokenizer (tokenizer.json)")
+    tokenizer.padding_side = "left"
+    tokenizer.init_kwargs["padding_side"] = "left"
     tokenizer.chat_template = LLAVA_V1_CHAT_TEMPLATE
 
 
@@ -86,21 +120,14 @@ class TextPart:
     tokenizer: Any
     generation_config: Any
     stored_rows: int  # embedding rows in the stored weights
+    notes: list[str]  # what was changed on the way, one line each, for the report
 
     @property
     def tied(self) -> bool:
         return bool(getattr(self.config, "tie_word_embeddings", False))
 
 
-def generation_config_for(path: Path, config):
-    from transformers import GenerationConfig
-
-    if (path / "generation_config.json").is_file():
-        return GenerationConfig.from_pretrained(path)
-    return GenerationConfig.from_model_config(config)
-
-
-def finish_text(config, tokenizer, generation_config, multiple: int) -> TextPart:
+def finish_text(config, tokenizer, generation_config, multiple: int, where: str) -> TextPart:
     """Prepare the tokenizer and size the vocabulary; the config then describes the output's decoder."""
     stored_rows = config.vocab_size
     prepare_tokenizer(tokenizer)
@@ -110,7 +137,8 @@ def finish_text(config, tokenizer, generation_config, multiple: int) -> TextPart
         value = getattr(tokenizer, name)
         if value is not None:
             setattr(generation_config, name, value)
-    return TextPart(config, tokenizer, generation_config, stored_rows)
+    notes = make_savable(generation_config, f"{where}/generation_config.json")
+    return TextPart(config, tokenizer, generation_config, stored_rows, notes)
 
 
 def llm_key(stored: str) -> str | None:

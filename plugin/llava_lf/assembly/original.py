@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .build import AssemblyReport, Recipe, StoredWeights, build_checkpoint, check_destination
-from .language import check_text_type, finish_text, generation_config_for, llm_key, load_tokenizer, text_config_from
+from .generation import load_generation_config
+from .language import check_text_type, finish_text, llm_key, load_tokenizer, text_config_from
 from .projector import MARKER, read_original
 from .spec import DTYPE_NAMES, AssemblyError, ImportSpec, ProjectorKind, SelectStrategy
 from .tensor_files import weight_source
@@ -100,8 +101,10 @@ def import_original(spec: ImportSpec) -> AssemblyReport:
     decoder = {key: value for key, value in raw.items()
                if not key.startswith("mm_") and key not in LLAVA_TRAINING_KEYS}
     text_config = text_config_from(decoder, text_type)
-    text = finish_text(text_config, load_tokenizer(spec.src, "SRC"), generation_config_for(spec.src, text_config),
-                       spec.vocab_multiple)
+    generation_config = load_generation_config(spec.src, text_config, "SRC")
+    generation_config.max_length = None  # liuhaotian's training length; llava-hf's checkpoints carry none
+    text = finish_text(text_config, load_tokenizer(spec.src, "SRC"), generation_config, spec.vocab_multiple,
+                       f"SRC {spec.src}")
 
     projector = read_original(source, projector_kind)
     has_tower = any(key.startswith("model.vision_tower.") for key in source)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .build import AssemblyReport, Recipe, StoredWeights, build_checkpoint, check_destination
-from .language import check_text_type, finish_text, generation_config_for, llm_key, load_tokenizer
+from .generation import load_generation_config
+from .language import check_text_type, finish_text, llm_key, load_tokenizer
 from .projector import fresh, read_original
 from .spec import DTYPE_NAMES, PROJECTOR_KINDS, SELECT_STRATEGIES, AssemblyError, AssemblySpec
 from .tensor_files import weight_source
@@ -43,8 +44,8 @@ def assemble_parts(spec: AssemblySpec) -> AssemblyReport:
                             "(for an original LLaVA checkpoint use `llava-lf import-llava`)")
     check_text_type(raw.get("model_type"), spec.llm / "config.json")
     text_config = AutoConfig.from_pretrained(spec.llm)
-    text = finish_text(text_config, load_tokenizer(spec.llm, "--llm"), generation_config_for(spec.llm, text_config),
-                       spec.vocab_multiple)
+    text = finish_text(text_config, load_tokenizer(spec.llm, "--llm"),
+                       load_generation_config(spec.llm, text_config, "--llm"), spec.vocab_multiple, f"--llm {spec.llm}")
 
     if spec.projector_weights is not None:
         source = weight_source(spec.projector_weights, f"--projector-weights {spec.projector_weights}")
