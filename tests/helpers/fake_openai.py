@@ -4,7 +4,7 @@
 or from a `respond(body, index)` callback, and logs every request it saw (time, path, headers, body).
 `ScriptedTeacher` scripts replies per (image, type) for `llava-lf generate`: it knows which pair a
 request is about from its messages (the system prompt names the type, the last user turn starts with
-the image's first caption). Used by the generate and the judge tests alike.
+the image's captions). Used by the generate and the judge tests alike.
 """
 
 from __future__ import annotations
@@ -159,13 +159,15 @@ class ScriptedTeacher(FakeOpenAI):
         from llava_lf.data.generate.tasks import load_prompts
 
         super().__init__()
-        self.contexts_by_caption = {context.captions[0]: context for context in contexts}
+        # The last user turn opens with the image's captions, one a line (boxes follow after a blank line).
+        self.contexts_by_caption = {"\n".join(context.captions): context for context in contexts}
+        assert len(self.contexts_by_caption) == len(contexts), "two images have the same captions: cannot tell apart"
         self.systems = {prompt.system: task for task, prompt in load_prompts().tasks.items()}
         self.pair_script = {key: list(replies) for key, replies in (script or {}).items()}
 
     def reply_for(self, body: dict | None, index: int) -> tuple[Reply, object]:
         task = self.systems[body["messages"][0]["content"]]
-        context = self.contexts_by_caption[body["messages"][-1]["content"].splitlines()[0]]
+        context = self.contexts_by_caption[body["messages"][-1]["content"].split("\n\n")[0]]
         replies = self.pair_script.get((context.image_id, task))
         reply = Reply() if not replies else (replies.pop(0) if len(replies) > 1 else replies[0])
         return reply, (context.image_id, task)
