@@ -123,7 +123,10 @@ def _write_source(root: Path, values: list, jsonl: bool) -> Path:
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+    if not path.exists():
+        return []
+    # JSON Lines end at "\n" only: str.splitlines would also cut at U+0085 and U+2028 inside a value.
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
 
 
 def _in_process(argv: list[str]) -> tuple[int, str, str]:

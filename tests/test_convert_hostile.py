@@ -54,7 +54,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text().split("\n") if line]  # "\n" only: not U+2028
 
 
 # --- where convert writes ---------------------------------------------------------------------------------------
