@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "llava_lf.data.generate.cli",
     "llava_lf.data.convert.cli",
     "llava_lf.data.modality.cli",
+    "llava_lf.chat",
     "llava_lf.data.inspect.cli",
 )
 

@@ -8,11 +8,18 @@ The host's `llava` plugin runs the full CLIP image processor on every sample jus
 336 px image gives 576 tokens. The count depends only on the processor's configuration, so we compute
 it from there; images are decoded once, in the collator (`get_mm_inputs`), where we also check that each
 batch row holds whole image blocks and leave out the images of samples the template trimmed or dropped.
+
+A chat (the engines call us before adding the answer slot; training samples end with the answer) whose text
+holds another number of `<image>` placeholders than images were given, typically a user typing `<image>`,
+would end `llamafactory-cli chat` with a traceback and make `llamafactory-cli api` answer 500. The API now
+answers 400 with what to change (a streamed request has sent its 200 by then: its stream ends); an
+interactive chat says so in one warning line and answers without the stray placeholder.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from llamafactory.data.data_utils import Role
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
 PLUGIN_NAME = "llava_lf"
 REPORT_RUN = "_report_run_pid"  # the training run whose report the first batch summarises; never pickled
 SEQLEN = "_seqlen_memo"  # (processor, tokens per image), never pickled
+API_MODULE = "llamafactory.api.app"  # imported only by `llamafactory-cli api`
 
 logger = get_logger(f"llamafactory.{__name__}")  # the host's handler and format
 
@@ -48,6 +56,8 @@ class LlavaFastPlugin(LlavaPlugin):
         processor: MMProcessor | None,
     ) -> list[dict[str, str]]:
         self._validate_input(processor, images, videos, audios)
+        if messages and messages[-1]["role"] == Role.USER:
+            messages = _placeholders_for_chat(messages, len(images))
         self._validate_messages(messages, images, videos, audios)
         messages = [{**message, "content": _image_first(message["content"])} if message["role"] == Role.USER
                     else message for message in messages]
@@ -105,6 +115,49 @@ class LlavaFastPlugin(LlavaPlugin):
         state.pop(REPORT_RUN, None)
         state.pop(SEQLEN, None)
         return state
+
+
+def _placeholders_for_chat(messages: list[dict[str, str]], n_images: int) -> list[dict[str, str]]:
+    """A chat's messages with exactly one `<image>` per image: the API refuses a mismatch, a chat repairs it."""
+    found = sum(message["content"].count(IMAGE_PLACEHOLDER) for message in messages)
+    if found == n_images:
+        return messages
+    problem = placeholder_problem(found, n_images)
+    if API_MODULE in sys.modules:  # `llamafactory-cli api`: FastAPI answers an HTTPException with its status
+        from fastapi import HTTPException
+
+        raise HTTPException(status_code=400, detail=problem)
+    logger.warning(f"llava_lf: {problem}; answering as if it were not there.")
+    return _reconciled(messages, n_images)
+
+
+def placeholder_problem(found: int, n_images: int) -> str:
+    """What is wrong with a chat's `<image>` placeholders and how to give an image instead."""
+    given = f"{n_images} image{'s' if n_images != 1 else ''} given" if n_images else "no image given"
+    return (f"the text holds {found} {IMAGE_PLACEHOLDER} but {given}: {IMAGE_PLACEHOLDER} is where a given image "
+            f"goes, so do not type it; give the image instead (an image_url part in the API, the Image box in "
+            f"webchat, --image or /image in `llava-lf chat`)")
+
+
+def _reconciled(messages: list[dict[str, str]], n_images: int) -> list[dict[str, str]]:
+    """Keep the first `n_images` placeholders in reading order, drop the others (or add the missing ones first)."""
+    found = sum(message["content"].count(IMAGE_PLACEHOLDER) for message in messages)
+    if found < n_images:  # as the engines do when there is none: all images lead the first turn
+        first = messages[0]
+        return [{**first, "content": IMAGE_PLACEHOLDER * (n_images - found) + first["content"]}, *messages[1:]]
+    kept, repaired = 0, []
+    for message in messages:
+        parts = message["content"].split(IMAGE_PLACEHOLDER)
+        if len(parts) == 1:
+            repaired.append(message)
+            continue
+        content, dropped = parts[0], False
+        for part in parts[1:]:
+            dropped = dropped or kept >= n_images
+            content += (IMAGE_PLACEHOLDER if kept < n_images else "") + part
+            kept += 1
+        repaired.append({**message, "content": content.strip() if dropped else content})
+    return repaired
 
 
 def _image_first(content: str) -> str:
