@@ -11,7 +11,9 @@ def register_all() -> list[str]:
     from .training import register_training_callback
 
     added = register_training_callback()  # `report_to: [llava_lf]`; independent of the modules below
-    from . import mm_plugin, templates
+    from . import mm_plugin, templates, webui_labels
+
+    webui_labels.install()  # the web UI's widgets named on first load (see that module)
 
     for name, plugin_class in mm_plugin.PLUGINS.items():
         if name not in host_plugins.PLUGINS:

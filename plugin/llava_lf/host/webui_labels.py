@@ -1,0 +1,95 @@
+"""Label `llamafactory-cli webchat`'s page on first load.
+
+The host's web UI builds its widgets without labels and names them in `Engine.change_lang`, which runs
+when the language dropdown changes. `webchat` builds that dropdown without `value=None` (LlamaBoard's has
+it), and gradio 5 then preselects the first choice, "en"; the page's load sets "en" again, nothing changes,
+and every widget stays unlabelled ("Dropdown", "Slider", two "Run" buttons) until the user switches the
+language away and back. gradio 4 (no preselection) needs pillow < 11 and markupsafe 2, which the host's
+other pins rule out, so we name the widgets from here: the first update of `Engine.resume` (the page's load
+event) is followed by `Engine.change_lang` for the language it set, which is what the switch does.
+
+Installed by `registration.register_all`, in web UI processes only (`llamafactory.webui` being imported).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.abc
+import importlib.util
+import sys
+from collections.abc import Callable, Generator
+from typing import Any
+
+ENGINE_MODULE = "llamafactory.webui.engine"
+WEBUI_PACKAGE = "llamafactory.webui"
+PATCHED = "_llava_lf_labels_on_load"
+
+
+def install() -> None:
+    """Patch the web UI's engine now if it is imported, or right after its import in a web UI process."""
+    module = sys.modules.get(ENGINE_MODULE)
+    if module is not None and hasattr(module, "Engine"):
+        label_on_load(module.Engine)
+    elif WEBUI_PACKAGE in sys.modules and not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(ENGINE_MODULE, lambda module: label_on_load(module.Engine)))
+
+
+def label_on_load(engine_class: type) -> None:
+    """Make `engine_class.resume` also send the labels of the language it starts the page in."""
+    resume = engine_class.resume
+    if getattr(resume, PATCHED, False):
+        return
+
+    @functools.wraps(resume)
+    def resume_labelled(self) -> Generator[dict, None, None]:
+        updates = resume(self)
+        first = next(updates, None)
+        if first is None:
+            return
+        yield first
+        yield self.change_lang(_language(self, first))
+        yield from updates
+
+    setattr(resume_labelled, PATCHED, True)
+    engine_class.resume = resume_labelled
+
+
+def _language(engine: Any, update: dict) -> str:
+    """The language `resume` set on the dropdown (from the user's saved config, else English)."""
+    try:
+        dropdown = engine.manager.get_elem_by_id("top.lang")
+    except KeyError:
+        return "en"
+    value = getattr(update.get(dropdown), "value", None)
+    return value if isinstance(value, str) and value else "en"
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """A one-shot finder: run `then(module)` once `name` has executed; never fails the import."""
+
+    def __init__(self, name: str, then: Callable[[Any], None]):
+        self._name, self._then = name, then
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self._name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader, then = spec.loader, self._then
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                module.__loader__ = loader
+                loader.exec_module(module)
+                try:
+                    then(module)
+                except Exception as exc:  # a changed host must not break the web UI: it only stays unlabelled
+                    sys.stderr.write(f"llava-lf: web UI labels not set on load ({exc!r})\n")
+
+        spec.loader = _Loader()
+        return spec
