@@ -69,6 +69,10 @@ class Distribution:
                        total)
 
 
+KEY_CHARS = 256
+CAPACITY = 100_000  # distinct texts held before the rarest are dropped
+
+
 class LossyCounter:
     """Counts of texts in bounded memory: exact until `capacity` distinct texts, then the rarest are dropped.
 
@@ -78,7 +82,7 @@ class LossyCounter:
     hashes; this keeps the words.
     """
 
-    def __init__(self, capacity: int = 200_000, on_drop: Callable[[dict[str, int]], None] | None = None):
+    def __init__(self, capacity: int = CAPACITY, on_drop: Callable[[dict[str, int]], None] | None = None):
         self.capacity = capacity
         self.counts: Counter[str] = Counter()
         self.dropped_below = 0  # counts at or below this were dropped at least once
@@ -117,15 +121,18 @@ class RepeatCounter:
     texts are folded in when the lossy table drops them and, for the rest, at the end.
     """
 
-    def __init__(self, capacity: int = 200_000, derive: Callable[[str], tuple[str, ...]] | None = None):
+    def __init__(self, capacity: int = CAPACITY, derive: Callable[[str], tuple[str, ...]] | None = None):
         self._hashes = array("q")
         self._derive = derive
         self._derived: list[Counter[str]] = []
         self._texts = LossyCounter(capacity, self._fold if derive is not None else None)
 
     def update(self, texts: list[str]) -> None:
-        self._hashes.extend(map(hash, texts))
-        self._texts.update(texts)
+        # Texts are compared on their first KEY_CHARS characters, so memory is bounded per text too
+        # (a ShareGPT answer runs to kilobytes); slicing a shorter string returns it as it is.
+        keys = [text[:KEY_CHARS] for text in texts]
+        self._hashes.extend(map(hash, keys))
+        self._texts.update(keys)
 
     def _fold(self, counts: dict[str, int], into: list[Counter[str]] | None = None) -> list[Counter[str]]:
         into = self._derived if into is None else into

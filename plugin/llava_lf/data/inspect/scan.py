@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,7 +82,20 @@ def scan_dataset(data: DatasetInput, options: InspectOptions, counter: TokenCoun
         raise LlavaLfError(_not_a_folder(image_folder))
     checks = ConverterChecks(image_folder, data.path.parent, options.template == "llava_plain")
     rule = TypeRule.for_file(data.path)
-    for source in iter_records(data.path):
+    # The cyclic collector would walk the growing count tables again and again; records hold no cycles.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _scan(data.path, checks, rule, stats, counter)
+    finally:
+        if collecting:
+            gc.enable()
+    return stats
+
+
+def _scan(path: Path, checks: ConverterChecks, rule: TypeRule, stats: DatasetStats, counter: TokenCounter | None) -> None:
+    images, tokens = stats.images, stats.tokens
+    for source in iter_records(path):
         value = source.value
         verdict = checks.check(value)
         if verdict.files is not None:
@@ -92,7 +106,6 @@ def scan_dataset(data: DatasetInput, options: InspectOptions, counter: TokenCoun
         stats.formats["converted" if is_converted(value) else "llava"] += 1
         stats.add_figures(source.index, verdict.record_id, record_figures(value, verdict.images, rule))
         stats.add_problems(source.index, verdict.record_id, source.line, verdict.problems)
-    return stats
 
 
 def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions) -> dict:
