@@ -139,7 +139,7 @@ def _skeleton(text: str) -> str:
 
 
 @pytest.mark.timeout(900)
-def test_webchat_answers_an_uploaded_image_in_headless_chromium(servers, held_out, host_answer, tmp_path):
+def test_webchat_answers_an_uploaded_image_in_headless_chromium(servers, held_out, host_answer):
     if shutil.which("chromium") is None and not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; .ci/run does it)")
     from playwright.sync_api import sync_playwright
@@ -153,7 +153,8 @@ def test_webchat_answers_an_uploaded_image_in_headless_chromium(servers, held_ou
         # The page a user meets is labelled (gradio 5 left it unlabelled until a language switch; see
         # llava_lf.host.webui_labels), kept as a screenshot of this run.
         page.get_by_role("button", name="Submit", exact=True).wait_for(timeout=60_000)
-        shot = tmp_path / "webchat_first_load.png"
+        shot = REPO / "runs" / "screenshots" / "webchat_first_load.png"  # ignored by git; outlives pytest tmp dirs
+        shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot), full_page=True)
         print(f"webchat screenshot: {shot}")
         buttons = [text.strip() for text in page.locator("button").all_inner_texts()]
