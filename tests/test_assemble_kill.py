@@ -93,7 +93,7 @@ def test_a_kill_at_every_publishing_step_leaves_old_or_new(tmp_path, states, swa
 
     out = _fresh_out(tmp_path, states)
     seen = []
-    for kill_at_step in range(1, 6):
+    for kill_at_step in range(1, 12):  # publishing, then one step per leftover an earlier kill left
         killed = _finish(_start(states["clip"], states["llama"], out, 5, kill_at_step, swap)) == -signal.SIGKILL
         if not swap:
             recover(out)  # what the next run does first: a kill between the two renames set the old one aside
