@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Generator
 from typing import Any
 
+TESTED_HOST = "0.9.5"  # the page (and `Engine.resume`) this patch was written and tested against
 ENGINE_MODULE = "llamafactory.webui.engine"
 WEBUI_PACKAGE = "llamafactory.webui"
 PATCHED = "_llava_lf_labels_on_load"
@@ -27,6 +28,13 @@ PATCHED = "_llava_lf_labels_on_load"
 
 def install() -> None:
     """Patch the web UI's engine now if it is imported, or right after its import in a web UI process."""
+    from importlib.metadata import version
+
+    if WEBUI_PACKAGE not in sys.modules and ENGINE_MODULE not in sys.modules:
+        return
+    if version("llamafactory") != TESTED_HOST:  # another host's page may label itself, or differ: leave it alone
+        sys.stderr.write(f"llava-lf: web UI labels left to the host (written for llamafactory {TESTED_HOST})\n")
+        return
     module = sys.modules.get(ENGINE_MODULE)
     if module is not None and hasattr(module, "Engine"):
         label_on_load(module.Engine)
