@@ -22,7 +22,7 @@ from .paths import ImageFolder
 from .reader import SourceRecord, iter_records, iter_records_with_progress
 from .records import SharegptRecord, dataset_info_entry
 from .report import ConversionReport, Problem, Rejection
-from .validate import normalise, record_id, record_images
+from .validate import claim_output_id, normalise, record_id, record_images
 from .writer import AtomicFile, DatasetWriter, remove_leftovers, update_dataset_info
 
 __all__ = ["ConvertOptions", "check_file", "convert_file", "convert_records", "update_dataset_info"]
@@ -85,10 +85,7 @@ def _validated(sources: Iterable[SourceRecord], folder: ImageFolder, options: Co
                 written.append(resolved[0])
                 files.append(resolved[1])
                 fields.append(field_name)
-        given = type(source.value) is dict and source.value.get("id") is not None
-        output_id = rid if given else str(source.index)  # a record without an id is written under its index
-        if output_id is not None and not seen.add(output_id):
-            problems.append(_duplicate(output_id, given, source.index))
+        output_id = claim_output_id(seen, source.value, rid, source.index, problems)
         turns = normalised.turns if normalised is not None and not problems else None
         if turns is not None and budget is not None:
             fitted = budget.fit(turns, problems)
@@ -100,15 +97,6 @@ def _validated(sources: Iterable[SourceRecord], folder: ImageFolder, options: Co
             continue
         record: SharegptRecord = {"id": output_id, "conversations": turns, "images": written}
         yield _Kept(source.index, source.line, rid, source.value, record, files, fields, normalised.changes)
-
-
-def _duplicate(output_id: str, given: bool, index: int) -> Problem:
-    if given:
-        return Problem("duplicate_id", "id", f"id {output_id!r:.120} appeared earlier in the file (as an id, or as "
-                       "the index a record without an id is written under)",
-                       "give every record a unique id (e.g. append a suffix to repeats)")
-    return Problem("duplicate_id", "id", f"the record has no id, so it would be written under its index "
-                   f"{output_id!r}, which an earlier record has as its id", "give this record a unique id")
 
 
 def _image_files(item: _Kept | Rejection) -> list[str]:

@@ -18,6 +18,7 @@ from llava_lf.errors import LlavaLfError
 
 from .records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMAN, ROLE_SYSTEM, LlavaTurn
 from .report import Problem
+from .validate import too_long_problem
 
 LLAVA_15_IMAGE_TOKENS = 576  # CLIP ViT-L/14 at 336 px, CLS dropped
 
@@ -92,9 +93,7 @@ class TurnBudget:
         """The turns that fit (whole pairs only); None with a problem when even the first pair does not."""
         fit = self._fit_turns(self.pair_lengths(turns), self.cutoff_len)
         if fit.action == "dropped":
-            problems.append(Problem("too_long", "conversations", f"the first turn pair is {fit.pair_lengths[0]} tokens with "
-                                    f"its image tokens, over --cutoff-len {self.cutoff_len}",
-                                    "raise --cutoff-len (and cutoff_len in training) or shorten the first turn"))
+            problems.append(too_long_problem(fit.pair_lengths[0], self.cutoff_len))
             return None
         offset = 1 if turns[0]["from"] == ROLE_SYSTEM else 0
         return turns[: offset + 2 * fit.kept_pairs]

@@ -66,6 +66,36 @@ def record_id(record: object, problems: list[Problem]) -> str | None:
     return None
 
 
+def duplicate_id_problem(output_id: str, given: bool) -> Problem:
+    """The converter's `duplicate_id` rejection: the id a record would be written under is taken."""
+    if given:
+        return Problem("duplicate_id", "id", f"id {output_id!r:.120} appeared earlier in the file (as an id, or as "
+                       "the index a record without an id is written under)",
+                       "give every record a unique id (e.g. append a suffix to repeats)")
+    return Problem("duplicate_id", "id", f"the record has no id, so it would be written under its index "
+                   f"{output_id!r}, which an earlier record has as its id", "give this record a unique id")
+
+
+def claim_output_id(seen, record: object, rid: str | None, index: int, problems: list[Problem]) -> str | None:
+    """The id the converter writes the record under (its id, else its index), claimed in `seen` (`ids.SeenIds`).
+
+    A record without an id is written under its index, so an index that an earlier id took (or the reverse)
+    is a duplicate too; the problem is added to `problems`.
+    """
+    given = type(record) is dict and record.get("id") is not None
+    output_id = rid if given else str(index)
+    if output_id is not None and not seen.add(output_id):
+        problems.append(duplicate_id_problem(output_id, given))
+    return output_id
+
+
+def too_long_problem(first_pair_tokens: int, cutoff_len: int) -> Problem:
+    """The converter's `too_long` rejection: the first human/gpt pair alone is over the cutoff."""
+    return Problem("too_long", "conversations", f"the first turn pair is {first_pair_tokens} tokens with its image "
+                   f"tokens, over --cutoff-len {cutoff_len}",
+                   "raise --cutoff-len (and cutoff_len in training) or shorten the first turn")
+
+
 def _json_type(value: object) -> str:
     """How the file wrote a value, in JSON's words."""
     if type(value) is OversizedNumber:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections import Counter, _count_elements  # the C loop behind Counter.update
-from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class Distribution:
 
     def update(self, values) -> None:
         _count_elements(self.counts, values)
+
+    def merge(self, other: Distribution) -> None:
+        self.counts.update(other.counts)
 
     @property
     def count(self) -> int:
@@ -76,20 +80,24 @@ CAPACITY = 100_000  # distinct texts held before the rarest are dropped
 class LossyCounter:
     """Counts of texts in bounded memory: exact until `capacity` distinct texts, then the rarest are dropped.
 
-    When the table passes `capacity`, the texts at or below the count that halves it are dropped (and
-    handed to `on_drop` first, so figures derived from them stay exact); any text counted more often
-    than `dropped_below` is therefore among those kept. Exact repeat counts come from `RepeatCounter`'s
+    When the table passes `capacity`, the texts at or below the count that halves it are dropped; any
+    text counted more often than `dropped_below` is therefore among those kept. Exact repeat counts come from `RepeatCounter`'s
     hashes; this keeps the words.
     """
 
-    def __init__(self, capacity: int = CAPACITY, on_drop: Callable[[dict[str, int]], None] | None = None):
+    def __init__(self, capacity: int = CAPACITY):
         self.capacity = capacity
         self.counts: Counter[str] = Counter()
         self.dropped_below = 0  # counts at or below this were dropped at least once
-        self._on_drop = on_drop
 
     def update(self, texts: list[str]) -> None:
         _count_elements(self.counts, texts)  # Counter.update's C loop without its per-call Python checks
+        if len(self.counts) > self.capacity:
+            self._prune()
+
+    def merge(self, other: LossyCounter) -> None:
+        self.counts.update(other.counts)
+        self.dropped_below = max(self.dropped_below, other.dropped_below)
         if len(self.counts) > self.capacity:
             self._prune()
 
@@ -102,8 +110,6 @@ class LossyCounter:
             keep -= by_count[count]
             limit = count
         self.dropped_below = max(self.dropped_below, limit)
-        if self._on_drop is not None:
-            self._on_drop({text: n for text, n in self.counts.items() if n <= limit})
         self.counts = Counter({text: n for text, n in self.counts.items() if n > limit})
 
     def texts(self) -> dict[int, str]:
@@ -114,47 +120,70 @@ class LossyCounter:
         return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))[:n]
 
 
+FLUSH = 1 << 16  # texts gathered before they are counted in one C-level pass
+_KEY = itemgetter(slice(0, KEY_CHARS))
+_TWO = itemgetter(slice(0, 2))
+
+
 class RepeatCounter:
     """Exact repeat counts through hashes, the words of the frequent texts kept by a `LossyCounter`.
 
-    `derived` counts a function of each text (e.g. its first word) exactly, at no cost per record:
-    texts are folded in when the lossy table drops them and, for the rest, at the end.
+    Texts are gathered and counted `FLUSH` at a time with C-level `map`s (no Python code per text).
+    With `openings`, the first two words of each text are counted exactly too (as written, one entry
+    per distinct pair; lower-cased and trimmed at the end by `opening_counts`).
     """
 
-    def __init__(self, capacity: int = CAPACITY, derive: Callable[[str], tuple[str, ...]] | None = None):
+    def __init__(self, capacity: int = CAPACITY, openings: bool = False):
         self._hashes = array("q")
-        self._derive = derive
-        self._derived: list[Counter[str]] = []
-        self._texts = LossyCounter(capacity, self._fold if derive is not None else None)
+        self._pending: list[str] = []
+        self._texts = LossyCounter(capacity)
+        self._openings: Counter[str] | None = Counter() if openings else None
 
     def update(self, texts: list[str]) -> None:
+        self._pending += texts
+        if len(self._pending) >= FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
         # Texts are compared on their first KEY_CHARS characters, so memory is bounded per text too
         # (a ShareGPT answer runs to kilobytes); slicing a shorter string returns it as it is.
-        keys = [text[:KEY_CHARS] for text in texts]
+        keys = list(map(_KEY, pending))
         self._hashes.extend(map(hash, keys))
         self._texts.update(keys)
+        if self._openings is not None:  # " ".join(text.split(None, 2)[:2]) for each text
+            _count_elements(self._openings, map(" ".join, map(_TWO, map(str.split, pending, repeat(None), repeat(2)))))
 
-    def _fold(self, counts: dict[str, int], into: list[Counter[str]] | None = None) -> list[Counter[str]]:
-        into = self._derived if into is None else into
-        for text, n in counts.items():
-            for position, key in enumerate(self._derive(text)):
-                while len(into) <= position:
-                    into.append(Counter())
-                into[position][key] += n
-        return into
+    def merge(self, other: RepeatCounter) -> None:
+        """Add the texts `other` counted (hashes are comparable: the processes share the hash seed)."""
+        self._flush()
+        other._flush()
+        self._hashes.extend(other._hashes)
+        self._texts.merge(other._texts)
+        if self._openings is not None and other._openings is not None:
+            self._openings.update(other._openings)
 
-    def derived(self) -> list[Counter[str]]:
-        """Counts of each of `derive`'s outputs over every text added."""
-        return self._fold(self._texts.counts, [Counter(c) for c in self._derived])
+    def opening_counts(self, punctuation: str) -> tuple[Counter[str], Counter[str]]:
+        """Counts of the first word and of the first two words, lower-case, `punctuation` trimmed."""
+        self._flush()
+        first: Counter[str] = Counter()
+        first_two: Counter[str] = Counter()
+        for opening, n in (self._openings or {}).items():
+            words = [word.strip(punctuation) for word in opening.lower().split()]
+            first[words[0] if words else ""] += n
+            first_two[" ".join(word for word in words if word)] += n
+        return first, first_two
 
     @property
     def total(self) -> int:
+        self._flush()
         return len(self._hashes)
 
     def most_repeated(self, n: int) -> tuple[int, int, list[tuple[str, int]]]:
         """(distinct texts, texts seen twice or more, the n seen most often (twice or more) with exact counts)."""
         import numpy as np
 
+        self._flush()
         hashes = np.frombuffer(self._hashes, dtype=np.int64) if self._hashes else np.zeros(0, dtype=np.int64)
         values, counts = np.unique(hashes, return_counts=True)
         order = np.argsort(-counts, kind="stable")[:n]

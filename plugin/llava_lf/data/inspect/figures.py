@@ -18,6 +18,7 @@ _PUNCTUATION = ".,;:!?\"'()[]{}*-"
 # Answers that decline instead of answering, as chat teachers write them.
 _REFUSAL = re.compile(r"i'?m sorry|i am sorry|i’m sorry|as an ai\b|as a language model|i cannot (?:help|assist)"
                       r"|i can'?t (?:help|assist)|i’m unable|i'?m unable to (?:see|view)", re.IGNORECASE)
+_STR = {str}
 NON_LATIN_SHARE = 0.3  # a record with more of its characters outside ASCII counts as non-Latin script
 
 
@@ -31,6 +32,7 @@ class RecordFigures:
     words: int
     questions: list[str]  # without '<image>', stripped
     answers: list[str]
+    answer_words: list[int]  # words per answer
     key: str  # the record's content (images and turns), for exact duplicates
     refusals: int
     empty_answers: int
@@ -41,19 +43,11 @@ def refuses(answer: str) -> bool:
     return _REFUSAL.search(answer) is not None
 
 
-def first_words(question: str, n: int) -> str:
-    """The first n words, lower-case, punctuation trimmed: the paper's verb/noun view of instructions."""
-    words = [word.strip(_PUNCTUATION) for word in question.lower().split(None, n)[:n]]
-    return " ".join(word for word in words if word)
+PUNCTUATION = _PUNCTUATION  # trimmed from the first words of questions (the paper's verb/noun view)
 
 
-def opening_words(question: str) -> tuple[str, str]:
-    """`first_words(question, 1)` and `first_words(question, 2)`."""
-    return first_words(question, 1), first_words(question, 2)
-
-
-def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordFigures | None:
-    """The figures of one record, or None when it has no readable turns (the converter's verdict says why)."""
+def _roles_values(record: object) -> tuple[list, list[str]] | None:
+    """The record's roles and turn texts, or None when it has no readable turns."""
     if type(record) is not dict or type(turns := record.get("conversations")) is not list:
         return None
     try:
@@ -61,15 +55,37 @@ def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordF
         values = [turn["value"] for turn in turns]
     except (TypeError, KeyError):
         return None
-    if not all(type(value) is str for value in values):
+    if values and set(map(type, values)) != _STR:
         return None
+    return roles, values
+
+
+def content_key(record: object, images: list[str]) -> str | None:
+    """`record_figures(...).key` alone (None when there are no figures)."""
+    split = _roles_values(record)
+    return None if split is None else "\0".join([*images, "\1", *split[0], *split[1]])
+
+
+def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordFigures | None:
+    """The figures of one record, or None when it has no readable turns (the converter's verdict says why)."""
+    split = _roles_values(record)
+    if split is None:
+        return None
+    roles, values = split
     questions = [value.replace(IMAGE_PLACEHOLDER, "").strip() for role, value in zip(roles, values)
                  if role == ROLE_HUMAN]
     answers = [value for role, value in zip(roles, values) if role == ROLE_GPT]
     text = "\n".join(values)
+    # Words of the joined text, counted per turn (the join adds only whitespace), '<image>' read as a space.
+    counts = list(map(len, map(str.split, values)))
+    words = sum(counts)
+    if IMAGE_PLACEHOLDER in text:
+        for position, value in enumerate(values):
+            if IMAGE_PLACEHOLDER in value:
+                words += len(value.replace(IMAGE_PLACEHOLDER, " ").split()) - counts[position]
     refusals = 0
     lowered = "\0".join(answers).lower()
-    if ("sorry" in lowered or "as a" in lowered or "can" in lowered or "unable" in lowered) and _REFUSAL.search(lowered):
+    if ("sorry" in lowered or "as a" in lowered or "i can" in lowered or "unable" in lowered) and _REFUSAL.search(lowered):
         refusals = sum(map(refuses, answers))
     non_latin = False
     if not text.isascii():
@@ -80,6 +96,8 @@ def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordF
     return RecordFigures(
         source=record_source(record, images),
         type=kind, type_how=how,
-        images=images, pairs=len(questions), words=len(text.replace(IMAGE_PLACEHOLDER, " ").split()),
-        questions=questions, answers=answers, key="\0".join([*images, "\1", *roles, *values]), refusals=refusals,
+        images=images, pairs=len(questions), words=words,
+        questions=questions, answers=answers,
+        answer_words=[n for role, n in zip(roles, counts) if role == ROLE_GPT],
+        key="\0".join([*images, "\1", *roles, *values]), refusals=refusals,
         empty_answers=sum(1 for answer in answers if not answer.strip()), non_latin=non_latin)

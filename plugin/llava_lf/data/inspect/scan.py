@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
-from llava_lf.data.convert.reader import iter_records
 from llava_lf.errors import LlavaLfError
 
 from .figures import record_figures
 from .images import ImageStats
 from .kinds import TypeRule
 from .near_duplicates import DEFAULT_MAX_DISTANCE, near_duplicates
+from .reading import Batch, HandOver, iter_batches
+from .split_scan import scan_split
 from .stats import DatasetStats
 from .tokens import TokenCounter, TokenSpec, TokenStats
 from .verdict import ConverterChecks, is_converted
@@ -80,32 +83,47 @@ def scan_dataset(data: DatasetInput, options: InspectOptions, counter: TokenCoun
     image_folder = data.image_folder or options.image_folder
     if image_folder is not None and not image_folder.is_dir():
         raise LlavaLfError(_not_a_folder(image_folder))
-    checks = ConverterChecks(image_folder, data.path.parent, options.template == "llava_plain")
     rule = TypeRule.for_file(data.path)
     # The cyclic collector would walk the growing count tables again and again; records hold no cycles.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        _scan(data.path, checks, rule, stats, counter)
+        split = None
+        if counter is None and image_folder is None and not options.near_duplicates:
+            split = scan_split(data.path, stats, lambda: _checks(image_folder, data, options), rule, _scan)
+        if split is None:
+            _scan(iter_batches(data.path), _checks(image_folder, data, options), rule, stats, counter)
+        else:
+            stats = split
     finally:
         if collecting:
             gc.enable()
     return stats
 
 
-def _scan(path: Path, checks: ConverterChecks, rule: TypeRule, stats: DatasetStats, counter: TokenCounter | None) -> None:
+def _checks(image_folder: Path | None, data: DatasetInput, options: InspectOptions) -> ConverterChecks:
+    return ConverterChecks(image_folder, data.path.parent, options.template == "llava_plain")
+
+
+def _scan(batches: Iterable[Batch], checks: ConverterChecks, rule: TypeRule, stats: DatasetStats,
+          counter: TokenCounter | None, read_images: bool = True) -> None:
     images, tokens = stats.images, stats.tokens
-    for source in iter_records(path):
-        value = source.value
-        verdict = checks.check(value)
-        if verdict.files is not None:
-            for written, full in zip(verdict.images, verdict.files):
-                images.add(written, full)
-        if counter is not None and verdict.normalised is not None:
-            counter.count(verdict.normalised.turns, tokens, verdict.problems)
-        stats.formats["converted" if is_converted(value) else "llava"] += 1
-        stats.add_figures(source.index, verdict.record_id, record_figures(value, verdict.images, rule))
-        stats.add_problems(source.index, verdict.record_id, source.line, verdict.problems)
+    check, add_figures, add_problems = checks.check, stats.add_figures, stats.add_problems
+    formats = stats.formats
+    for batch in batches:
+        for index, value in enumerate(batch.values, batch.start):
+            verdict = check(value, index)
+            if verdict.files is not None:
+                if not read_images:  # a converted dataset's images: only a single pass counts them
+                    raise HandOver
+                for written, full in zip(verdict.images, verdict.files):
+                    images.add(written, full)
+            if counter is not None and verdict.normalised is not None:
+                counter.count(verdict.normalised.turns, tokens, verdict.problems)
+            formats["converted" if is_converted(value) else "llava"] += 1
+            add_figures(index, verdict.record_id, record_figures(value, verdict.images, rule))
+            if verdict.problems:  # the line is counted only for the few examples the card shows
+                add_problems(index, verdict.record_id, partial(batch.line, index - batch.start), verdict.problems)
 
 
 def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions) -> dict:

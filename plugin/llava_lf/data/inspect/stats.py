@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llava_lf.data.convert.ids import SeenIds
 from llava_lf.data.convert.report import Problem
 
 from .accumulators import Distribution, RepeatCounter
-from .figures import RecordFigures, opening_words, refuses
+from .figures import PUNCTUATION, RecordFigures, refuses
 from .images import ImageStats
 from .tokens import TokenStats
 
@@ -33,7 +34,7 @@ class DatasetStats:
     pairs: Distribution = field(default_factory=Distribution)
     words: Distribution = field(default_factory=Distribution)
     answer_words: defaultdict[str, Distribution] = field(default_factory=lambda: defaultdict(Distribution))
-    questions: RepeatCounter = field(default_factory=lambda: RepeatCounter(derive=opening_words))
+    questions: RepeatCounter = field(default_factory=lambda: RepeatCounter(openings=True))
     answers: RepeatCounter = field(default_factory=RepeatCounter)
     duplicates: int = 0
     duplicate_examples: list[str] = field(default_factory=list)
@@ -61,7 +62,7 @@ class DatasetStats:
         self.type_how[figures.type_how] += 1
         self.pairs.add(figures.pairs)
         self.words.add(figures.words)
-        self.answer_words[figures.type].update(map(len, map(str.split, figures.answers)))
+        self.answer_words[figures.type].update(figures.answer_words)
         self.questions.update(figures.questions)
         self.answers.update(figures.answers)
         if not self._contents.add(figures.key):
@@ -77,7 +78,7 @@ class DatasetStats:
                 self.refusal_examples.append({"record": _name(index, rid), "answer": answer[:200]})
         self.non_latin += figures.non_latin
 
-    def add_problems(self, index: int, rid: str | None, line: int | None, problems: list[Problem]) -> None:
+    def add_problems(self, index: int, rid: str | None, line: Callable[[], int | None], problems: list[Problem]) -> None:
         if not problems:
             return
         self.rejected += 1
@@ -85,14 +86,37 @@ class DatasetStats:
         self.reasons[first.reason] += 1
         examples = self.rejection_examples.setdefault(first.reason, [])
         if len(examples) < 3:
-            examples.append({"record": _name(index, rid), "line": line, "field": first.field,
+            examples.append({"record": _name(index, rid), "line": line(), "field": first.field,
                              "message": first.message, "fix": first.fix})
+
+    def merge(self, later: DatasetStats, line_offset: int) -> None:
+        """Add the figures of the records that follow this part (`later`, whose lines start at 1 where
+        it starts: `line_offset` is added). Its duplicate tables were seeded with this part's records,
+        so its duplicates are the file's; examples stay in file order. Images are not merged: a split
+        scan reads none."""
+        for name in ("records", "with_image", "multi_image", "duplicates", "rejected", "unreadable_records",
+                     "empty_answers", "refusal_answers", "refusal_records", "non_latin"):
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        for name in ("formats", "sources", "types", "type_how", "reasons"):  # first-seen order kept
+            getattr(self, name).update(getattr(later, name))
+        self.pairs.merge(later.pairs)
+        self.words.merge(later.words)
+        for kind, distribution in later.answer_words.items():
+            self.answer_words[kind].merge(distribution)
+        self.questions.merge(later.questions)
+        self.answers.merge(later.answers)
+        self.duplicate_examples = (self.duplicate_examples + later.duplicate_examples)[:EXAMPLES]
+        self.refusal_examples = (self.refusal_examples + later.refusal_examples)[:EXAMPLES]
+        for reason, examples in later.rejection_examples.items():
+            kept = self.rejection_examples.setdefault(reason, [])
+            for example in examples[: 3 - len(kept)]:
+                kept.append(example | {"line": example["line"] + line_offset})
 
     def to_json(self) -> dict:
         distinct_questions, _, repeated_questions = self.questions.most_repeated(TOP)
         distinct_answers, _, repeated_answers = self.answers.most_repeated(TOP)
         read = self.records - self.unreadable_records
-        first_word, first_two_words = self.questions.derived() or [Counter(), Counter()]
+        first_word, first_two_words = self.questions.opening_counts(PUNCTUATION)
         return {
             "label": self.label, "path": self.path, "formats": dict(self.formats),
             "composition": {

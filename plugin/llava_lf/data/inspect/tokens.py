@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llava_lf.data.convert.records import LlavaTurn
 from llava_lf.data.convert.report import Problem
+from llava_lf.data.convert.validate import too_long_problem
 
 from .accumulators import Distribution
 
@@ -77,8 +78,6 @@ class TokenCounter:
             if cut:
                 stats.pairs_cut += cut
                 stats.pairs_cut_per_record[cut] += 1
-            if fit.action == "dropped":  # the converter's wording (cutoff.TurnBudget.fit)
-                problems.append(Problem("too_long", "conversations", f"the first turn pair is {lengths[0]} tokens "
-                                        f"with its image tokens, over --cutoff-len {self.cutoff_len}",
-                                        "raise --cutoff-len (and cutoff_len in training) or shorten the first turn"))
+            if fit.action == "dropped":  # the converter's own rejection
+                problems.append(too_long_problem(lengths[0], self.cutoff_len))
         return lengths

@@ -1,7 +1,7 @@
 """Would `llava-lf convert` reject this record, and why: the converter's own checks, run record by record.
 
 The structure checks (`validate`), the image-folder checks (`paths.ImageFolder`) and the duplicate-id
-table (`ids.SeenIds`) are the converter's; the reasons and messages are therefore the same. A dataset we
+table and rule (`claim_output_id`) are the converter's; the reasons and messages are therefore the same. A dataset we
 converted earlier (sharegpt lines with an `images` list) is checked as the host reads it: paths relative
 to the dataset's folder, which the host uses as `media_dir` by default.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from llava_lf.data.convert.ids import SeenIds
 from llava_lf.data.convert.paths import ImageFolder
 from llava_lf.data.convert.report import Problem
-from llava_lf.data.convert.validate import Normalised, normalise, record_id, record_images
+from llava_lf.data.convert.validate import Normalised, claim_output_id, normalise, record_id, record_images
 
 
 @dataclass(slots=True)
@@ -32,6 +32,14 @@ def is_converted(record: object) -> bool:
     return type(record) is dict and "images" in record and "image" not in record
 
 
+def _as_source(record: dict) -> dict:
+    """A converted line as the LLaVA record it came from (`images` -> `image`)."""
+    record = {key: value for key, value in record.items() if key != "images"} | {"image": record["images"]}
+    if record["image"] == []:
+        del record["image"]
+    return record
+
+
 class ConverterChecks:
     def __init__(self, image_folder: Path | None, dataset_dir: Path, plain: bool):
         # Without an image folder a LLaVA file's paths are not checked (the card says so).
@@ -40,13 +48,11 @@ class ConverterChecks:
         self._plain = plain
         self._seen = SeenIds()
 
-    def check(self, record: object) -> Verdict:
+    def check(self, record: object, index: int) -> Verdict:
         problems: list[Problem] = []
         converted = is_converted(record)
         if converted:  # the converter's own output, read back with the converter's validator
-            record = {key: value for key, value in record.items() if key != "images"} | {"image": record["images"]}
-            if record["image"] == []:
-                del record["image"]
+            record = _as_source(record)
         rid = record_id(record, problems)
         images = record_images(record, problems)
         normalised = normalise(record, images, self._plain, problems)
@@ -57,10 +63,15 @@ class ConverterChecks:
                 field = "image" if type(record["image"]) is str else f"image[{position}]"
                 files.append(self._dataset_file(path, field, problems) if converted
                              else self._source_file(path, field, problems))
-        if rid is not None and not self._seen.add(rid):  # as convert._validated words it
-            problems.append(Problem("duplicate_id", "id", f"id {rid!r} appeared earlier in the file",
-                                    "give every record a unique id (e.g. append a suffix to repeats)"))
+        claim_output_id(self._seen, record, rid, index, problems)  # the converter's duplicate rule
         return Verdict(rid, images or [], files, normalised if not problems else None, problems)
+
+    def claim(self, record: object, index: int) -> list[str]:
+        """Only what `check` remembers of a record (its id), for a scan that starts after it; its images."""
+        if is_converted(record):
+            record = _as_source(record)
+        claim_output_id(self._seen, record, record_id(record, []), index, [])
+        return record_images(record, []) or []
 
     def _source_file(self, path: str, field: str, problems: list[Problem]) -> str | None:
         resolved = self._folder.resolve(path, field, problems)
