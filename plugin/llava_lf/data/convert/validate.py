@@ -144,11 +144,12 @@ def normalise(record: object, images: list[str] | None, plain: bool, problems: l
         problems.append(Problem("malformed", "<record>", f"expected an object, got {_json_type(record)}",
                                 "make each element a JSON object with 'conversations' (and 'image')"))
         return None
-    turns = _turns(record, problems)
-    if turns is None:
+    split = _turns(record, problems)
+    if split is None:
         return None
+    turns, roles, values = split
     changes: list[str] = []
-    start, end = _order_roles(turns, [turn["value"] for turn in turns], problems, changes)
+    start, end = _order_roles(turns, roles, values, problems, changes)
     if start == end:
         return None
     system = turns[0]["from"] == ROLE_SYSTEM
@@ -160,7 +161,8 @@ def normalise(record: object, images: list[str] | None, plain: bool, problems: l
     return Normalised(kept, images, changes) if not problems else None
 
 
-def _turns(record: dict, problems: list[Problem]) -> list[LlavaTurn] | None:
+def _turns(record: dict, problems: list[Problem]) -> tuple[list[LlavaTurn], list[str], list[str]] | None:
+    """(turns, their roles, their texts), or None with the problems added."""
     turns = record.get("conversations")
     if type(turns) is not list or not turns:
         got = "nothing" if turns is None else f"{type(turns).__name__} {turns!r:.60}"
@@ -169,9 +171,10 @@ def _turns(record: dict, problems: list[Problem]) -> list[LlavaTurn] | None:
                                 "{\"from\": \"gpt\", \"value\": ...}]"))
         return None
     try:
-        well_formed = (_ROLES.issuperset([turn["from"] for turn in turns])
-                       and set(map(type, [turn["value"] for turn in turns])) == {str})
-    except (TypeError, KeyError):
+        roles = [turn["from"] for turn in turns]
+        values = [turn["value"] for turn in turns]
+        well_formed = _ROLES.issuperset(roles) and set(map(type, values)) == {str}
+    except (TypeError, KeyError):  # a turn that is not an object, lacks a key, or has an unhashable role
         well_formed = False
     if not well_formed:
         for position, turn in enumerate(turns):
@@ -184,21 +187,21 @@ def _turns(record: dict, problems: list[Problem]) -> list[LlavaTurn] | None:
                 problems.append(Problem("malformed", f"conversations[{position}].from",
                                         f"role {role!r:.80} is not one of human, gpt, system", _TURN_FIX))
         return None
-    if surrogate_at("".join([turn["value"] for turn in turns])) is not None:
+    if surrogate_at("".join(values)) is not None:
         for position, turn in enumerate(turns):
             if (at := surrogate_at(turn["value"])) is not None:
                 problems.append(Problem("malformed", f"conversations[{position}].value",
                                         f"a lone surrogate {turn['value'][at]!r} at character {at}", _SURROGATE_FIX))
         return None
     if set(map(len, turns)) == {2}:  # only from/value: the dicts are shared (they are never mutated)
-        return list(turns)
-    return [{"from": turn["from"], "value": turn["value"]} for turn in turns]  # extra keys are not carried over
+        return list(turns), roles, values
+    # extra keys are not carried over
+    return [{"from": role, "value": value} for role, value in zip(roles, values)], roles, values
 
 
-def _order_roles(turns: list[LlavaTurn], values: list[str], problems: list[Problem],
+def _order_roles(turns: list[LlavaTurn], roles: list[str], values: list[str], problems: list[Problem],
                  changes: list[str]) -> tuple[int, int]:
     """[start, end) of the human/gpt pairs, after an optional system turn; repairs counted. start == end: rejected."""
-    roles = [turn["from"] for turn in turns]
     start = 1 if roles[0] == ROLE_SYSTEM else 0
     if start < len(roles) and roles[start] == ROLE_GPT:
         start += 1

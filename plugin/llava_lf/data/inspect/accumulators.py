@@ -120,6 +120,7 @@ class LossyCounter:
         return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))[:n]
 
 
+RUN_BLOCK = 1 << 20  # sorted hashes counted per block
 FLUSH = 1 << 16  # texts gathered before they are counted in one C-level pass
 _KEY = itemgetter(slice(0, KEY_CHARS))
 _TWO = itemgetter(slice(0, 2))
@@ -180,14 +181,39 @@ class RepeatCounter:
         return len(self._hashes)
 
     def most_repeated(self, n: int) -> tuple[int, int, list[tuple[str, int]]]:
-        """(distinct texts, texts seen twice or more, the n seen most often (twice or more) with exact counts)."""
+        """(distinct texts, texts seen twice or more, the n seen most often (twice or more) with exact counts).
+
+        The hashes are sorted in place and their runs counted a block at a time, so this needs no
+        memory beyond the hashes themselves (a whole-array `np.unique` would need three times it).
+        """
         import numpy as np
 
         self._flush()
         hashes = np.frombuffer(self._hashes, dtype=np.int64) if self._hashes else np.zeros(0, dtype=np.int64)
-        values, counts = np.unique(hashes, return_counts=True)
-        order = np.argsort(-counts, kind="stable")[:n]
+        hashes.sort()
+        distinct = repeated = 0
+        top: list[tuple[int, int]] = []  # (count, hash) of the most repeated so far
+        run_hash, run_count = None, 0  # the run that the previous block ended in
+        for begin in range(0, len(hashes), RUN_BLOCK):
+            block = hashes[begin:begin + RUN_BLOCK]
+            starts = np.flatnonzero(block[1:] != block[:-1]) + 1
+            bounds = np.concatenate(([0], starts, [len(block)]))
+            counts, firsts = np.diff(bounds), block[bounds[:-1]]
+            if run_hash is not None and firsts[0] == run_hash:
+                counts[0] += run_count  # the run goes on from the previous block
+            elif run_hash is not None:
+                distinct, repeated = distinct + 1, repeated + (run_count > 1)
+                top.append((run_count, run_hash))
+            # every run but the last is complete
+            whole = counts[:-1]
+            distinct += len(whole)
+            repeated += int((whole > 1).sum())
+            best = np.argsort(-whole, kind="stable")[:n]
+            top = sorted(top + list(zip(whole[best].tolist(), firsts[:-1][best].tolist())), key=lambda item: -item[0])[:n]
+            run_hash, run_count = int(firsts[-1]), int(counts[-1])
+        if run_hash is not None:
+            distinct, repeated = distinct + 1, repeated + (run_count > 1)
+            top = sorted([*top, (run_count, run_hash)], key=lambda item: -item[0])[:n]
         texts = self._texts.texts()
-        top = [(texts.get(key, "(text not kept: too rare to hold in memory)"), count)
-               for key, count in zip(values[order].tolist(), counts[order].tolist()) if count > 1]
-        return len(values), int((counts > 1).sum()), sorted(top, key=lambda item: (-item[1], item[0]))
+        kept = [(texts.get(key, "(text not kept: too rare to hold in memory)"), count) for count, key in top if count > 1]
+        return distinct, repeated, sorted(kept, key=lambda item: (-item[1], item[0]))

@@ -28,9 +28,9 @@ SHARE = 0.55  # the first part's share of the bytes: the second part also reads 
 
 
 def scan_split(path: Path, stats: DatasetStats, make_checks: Callable[[], ConverterChecks], rule: TypeRule,
-               scan: Callable, min_bytes: int = SPLIT_BYTES) -> DatasetStats | None:
+               scan: Callable) -> DatasetStats | None:
     """`stats` with the file's figures, scanned in two processes; None when the file is read in one pass."""
-    if (os.cpu_count() or 1) < 2 or path.stat().st_size < min_bytes or (point := split_point(path, SHARE)) is None:
+    if (os.cpu_count() or 1) < 2 or path.stat().st_size < SPLIT_BYTES or (point := split_point(path, SHARE)) is None:
         return None
     end, begin = point
     later = copy.deepcopy(stats)  # still empty: the second part's own tables
@@ -66,6 +66,7 @@ def _second_part(send, path: Path, end: int, begin: int, stats: DatasetStats,
                     contents.add(key)
                 index += 1
         scan(iter_part(path, begin, None, index), checks, rule, stats, None, False)
+        stats._contents = type(stats._contents)()  # the merge needs no duplicate table: not sent back
     except HandOver:
         stats = None
     send.send(stats)
