@@ -91,3 +91,13 @@ def test_a_two_process_scan_gives_the_one_pass_figures(tmp_path, monkeypatch, la
                 if isinstance(record["conversations"], list)]
     assert card["diversity"]["exact_duplicate_records"] == len(readable) - len(set(readable)) > 0
     assert card["problems"]["reasons"] == {"duplicate_id": 2, "malformed": 1, "roles": 1}
+
+
+def test_a_first_record_larger_than_a_chunk_stays_on_the_fast_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(reading, "CHUNK", 1024)
+    records = _records(50)
+    records[0]["conversations"][1]["value"] = "long " * 2000  # 10 KB: ten chunks before the first separator
+    path = tmp_path / "big_first.json"
+    path.write_text(json.dumps(records, indent=2))
+    _same_as_converter(path)
+    assert next(reading.iter_batches(path)).text  # read by the fast path, not handed over

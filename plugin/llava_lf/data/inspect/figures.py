@@ -91,6 +91,7 @@ def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordF
     if not text.isascii():
         outside = len(text) - len(text.encode("ascii", "ignore"))
         non_latin = outside > NON_LATIN_SHARE * len(text)
+    answer_words = [n for role, n in zip(roles, counts) if role == ROLE_GPT]
     first = questions[0] if questions else ""
     kind, how = record_type(record, len(questions), first, rule)
     return RecordFigures(
@@ -98,6 +99,6 @@ def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordF
         type=kind, type_how=how,
         images=images, pairs=len(questions), words=words,
         questions=questions, answers=answers,
-        answer_words=[n for role, n in zip(roles, counts) if role == ROLE_GPT],
+        answer_words=answer_words,
         key="\0".join([*images, "\1", *roles, *values]), refusals=refusals,
-        empty_answers=sum(1 for answer in answers if not answer.strip()), non_latin=non_latin)
+        empty_answers=answer_words.count(0), non_latin=non_latin)  # no words: empty or only whitespace

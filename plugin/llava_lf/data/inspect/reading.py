@@ -204,7 +204,13 @@ def _array(handle, buffer: bytes, line: int, remaining: int | None = None) -> It
             yield Batch(index, values, text=body, first_line=line)
             return
         if separator is None:
-            separator = _learn_separator(buffer)
+            try:
+                separator = _learn_separator(buffer)
+            except HandOver:  # the first two records are not both in the buffer yet: read more
+                want = len(buffer) + CHUNK
+                if want > MAX_BUFFER:
+                    raise
+                continue
         cut = _cut(buffer, separator)
         if cut is None:
             want = len(buffer) + CHUNK
