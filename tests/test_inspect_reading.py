@@ -101,3 +101,19 @@ def test_a_first_record_larger_than_a_chunk_stays_on_the_fast_path(tmp_path, mon
     path.write_text(json.dumps(records, indent=2))
     _same_as_converter(path)
     assert next(reading.iter_batches(path)).text  # read by the fast path, not handed over
+
+
+def test_a_split_given_up_leaves_the_one_pass_figures(tmp_path, monkeypatch):
+    # Lines of a dataset `llava-lf convert` wrote in the second part: their images are checked, which only
+    # one pass counts, so the split is given up after the first part ran; it must not be counted twice.
+    lines = [{"id": f"r{index}", "images": [], "conversations": _record(index)["conversations"][:1] + [
+        {"from": "gpt", "value": f"answer {index}"}]} for index in range(300)]
+    for line in lines:
+        line["conversations"][0]["value"] = line["conversations"][0]["value"].replace("<image>\n", "")
+    lines[:200] = [_record(index) for index in range(200)]  # LLaVA records first: the first part reads them all
+    path = tmp_path / "converted.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    one_pass = inspect_datasets([DatasetInput("c", path)], InspectOptions())
+    monkeypatch.setattr(split_scan, "SPLIT_BYTES", 0)
+    assert inspect_datasets([DatasetInput("c", path)], InspectOptions()) == one_pass
+    assert one_pass["datasets"][0]["composition"]["records"] == 300

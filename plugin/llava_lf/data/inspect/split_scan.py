@@ -33,7 +33,8 @@ def scan_split(path: Path, stats: DatasetStats, make_checks: Callable[[], Conver
     if (os.cpu_count() or 1) < 2 or path.stat().st_size < SPLIT_BYTES or (point := split_point(path, SHARE)) is None:
         return None
     end, begin = point
-    later = copy.deepcopy(stats)  # still empty: the second part's own tables
+    # Both parts fill copies (still empty): a split given up leaves `stats` untouched for the one pass.
+    stats, later = copy.deepcopy(stats), copy.deepcopy(stats)
     context = multiprocessing.get_context("fork")  # the child must share the hash seed (and needs no pickling)
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_second_part, args=(send, path, end, begin, later, make_checks, rule, scan))
