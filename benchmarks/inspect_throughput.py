@@ -2,7 +2,8 @@
 
 Targets (issue 18): >= 20,000 records/s without images and tokenizer, peak RSS under 300 MB and flat
 (compare the sizes); image headers >= 2,000 images/s. Each run is its own subprocess; its peak RSS is
-read from `os.wait4`'s resource usage for that child alone.
+read from `os.wait4`'s resource usage for that child (on Linux the largest of it and the process it forks
+for a file over 64 MB, which holds about as much again), its CPU seconds are both processes'.
 
     .venv/bin/python benchmarks/inspect_throughput.py                 # 100K and 665,298 records, 5,000 images
     .venv/bin/python benchmarks/inspect_throughput.py --sizes 2000 --images 200   # a smoke run
