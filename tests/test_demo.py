@@ -10,7 +10,7 @@ from conftest import REPO
 from PIL import Image
 
 from llava_lf.demo.shapes import make_scenes, questions
-from llava_lf.evaluation.benchmarks.shapes import ANSWER_SPACE, QUESTION_TYPES, normalise_answer, score
+from llava_lf.evaluation.benchmarks.shapes import ANSWER_SPACE, QUESTION_TYPES, normalise_answer, question_ids, score
 
 
 def test_scenes_are_unambiguous_and_answers_in_their_space():
@@ -49,8 +49,9 @@ def test_written_files_are_consistent(demo_data):
 
 
 def test_chance_is_at_most_thirty_percent():
-    questions_ = [{"qtype": qtype, "answer": "x"} for qtype in QUESTION_TYPES]
-    assert score(questions_ * 10, {})["all"].chance <= 0.30
+    questions_ = [{"qtype": qtype, "answer": "x", "image": f"{n}.png", "question": qtype}
+                  for qtype in QUESTION_TYPES for n in range(10)]
+    assert score(questions_, {})["all"].chance <= 0.30
 
 
 @pytest.mark.parametrize(("text", "expected"), [("Red.", "red"), ("The circle", "circle"), ("two", "2"),
@@ -60,8 +61,11 @@ def test_answer_normalisation(text, expected):
 
 
 def test_scores_count_only_exact_answers():
-    qs = [{"qtype": "color", "answer": "red"}, {"qtype": "color", "answer": "blue"}, {"qtype": "count", "answer": "2"}]
-    result = score(qs, {"0": "Red.", "1": "red", "2": "two"})
+    qs = [{"qtype": "color", "answer": "red", "image": "0.png", "question": "What colour is the circle?"},
+          {"qtype": "color", "answer": "blue", "image": "0.png", "question": "What colour is the cross?"},
+          {"qtype": "count", "answer": "2", "image": "1.png", "question": "How many shapes are there?"}]
+    ids = question_ids(qs)  # answers are keyed by what identifies a question, not by its line
+    result = score(qs, {ids[0]: "Red.", ids[1]: "red", ids[2]: "two"})
     assert (result["color"].correct, result["count"].correct, result["all"].correct) == (1, 1, 2)
 
 

@@ -9,7 +9,6 @@ line: a reordered file scores the same, and `predict` resumes it correctly.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from llava_lf.common.jsonl import read_json_rows
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import GenerationSettings, PredictionRequest, Predictor, model_id
 from llava_lf.evaluation.prediction_file import PredictRunSummary, answers_for, run_predictions
@@ -66,7 +66,7 @@ class TypeScore:
 
 
 def load_questions(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_json_rows(path, DemoDataError)
 
 
 def question_ids(questions: Sequence[dict]) -> list[str]:
