@@ -21,7 +21,7 @@ _TURN_FIX = "write each turn as {\"from\": \"human\"|\"gpt\", \"value\": \"...\"
 # A lone UTF-16 surrogate: JSON lets a file write one as an escape ("\\ud800"), but it is not text
 # (it cannot be encoded as UTF-8, so no tokenizer or JSON writer takes it).
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_FIX = ("repair the '\\uXXXX' escape: a character outside the Basic Multilingual Plane is written as "
+_SURROGATE_FIX = ("repair the '\\u' escape (four hex digits): a character outside the Basic Multilingual Plane is written as "
                   "a pair, e.g. \"\\ud83d\\ude00\"")
 
 

@@ -32,7 +32,7 @@ def json_line(row: object) -> bytes:
     """One JSON line; rows orjson refuses (lone surrogates, integers over 64 bits) are written by `json`."""
     try:
         return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
-    except TypeError:  # orjson.JSONEncodeError: json escapes surrogates as \\uXXXX and writes any integer
+    except TypeError:  # orjson.JSONEncodeError: json escapes surrogates (as \\u and four hex digits) and writes any integer
         return (json.dumps(row, ensure_ascii=True) + "\n").encode("ascii")
 
 

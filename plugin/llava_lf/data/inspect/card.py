@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from . import charts
+from .charts import answer_lengths_chart, aspect_ratio_chart, first_words_chart, lengths_chart, types_chart
 
 LIST_ROWS = 10  # rows of each "most common" list in card.md
 
@@ -184,16 +184,16 @@ def write_card(card: dict, out: Path) -> list[Path]:
     written = [out / "card.json", out / "card.md"]
     written[0].write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     written[1].write_text(render_markdown(card), encoding="utf-8")
-    written.append(charts.types_chart(cards, out / "types.png"))
-    written.append(charts.answer_lengths_chart(cards, out / "answer_lengths.png"))
+    written.append(types_chart(cards, out / "types.png"))
+    written.append(answer_lengths_chart(cards, out / "answer_lengths.png"))
     words = [{int(k): v for k, v in d["lengths"]["words_per_record_counts"].items()} for d in cards]
-    written.append(charts.lengths_chart(cards, words, out / "words.png", "words"))
+    written.append(lengths_chart(cards, words, out / "words.png", "words"))
     if any(d["lengths"]["tokens"] for d in cards):
         tokens = [{int(k): v for k, v in (d["lengths"]["tokens"] or {}).get("per_record_counts", {}).items()}
                   for d in cards]
-        written.append(charts.lengths_chart(cards, tokens, out / "tokens.png", "tokens",
+        written.append(lengths_chart(cards, tokens, out / "tokens.png", "tokens",
                                             cutoff=card["options"].get("cutoff_len")))
-    written.append(charts.first_words_chart(cards, out / "first_words.png"))
+    written.append(first_words_chart(cards, out / "first_words.png"))
     if _has_ratios(cards):
-        written.append(charts.aspect_ratio_chart(cards, out / "aspect_ratios.png"))
+        written.append(aspect_ratio_chart(cards, out / "aspect_ratios.png"))
     return written

@@ -18,9 +18,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from . import optimizer_seam
 from .data_order import image_flags, sampling
 from .modality import check_grouping
+from .optimizer_seam import install as install_optimizer_seam
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options
 from .projector_lr import ProjectorLrError, check_projector_rates, projector_param_groups
 from .report import ModuleKeys, TrainingReport, attention_backends, describe_param_groups, trainable_by_module
@@ -78,7 +78,7 @@ class LlavaTrainingCallback(TrainerCallback):
                     keys = ModuleKeys.for_model_type(getattr(getattr(model, "config", None), "model_type", None))
                     projector_param_groups(model.named_parameters(), (), keys.projector,
                                            self.options.mm_projector_lr, 0.0)
-                optimizer_seam.install()
+                install_optimizer_seam()
             except ProjectorLrError as error:
                 raise TrainingOptionsError([str(error)]) from None
         return control
