@@ -133,7 +133,7 @@ def test_predict_resumes_after_sigkill_without_duplicates_or_losses(tmp_path, ti
     seed = random.randrange(1 << 16)
     print(f"kill points seed {seed}")
     rng = random.Random(seed)
-    problems = many_scienceqa_problems(30)
+    problems = many_scienceqa_problems(150)  # enough that a random kill always lands before the end on a fast machine
     data = write_scienceqa(tmp_path / "sqa", problems)
     out = tmp_path / "predictions.jsonl"
     command = [str(BIN / "llava-lf"), "eval", "scienceqa", "predict", "--model", str(tiny_llava), "--data", str(data),
