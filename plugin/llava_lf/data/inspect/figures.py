@@ -18,6 +18,7 @@ _PUNCTUATION = ".,;:!?\"'()[]{}*-"
 # Answers that decline instead of answering, as chat teachers write them.
 _REFUSAL = re.compile(r"i'?m sorry|i am sorry|i’m sorry|as an ai\b|as a language model|i cannot (?:help|assist)"
                       r"|i can'?t (?:help|assist)|i’m unable|i'?m unable to (?:see|view)", re.IGNORECASE)
+_REFUSAL_HINTS = ("sorry", "as a", "i can", "unable")  # each refusal holds one, lower-cased: a cheap first look
 _STR = {str}
 NON_LATIN_SHARE = 0.3  # a record with more of its characters outside ASCII counts as non-Latin script
 
@@ -33,7 +34,7 @@ class RecordFigures:
     questions: list[str]  # without '<image>', stripped
     answers: list[str]
     answer_words: list[int]  # words per answer
-    key: str  # the record's content (images and turns), for exact duplicates
+    key: int  # the hash of the record's content (images and turns), for exact duplicates
     refusals: int
     empty_answers: int
     non_latin: bool
@@ -46,8 +47,9 @@ def refuses(answer: str) -> bool:
 PUNCTUATION = _PUNCTUATION  # trimmed from the first words of questions (the paper's verb/noun view)
 
 
-def _roles_values(record: object) -> tuple[list, list[str]] | None:
-    """The record's roles and turn texts, or None when it has no readable turns."""
+def _roles_values(record: object) -> tuple[list[str], list[str]] | None:
+    """The record's roles (a role that is not a string as its repr) and turn texts, or None when it has no
+    readable turns."""
     if type(record) is not dict or type(turns := record.get("conversations")) is not list:
         return None
     try:
@@ -57,13 +59,36 @@ def _roles_values(record: object) -> tuple[list, list[str]] | None:
         return None
     if values and set(map(type, values)) != _STR:
         return None
+    if roles and set(map(type, roles)) != _STR:  # e.g. a number or a list: hashable and never a known role
+        roles = [role if type(role) is str else repr(role) for role in roles]
     return roles, values
 
 
-def content_key(record: object, images: list[str]) -> str | None:
+def content_hash(images: tuple[str, ...], roles: tuple, values: tuple[str, ...]) -> int:
+    """What two records must share to be exact duplicates: their images and turns (not their ids)."""
+    return hash((images, roles, values))
+
+
+def content_key(record: object, images: list[str]) -> int | None:
     """`record_figures(...).key` alone (None when there are no figures)."""
     split = _roles_values(record)
-    return None if split is None else "\0".join([*images, "\1", *split[0], *split[1]])
+    return None if split is None else content_hash(tuple(images), tuple(split[0]), tuple(split[1]))
+
+
+def refusal_count(answers: list[str]) -> int:
+    """How many of a record's answers decline instead of answering."""
+    lowered = "\0".join(answers).lower()
+    if any(hint in lowered for hint in _REFUSAL_HINTS) and _REFUSAL.search(lowered):
+        return sum(map(refuses, answers))
+    return 0
+
+
+def is_non_latin(text: str) -> bool:
+    """More than NON_LATIN_SHARE of the characters outside ASCII."""
+    if text.isascii():
+        return False
+    outside = len(text) - len(text.encode("ascii", "ignore"))
+    return outside > NON_LATIN_SHARE * len(text)
 
 
 def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordFigures | None:
@@ -83,14 +108,7 @@ def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordF
         for position, value in enumerate(values):
             if IMAGE_PLACEHOLDER in value:
                 words += len(value.replace(IMAGE_PLACEHOLDER, " ").split()) - counts[position]
-    refusals = 0
-    lowered = "\0".join(answers).lower()
-    if ("sorry" in lowered or "as a" in lowered or "i can" in lowered or "unable" in lowered) and _REFUSAL.search(lowered):
-        refusals = sum(map(refuses, answers))
-    non_latin = False
-    if not text.isascii():
-        outside = len(text) - len(text.encode("ascii", "ignore"))
-        non_latin = outside > NON_LATIN_SHARE * len(text)
+    refusals = refusal_count(answers)
     answer_words = [n for role, n in zip(roles, counts) if role == ROLE_GPT]
     first = questions[0] if questions else ""
     kind, how = record_type(record, len(questions), first, rule)
@@ -100,5 +118,5 @@ def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordF
         images=images, pairs=len(questions), words=words,
         questions=questions, answers=answers,
         answer_words=answer_words,
-        key="\0".join([*images, "\1", *roles, *values]), refusals=refusals,
-        empty_answers=answer_words.count(0), non_latin=non_latin)  # no words: empty or only whitespace
+        key=content_hash(tuple(images), tuple(roles), tuple(values)), refusals=refusals,
+        empty_answers=answer_words.count(0), non_latin=is_non_latin(text))  # no words: empty or only whitespace

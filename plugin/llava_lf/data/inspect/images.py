@@ -11,9 +11,8 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
-from llava_lf.data.convert.ids import SeenIds
-
 from .accumulators import Distribution, RepeatCounter
+from .seen import SeenHashes
 
 EXAMPLES = 10  # missing/unreadable paths listed in the card
 # Aspect ratio (width / height) buckets: LLaVA-1.5 pads every image to a square before the 336 px resize,
@@ -69,8 +68,8 @@ class ImageStats:
     unreadable: int = 0
     unreadable_examples: list[tuple[str, str]] = field(default_factory=list)
     readable: list[tuple[str, str]] | None = None  # (file, name) of distinct readable images, for near duplicates
-    _seen: SeenIds = field(default_factory=SeenIds)
-    _seen_missing: SeenIds = field(default_factory=SeenIds)
+    _seen: SeenHashes = field(default_factory=SeenHashes)
+    _seen_missing: SeenHashes = field(default_factory=SeenHashes)
 
     def add(self, written: str, full: str | None) -> None:
         """One use of an image by a record: `full` is its absolute path, or None when it was refused."""

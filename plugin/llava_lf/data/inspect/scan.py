@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -10,10 +11,12 @@ from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
 
+from .accumulators import spilling_to
 from .figures import record_figures
 from .images import ImageStats
 from .kinds import TypeRule
 from .near_duplicates import DEFAULT_MAX_DISTANCE, near_duplicates
+from .plain_batch import plain_batch
 from .reading import Batch, HandOver, iter_batches
 from .split_scan import scan_split
 from .stats import DatasetStats
@@ -21,6 +24,7 @@ from .tokens import TokenCounter, TokenSpec, TokenStats
 from .verdict import ConverterChecks, is_converted
 
 TEMPLATES = ("llava_v1", "llava_plain")
+ONE_BY_ONE = 16  # a batch that is not plain is split in halves down to this many records, then read one by one
 
 
 @dataclass(frozen=True)
@@ -107,23 +111,49 @@ def _checks(image_folder: Path | None, data: DatasetInput, options: InspectOptio
 
 def _scan(batches: Iterable[Batch], checks: ConverterChecks, rule: TypeRule, stats: DatasetStats,
           counter: TokenCounter | None, read_images: bool = True) -> None:
+    for batch in batches:
+        if counter is None:  # token counts need each record's turns as the converter writes them
+            _scan_plain(batch, 0, len(batch.values), checks, rule, stats, read_images)
+        else:
+            _scan_records(batch, 0, len(batch.values), checks, rule, stats, counter, read_images)
+
+
+def _scan_plain(batch: Batch, begin: int, end: int, checks: ConverterChecks, rule: TypeRule, stats: DatasetStats,
+                read_images: bool) -> None:
+    """Records [begin, end) of the batch as one plain batch; else its halves, down to `ONE_BY_ONE` records."""
+    if read_images or not checks.checks_paths:
+        plain = plain_batch(batch.values[begin:end], batch.start + begin, checks, rule)
+        if plain is not None:
+            stats.add_batch(batch.start + begin, plain)
+            return
+    if end - begin <= ONE_BY_ONE:
+        _scan_records(batch, begin, end, checks, rule, stats, None, read_images)
+        return
+    middle = (begin + end) // 2
+    _scan_plain(batch, begin, middle, checks, rule, stats, read_images)
+    _scan_plain(batch, middle, end, checks, rule, stats, read_images)
+
+
+def _scan_records(batch: Batch, begin: int, end: int, checks: ConverterChecks, rule: TypeRule, stats: DatasetStats,
+                  counter: TokenCounter | None, read_images: bool) -> None:
+    """Records [begin, end) of the batch, one by one."""
     images, tokens = stats.images, stats.tokens
     check, add_figures, add_problems = checks.check, stats.add_figures, stats.add_problems
     formats = stats.formats
-    for batch in batches:
-        for index, value in enumerate(batch.values, batch.start):
-            verdict = check(value, index)
-            if verdict.files is not None:
-                if not read_images:  # a converted dataset's images: only a single pass counts them
-                    raise HandOver
-                for written, full in zip(verdict.images, verdict.files):
-                    images.add(written, full)
-            if counter is not None and verdict.normalised is not None:
-                counter.count(verdict.normalised.turns, tokens, verdict.problems)
-            formats["converted" if is_converted(value) else "llava"] += 1
-            add_figures(index, verdict.record_id, record_figures(value, verdict.images, rule))
-            if verdict.problems:  # the line is counted only for the few examples the card shows
-                add_problems(index, verdict.record_id, partial(batch.line, index - batch.start), verdict.problems)
+    for position in range(begin, end):
+        value, index = batch.values[position], batch.start + position
+        verdict = check(value, index)
+        if verdict.files is not None:
+            if not read_images:  # a converted dataset's images: only a single pass counts them
+                raise HandOver
+            for written, full in zip(verdict.images, verdict.files):
+                images.add(written, full)
+        if counter is not None and verdict.normalised is not None:
+            counter.count(verdict.normalised.turns, tokens, verdict.problems)
+        formats["converted" if is_converted(value) else "llava"] += 1
+        add_figures(index, verdict.record_id, record_figures(value, verdict.images, rule))
+        if verdict.problems:  # the line is counted only for the few examples the card shows
+            add_problems(index, verdict.record_id, partial(batch.line, position), verdict.problems)
 
 
 def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions) -> dict:
@@ -142,8 +172,10 @@ def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions) -> d
                      "read (a converted dataset's are, from its own folder)")
     cards = []
     for data in datasets:
-        stats = scan_dataset(data, options, counter)
-        card = stats.to_json()
+        # Hashes past a few MB go to disk until the card is written, so memory stays flat (`accumulators`).
+        with tempfile.TemporaryDirectory(prefix="llava-lf-inspect-") as spill, spilling_to(Path(spill)):
+            stats = scan_dataset(data, options, counter)
+            card = stats.to_json()
         folder = data.image_folder or options.image_folder
         card["image_folder"] = str(folder) if folder is not None else None
         card["near_duplicates"] = None

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter, _count_elements, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llava_lf.data.convert.ids import SeenIds
 from llava_lf.data.convert.report import Problem
 
 from .accumulators import Distribution, RepeatCounter
 from .figures import PUNCTUATION, RecordFigures, refuses
 from .images import ImageStats
+from .plain_batch import PlainBatch
+from .seen import SeenHashes
 from .tokens import TokenStats
 
 TOP = 15  # rows in each "most common" list
@@ -47,7 +48,7 @@ class DatasetStats:
     refusal_records: int = 0
     refusal_examples: list[dict] = field(default_factory=list)
     non_latin: int = 0
-    _contents: SeenIds = field(default_factory=SeenIds)
+    _contents: SeenHashes = field(default_factory=SeenHashes)
 
     def add_figures(self, index: int, rid: str | None, figures: RecordFigures | None) -> None:
         self.records += 1
@@ -65,7 +66,7 @@ class DatasetStats:
         self.answer_words[figures.type].update(figures.answer_words)
         self.questions.update(figures.questions)
         self.answers.update(figures.answers)
-        if not self._contents.add(figures.key):
+        if not self._contents.add_hash(figures.key):
             self.duplicates += 1
             if len(self.duplicate_examples) < EXAMPLES:
                 self.duplicate_examples.append(_name(index, rid))
@@ -78,6 +79,40 @@ class DatasetStats:
                 self.refusal_examples.append({"record": _name(index, rid), "answer": answer[:200]})
         self.non_latin += figures.non_latin
 
+    def add_batch(self, start: int, batch: PlainBatch) -> None:
+        """The figures of a batch of plain records (`plain_batch`), the first with index `start`: what
+        `add_figures` adds for each of them, in C-level passes."""
+        count = len(batch.ids)
+        self.records += count
+        self.formats["llava"] += count
+        with_image = count - batch.images.count(None)
+        self.with_image += with_image
+        if batch.files is not None:
+            add_image = self.images.add
+            for image, full in zip(batch.images, batch.files):
+                if image is not None:
+                    add_image(image, full)
+        self.sources.update(batch.sources)
+        _count_elements(self.types, batch.types)
+        self.type_how.update(batch.type_how)
+        self.pairs.update(batch.pairs)
+        self.words.update(batch.words)
+        for kind, answer_words in batch.answer_words.items():
+            self.answer_words[kind].update(answer_words)
+        self.questions.update(batch.questions)
+        self.answers.update(batch.answers)
+        for position in self._contents.add_each(batch.keys):
+            self.duplicates += 1
+            if len(self.duplicate_examples) < EXAMPLES:
+                self.duplicate_examples.append(_name(start + position, batch.ids[position]))
+        for position, refused, answer in batch.refusals:
+            self.refusal_answers += refused
+            self.refusal_records += 1
+            if len(self.refusal_examples) < EXAMPLES:
+                self.refusal_examples.append({"record": _name(start + position, batch.ids[position]),
+                                              "answer": answer[:200]})
+        self.non_latin += batch.non_latin
+
     def add_problems(self, index: int, rid: str | None, line: Callable[[], int | None], problems: list[Problem]) -> None:
         if not problems:
             return
@@ -88,6 +123,13 @@ class DatasetStats:
         if len(examples) < 3:
             examples.append({"record": _name(index, rid), "line": line(), "field": first.field,
                              "message": first.message, "fix": first.fix})
+
+    def settle(self) -> None:
+        """Ready to be sent back by the process that scanned a later part (`split_scan`): the duplicate table
+        is not needed by the merge, and the counted hashes go to the spill folder rather than the pipe."""
+        self._contents = SeenHashes()
+        for counter in (self.questions, self.answers, self.images.uses):
+            counter.settle()
 
     def merge(self, later: DatasetStats, line_offset: int) -> None:
         """Add the figures of the records that follow this part (`later`, whose lines start at 1 where

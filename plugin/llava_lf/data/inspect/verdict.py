@@ -12,10 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_lf.data.convert.ids import SeenIds
 from llava_lf.data.convert.paths import ImageFolder
 from llava_lf.data.convert.report import Problem
 from llava_lf.data.convert.validate import Normalised, claim_output_id, normalise, record_id, record_images
+
+from .seen import SeenHashes
 
 
 @dataclass(slots=True)
@@ -45,8 +46,17 @@ class ConverterChecks:
         # Without an image folder a LLaVA file's paths are not checked (the card says so).
         self._folder = ImageFolder(image_folder, None) if image_folder is not None else None
         self._dataset_dir = os.path.realpath(dataset_dir)
-        self._plain = plain
-        self._seen = SeenIds()
+        self.plain = plain
+        self._seen = SeenHashes()  # the output ids taken (`claim_output_id`'s table)
+
+    @property
+    def checks_paths(self) -> bool:
+        """Whether a LLaVA record's image paths are resolved in an image folder."""
+        return self._folder is not None
+
+    def claim_all(self, output_ids: list[str]) -> bool:
+        """Claim a batch of output ids when none is taken (nor repeated among them); else claim none."""
+        return self._seen.add_all_new(list(map(hash, output_ids)))
 
     def check(self, record: object, index: int) -> Verdict:
         problems: list[Problem] = []
@@ -55,14 +65,14 @@ class ConverterChecks:
             record = _as_source(record)
         rid = record_id(record, problems)
         images = record_images(record, problems)
-        normalised = normalise(record, images, self._plain, problems)
+        normalised = normalise(record, images, self.plain, problems)
         files: list[str | None] | None = None
         if converted or self._folder is not None:
             files = []
             for position, path in enumerate(images or ()):
                 field = "image" if type(record["image"]) is str else f"image[{position}]"
                 files.append(self._dataset_file(path, field, problems) if converted
-                             else self._source_file(path, field, problems))
+                             else self.source_file(path, field, problems))
         claim_output_id(self._seen, record, rid, index, problems)  # the converter's duplicate rule
         return Verdict(rid, images or [], files, normalised if not problems else None, problems)
 
@@ -73,7 +83,8 @@ class ConverterChecks:
         claim_output_id(self._seen, record, record_id(record, []), index, [])
         return record_images(record, []) or []
 
-    def _source_file(self, path: str, field: str, problems: list[Problem]) -> str | None:
+    def source_file(self, path: str, field: str, problems: list[Problem]) -> str | None:
+        """A LLaVA record's image path as a file in the image folder, or None with the converter's problem."""
         resolved = self._folder.resolve(path, field, problems)
         return resolved[1] if resolved is not None else None
 
