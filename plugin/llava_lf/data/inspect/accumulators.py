@@ -2,18 +2,26 @@
 
 Integer distributions keep one counter slot per distinct value (words and tokens per record take a
 few thousand distinct values, however many records). Repeated texts are counted exactly through
-64-bit hashes in a flat array (8 bytes per text, counted once at the end); the texts themselves are kept
-only while they are frequent enough (`LossyCounter`), so the most repeated ones keep their words.
+64-bit hashes (8 bytes per text, counted once at the end), written to a spill folder on disk once they pass
+8 MB; the texts themselves are kept only while they are frequent enough (`LossyCounter`), so the most
+repeated ones keep their words.
 """
 
 from __future__ import annotations
 
 import bisect
+import uuid
 from array import array
 from collections import Counter, _count_elements  # the C loop behind Counter.update
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
+from pathlib import Path
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class Distribution:
 
 
 KEY_CHARS = 256
-CAPACITY = 100_000  # distinct texts held before the rarest are dropped
+CAPACITY = 30_000  # distinct texts held before the rarest are dropped (only texts seen again come in)
 
 
 class LossyCounter:
@@ -120,18 +128,34 @@ class LossyCounter:
         return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))[:n]
 
 
-RUN_BLOCK = 1 << 20  # sorted hashes counted per block
 FLUSH = 1 << 16  # texts gathered before they are counted in one C-level pass
+SPILL_AT = 1 << 18  # hashes held in memory (2 MB) before they are written to the spill folder, when one is set
+SEEN_SLOTS = 1 << 25  # bits (4 MB) that tell a text seen before from a new one, by its hash
+BUCKETS = 16  # spill files per counter, by a hash's top four bits: the count reads one at a time
 _KEY = itemgetter(slice(0, KEY_CHARS))
 _TWO = itemgetter(slice(0, 2))
+_spill_folder: ContextVar[Path | None] = ContextVar("spill_folder", default=None)
+
+
+@contextmanager
+def spilling_to(folder: Path) -> Iterator[None]:
+    """Counters created or flushed inside write their hashes under `folder` past `SPILL_AT` (memory stays flat)."""
+    token = _spill_folder.set(folder)
+    try:
+        yield
+    finally:
+        _spill_folder.reset(token)
 
 
 class RepeatCounter:
     """Exact repeat counts through hashes, the words of the frequent texts kept by a `LossyCounter`.
 
-    Texts are gathered and counted `FLUSH` at a time with C-level `map`s (no Python code per text).
-    With `openings`, the first two words of each text are counted exactly too (as written, one entry
-    per distinct pair; lower-cased and trimmed at the end by `opening_counts`).
+    Texts are gathered and counted `FLUSH` at a time with C-level `map`s and numpy (no Python code per
+    text); only texts seen before reach the `LossyCounter` (`_seen_again`).
+    Their hashes stay in memory up to `SPILL_AT`, then go to `BUCKETS` files in the spill folder (split by
+    the top bits, so the final count sorts one sixteenth at a time). With `openings`, the first two words
+    of each text are counted exactly too (as written, one entry per distinct pair; lower-cased and
+    trimmed at the end by `opening_counts`).
     """
 
     def __init__(self, capacity: int = CAPACITY, openings: bool = False):
@@ -139,6 +163,9 @@ class RepeatCounter:
         self._pending: list[str] = []
         self._texts = LossyCounter(capacity)
         self._openings: Counter[str] | None = Counter() if openings else None
+        self._spilled: list[str] = []  # file prefixes holding hashes written out (merged counters' too)
+        self._spilled_count = 0
+        self._seen_slots: np.ndarray | None = None  # a bit per hash slot: set once a text with that slot came
 
     def update(self, texts: list[str]) -> None:
         self._pending += texts
@@ -147,19 +174,48 @@ class RepeatCounter:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
+        if not pending:
+            return
         # Texts are compared on their first KEY_CHARS characters, so memory is bounded per text too
         # (a ShareGPT answer runs to kilobytes); slicing a shorter string returns it as it is.
         keys = list(map(_KEY, pending))
-        self._hashes.extend(map(hash, keys))
-        self._texts.update(keys)
+        hashes = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
+        self._hashes.frombytes(hashes.tobytes())
+        if self._seen_slots is None:
+            self._seen_slots = np.zeros(SEEN_SLOTS >> 3, dtype=np.uint8)
+        self._texts.update(_seen_again(keys, hashes, self._seen_slots))
         if self._openings is not None:  # " ".join(text.split(None, 2)[:2]) for each text
             _count_elements(self._openings, map(" ".join, map(_TWO, map(str.split, pending, repeat(None), repeat(2)))))
+        if len(self._hashes) >= SPILL_AT and (folder := _spill_folder.get()) is not None:
+            self._spill(folder)
+
+    def _spill(self, folder: Path) -> None:
+        hashes = np.frombuffer(self._hashes, dtype=np.int64)
+        buckets = (hashes >> 60) & (BUCKETS - 1)
+        prefix = str(folder / f"repeats-{uuid.uuid4().hex}-")
+        for bucket in range(BUCKETS):
+            with open(f"{prefix}{bucket}", "wb") as handle:
+                hashes[buckets == bucket].tofile(handle)
+        self._spilled.append(prefix)
+        self._spilled_count += len(hashes)
+        del hashes, buckets  # the view must go before the array is replaced
+        self._hashes = array("q")
+
+    def settle(self) -> None:
+        """Ready to be sent to another process and merged there: everything counted, the held hashes written
+        to the spill folder (when one is set), the seen-slot bits (only this process's filter) freed."""
+        self._flush()
+        if self._hashes and (folder := _spill_folder.get()) is not None:
+            self._spill(folder)
+        self._seen_slots = None
 
     def merge(self, other: RepeatCounter) -> None:
         """Add the texts `other` counted (hashes are comparable: the processes share the hash seed)."""
         self._flush()
         other._flush()
         self._hashes.extend(other._hashes)
+        self._spilled += other._spilled
+        self._spilled_count += other._spilled_count
         self._texts.merge(other._texts)
         if self._openings is not None and other._openings is not None:
             self._openings.update(other._openings)
@@ -178,42 +234,58 @@ class RepeatCounter:
     @property
     def total(self) -> int:
         self._flush()
-        return len(self._hashes)
+        return len(self._hashes) + self._spilled_count
 
     def most_repeated(self, n: int) -> tuple[int, int, list[tuple[str, int]]]:
         """(distinct texts, texts seen twice or more, the n seen most often (twice or more) with exact counts).
 
-        The hashes are sorted in place and their runs counted a block at a time, so this needs no
-        memory beyond the hashes themselves (a whole-array `np.unique` would need three times it).
+        Spilled hashes are counted one bucket at a time (a sixteenth of them in memory at once); equal
+        hashes always share a bucket.
         """
-        import numpy as np
-
         self._flush()
-        hashes = np.frombuffer(self._hashes, dtype=np.int64) if self._hashes else np.zeros(0, dtype=np.int64)
-        hashes.sort()
+        held = np.frombuffer(self._hashes, dtype=np.int64) if self._hashes else np.zeros(0, dtype=np.int64)
         distinct = repeated = 0
         top: list[tuple[int, int]] = []  # (count, hash) of the most repeated so far
-        run_hash, run_count = None, 0  # the run that the previous block ended in
-        for begin in range(0, len(hashes), RUN_BLOCK):
-            block = hashes[begin:begin + RUN_BLOCK]
-            starts = np.flatnonzero(block[1:] != block[:-1]) + 1
-            bounds = np.concatenate(([0], starts, [len(block)]))
-            counts, firsts = np.diff(bounds), block[bounds[:-1]]
-            if run_hash is not None and firsts[0] == run_hash:
-                counts[0] += run_count  # the run goes on from the previous block
-            elif run_hash is not None:
-                distinct, repeated = distinct + 1, repeated + (run_count > 1)
-                top.append((run_count, run_hash))
-            # every run but the last is complete
-            whole = counts[:-1]
-            distinct += len(whole)
-            repeated += int((whole > 1).sum())
-            best = np.argsort(-whole, kind="stable")[:n]
-            top = sorted(top + list(zip(whole[best].tolist(), firsts[:-1][best].tolist())), key=lambda item: -item[0])[:n]
-            run_hash, run_count = int(firsts[-1]), int(counts[-1])
-        if run_hash is not None:
-            distinct, repeated = distinct + 1, repeated + (run_count > 1)
-            top = sorted([*top, (run_count, run_hash)], key=lambda item: -item[0])[:n]
+        if not self._spilled:
+            parts = [held]
+        else:
+            held_buckets = (held >> 60) & (BUCKETS - 1)
+            parts = (np.concatenate([held[held_buckets == bucket], *(np.fromfile(f"{prefix}{bucket}", dtype=np.int64)
+                                                                     for prefix in self._spilled)])
+                     for bucket in range(BUCKETS))
+        for hashes in parts:
+            part_distinct, part_repeated, part_top = _runs(hashes, n)
+            distinct, repeated = distinct + part_distinct, repeated + part_repeated
+            top = sorted(top + part_top, key=lambda item: -item[0])[:n]
         texts = self._texts.texts()
         kept = [(texts.get(key, "(text not kept: too rare to hold in memory)"), count) for count, key in top if count > 1]
         return distinct, repeated, sorted(kept, key=lambda item: (-item[1], item[0]))
+
+
+def _seen_again(keys: list[str], hashes: np.ndarray, seen_slots: np.ndarray) -> list[str]:
+    """The keys whose hash slot was set before (by an earlier flush, an earlier key of this one, or another
+    text sharing the slot); the slots of all are set. Only these go to the `LossyCounter`: a text seen
+    once never needs its words kept, and most texts are seen once."""
+    slots = hashes & (SEEN_SLOTS - 1)
+    earlier = (seen_slots[slots >> 3] & (1 << (slots & 7)).astype(np.uint8)) != 0
+    order = np.argsort(slots, kind="stable")
+    ordered = slots[order]
+    again = np.zeros(len(slots), dtype=bool)
+    again[order[1:]] = ordered[1:] == ordered[:-1]
+    # Set the bits byte by byte: OR together the bits that fall in the same byte, then assign each byte once.
+    byte = ordered >> 3
+    starts = np.flatnonzero(np.concatenate(([True], byte[1:] != byte[:-1])))
+    seen_slots[byte[starts]] |= np.bitwise_or.reduceat((1 << (ordered & 7)).astype(np.uint8), starts)
+    return [keys[position] for position in np.flatnonzero(earlier | again).tolist()]
+
+
+def _runs(hashes, n: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """(distinct values, values seen twice or more, the n most frequent as (count, value)), sorting in place."""
+    if not len(hashes):
+        return 0, 0, []
+    hashes.sort()
+    starts = np.flatnonzero(hashes[1:] != hashes[:-1]) + 1
+    bounds = np.concatenate(([0], starts, [len(hashes)]))
+    counts, firsts = np.diff(bounds), hashes[bounds[:-1]]
+    best = np.argsort(-counts, kind="stable")[:n]
+    return len(counts), int((counts > 1).sum()), list(zip(counts[best].tolist(), firsts[best].tolist()))

@@ -24,7 +24,7 @@ import orjson
 
 from llava_lf.data.convert.reader import iter_records
 
-CHUNK = 1 << 20  # bytes parsed at a time: about 550 mix665k records (12 MB of Python objects)
+CHUNK = 1 << 18  # bytes parsed at a time: about 140 mix665k records (3 MB of Python objects, still in the caches)
 MAX_BUFFER = 64 << 20  # a record larger than this is read by the converter's reader
 SLOW_BATCH = 2048
 _TRIES = 4  # earlier matches tried when a cut does not parse

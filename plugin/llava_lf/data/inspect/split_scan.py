@@ -19,12 +19,13 @@ from pathlib import Path
 
 from .figures import content_key
 from .kinds import TypeRule
+from .plain_batch import plain_seed
 from .reading import CHUNK, HandOver, iter_part, split_point
 from .stats import DatasetStats
 from .verdict import ConverterChecks
 
 SPLIT_BYTES = 64 << 20  # smaller files are read in one pass
-SHARE = 0.55  # the first part's share of the bytes: the second part also reads the first's ids and contents
+SHARE = 0.62  # the first part's share of the bytes: the second part also reads the first's ids and contents
 
 
 def scan_split(path: Path, stats: DatasetStats, make_checks: Callable[[], ConverterChecks], rule: TypeRule,
@@ -61,13 +62,14 @@ def _second_part(send, path: Path, end: int, begin: int, stats: DatasetStats,
     try:
         checks, contents, index = make_checks(), stats._contents, 0
         for batch in iter_part(path, 0, end, 0):  # what the duplicate checks remember of the first part
-            for value in batch.values:
-                key = content_key(value, checks.claim(value, index))
-                if key is not None:
-                    contents.add(key)
-                index += 1
+            if not plain_seed(batch.values, index, checks, contents):
+                for position, value in enumerate(batch.values, index):
+                    key = content_key(value, checks.claim(value, position))
+                    if key is not None:
+                        contents.add_hash(key)
+            index += len(batch.values)
         scan(iter_part(path, begin, None, index), checks, rule, stats, None, False)
-        stats._contents = type(stats._contents)()  # the merge needs no duplicate table: not sent back
+        stats.settle()
     except HandOver:
         stats = None
     send.send(stats)
