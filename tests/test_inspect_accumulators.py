@@ -187,7 +187,7 @@ def test_repeat_counter_merge_gives_one_counters_counts(tmp_path, small_spills, 
     rng = random.Random(SEED + 2)
     texts = _corpus(rng, 900)
     cut = len(texts) // 2
-    # Every repeated text repeats within the first half (see the xfail below for one seen once in each part).
+    # Every repeated text repeats within the first half (one seen once in each needs `mark_seen`: see below).
     first_half = Counter(text[:KEY_CHARS] for text in texts[:cut])
     texts = texts[:cut] + [text for text in texts[cut:] if first_half[text[:KEY_CHARS]] != 1]
     whole = RepeatCounter(openings=True)
@@ -210,16 +210,22 @@ def test_repeat_counter_merge_gives_one_counters_counts(tmp_path, small_spills, 
     assert spilled.most_repeated(200) == whole.most_repeated(200)
 
 
-@pytest.mark.xfail(strict=True, reason="RepeatCounter.merge: a text seen once in each counter is in neither's "
-                   "LossyCounter (only texts seen again within one counter reach it), so the merged count shows "
-                   "'(text not kept ...)': a split scan's repeated_questions differ from one pass's")
-def test_merge_keeps_the_text_of_one_seen_once_in_each():
-    first, second, whole = RepeatCounter(), RepeatCounter(), RepeatCounter()
+def test_a_counter_primed_with_mark_seen_keeps_the_text_of_one_seen_once_in_each():
+    """A split scan's second part marks the first part's texts as seen (`mark_seen`), so a text seen once in
+    each part keeps its words after the merge, as in one pass; unprimed, it would not."""
+    first, second, unprimed, whole = RepeatCounter(), RepeatCounter(), RepeatCounter(), RepeatCounter()
     first.update(["shared", "a"])
+    second.mark_seen(["shared", "a"])
     second.update(["shared", "b"])
+    unprimed.update(["shared", "b"])
     whole.update(["shared", "a", "shared", "b"])
     first.merge(second)
     assert first.most_repeated(5) == whole.most_repeated(5) == (3, 1, [("shared", 2)])
+    assert first.total == whole.total == 4  # marking counts nothing
+    lost = RepeatCounter()
+    lost.update(["shared", "a"])
+    lost.merge(unprimed)
+    assert lost.most_repeated(5) == (3, 1, [("(text not kept: too rare to hold in memory)", 2)])
 
 
 def test_the_most_repeated_keep_their_words_past_the_capacity():

@@ -172,6 +172,19 @@ class RepeatCounter:
         if len(self._pending) >= FLUSH:
             self._flush()
 
+    def mark_seen(self, texts: list[str]) -> None:
+        """Set the seen-slot bits of `texts` without counting them: a scan that starts after them then keeps
+        the words of their later repeats as one pass would (`split_scan` primes the second part's counters)."""
+        if not texts:
+            return
+        hashes = np.fromiter(map(hash, map(_KEY, texts)), dtype=np.int64, count=len(texts))
+        _set_slots(self._slots(), np.sort(hashes & (SEEN_SLOTS - 1)))
+
+    def _slots(self) -> np.ndarray:
+        if self._seen_slots is None:
+            self._seen_slots = np.zeros(SEEN_SLOTS >> 3, dtype=np.uint8)
+        return self._seen_slots
+
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         if not pending:
@@ -181,9 +194,7 @@ class RepeatCounter:
         keys = list(map(_KEY, pending))
         hashes = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
         self._hashes.frombytes(hashes.tobytes())
-        if self._seen_slots is None:
-            self._seen_slots = np.zeros(SEEN_SLOTS >> 3, dtype=np.uint8)
-        self._texts.update(_seen_again(keys, hashes, self._seen_slots))
+        self._texts.update(_seen_again(keys, hashes, self._slots()))
         if self._openings is not None:  # " ".join(text.split(None, 2)[:2]) for each text
             _count_elements(self._openings, map(" ".join, map(_TWO, map(str.split, pending, repeat(None), repeat(2)))))
         if len(self._hashes) >= SPILL_AT and (folder := _spill_folder.get()) is not None:
@@ -272,11 +283,18 @@ def _seen_again(keys: list[str], hashes: np.ndarray, seen_slots: np.ndarray) -> 
     ordered = slots[order]
     again = np.zeros(len(slots), dtype=bool)
     again[order[1:]] = ordered[1:] == ordered[:-1]
-    # Set the bits byte by byte: OR together the bits that fall in the same byte, then assign each byte once.
+    _set_slots(seen_slots, ordered)
+    return [keys[position] for position in np.flatnonzero(earlier | again).tolist()]
+
+
+def _set_slots(seen_slots: np.ndarray, ordered: np.ndarray) -> None:
+    """Set the bits of the slots `ordered` (sorted): the bits that fall in one byte are ORed together first,
+    so each byte is assigned once."""
+    if not len(ordered):
+        return
     byte = ordered >> 3
     starts = np.flatnonzero(np.concatenate(([True], byte[1:] != byte[:-1])))
     seen_slots[byte[starts]] |= np.bitwise_or.reduceat((1 << (ordered & 7)).astype(np.uint8), starts)
-    return [keys[position] for position in np.flatnonzero(earlier | again).tolist()]
 
 
 def _runs(hashes, n: int) -> tuple[int, int, list[tuple[int, int]]]:

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from llava_lf.data.convert.validate import printable
+
 from .charts import answer_lengths_chart, aspect_ratio_chart, first_words_chart, lengths_chart, types_chart
 
 LIST_ROWS = 10  # rows of each "most common" list in card.md
@@ -177,13 +179,28 @@ def render_markdown(card: dict) -> str:
     return "\n".join(header + body).rstrip() + "\n"
 
 
+def _printable(value):
+    """`value` (card JSON) with each lone surrogate in its strings written as its escape."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    return value
+
+
 def write_card(card: dict, out: Path) -> list[Path]:
     """card.json, card.md and the charts in `out`; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     cards = card["datasets"]
     written = [out / "card.json", out / "card.md"]
-    written[0].write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    written[1].write_text(render_markdown(card), encoding="utf-8")
+    # A lone surrogate a record holds (JSON allows "\ud800") is no UTF-8: it is written as its escape, which
+    # in card.json reads back as the same string.
+    written[0].write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8",
+                          errors="backslashreplace")
+    written[1].write_text(render_markdown(card), encoding="utf-8", errors="backslashreplace")
+    cards = _printable(cards)  # the chart fonts take no lone surrogate either
     written.append(types_chart(cards, out / "types.png"))
     written.append(answer_lengths_chart(cards, out / "answer_lengths.png"))
     words = [{int(k): v for k, v in d["lengths"]["words_per_record_counts"].items()} for d in cards]

@@ -69,12 +69,6 @@ def content_hash(images: tuple[str, ...], roles: tuple, values: tuple[str, ...])
     return hash((images, roles, values))
 
 
-def content_key(record: object, images: list[str]) -> int | None:
-    """`record_figures(...).key` alone (None when there are no figures)."""
-    split = _roles_values(record)
-    return None if split is None else content_hash(tuple(images), tuple(split[0]), tuple(split[1]))
-
-
 def refusal_count(answers: list[str]) -> int:
     """How many of a record's answers decline instead of answering."""
     lowered = "\0".join(answers).lower()

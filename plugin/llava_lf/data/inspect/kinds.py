@@ -19,7 +19,7 @@ from pathlib import Path
 TYPES = ("conversation", "detail", "complex")
 _ALIASES = {"conversation": "conversation", "conv": "conversation", "detail": "detail", "detailed": "detail",
             "complex": "complex", "complex_reasoning": "complex", "reasoning": "complex"}
-_ID_TYPE = re.compile(r"[-_](conversation|detail|complex)$")
+_ID_TYPE = re.compile(r"[-_](conversation|detail|complex)\Z")  # \Z: `$` also matches before a final newline
 _ID_SOURCE = re.compile(r"([A-Za-z]+)[-_:]")  # "GCC_train_0025", "cap-12-0", "coco-7": a letters-only prefix
 _FILE_TYPES = (("conversation_58k", "conversation"), ("detail_23k", "detail"), ("complex_reasoning_77k", "complex"))
 _MIXED_FILES = ("llava_instruct_150k", "llava_instruct_158k")

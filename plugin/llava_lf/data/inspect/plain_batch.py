@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import accumulate, chain, repeat
-from operator import contains, itemgetter, methodcaller
+from itertools import accumulate, chain, compress, repeat
+from operator import contains, eq, itemgetter, methodcaller
 
 import numpy as np
 
@@ -86,15 +86,19 @@ def plain_batch(values: list, start: int, checks: ConverterChecks, rule: TypeRul
     return _figures(values, rule, parts, files)
 
 
-def plain_seed(values: list, start: int, checks: ConverterChecks, contents: SeenHashes) -> bool:
+def plain_seed(values: list, start: int, checks: ConverterChecks, contents: SeenHashes
+               ) -> tuple[list[str], list[str]] | None:
     """What the duplicate checks remember of a batch (its ids in `checks`, its contents in `contents`: what
-    `ConverterChecks.claim` and `figures.content_key` give for every record, accepted or not), for a scan
-    that starts after it; False with nothing remembered when a record is not plain enough to take apart."""
+    `ConverterChecks.claim` and `figures.record_figures(...).key` give for every record, accepted or not) and its
+    questions and answers (as `figures.record_figures` reads them), for a scan that starts after it; None
+    with nothing remembered when a record is not plain enough to take apart."""
     parts = _parts(values, start)
     if parts is None or not checks.claim_all(parts.output_ids):
-        return False
+        return None
     contents.add_each(_keys(parts))
-    return True
+    roles, texts = parts.roles, parts.texts
+    questions = list(map(str.strip, map(_DROP_PLACEHOLDER, compress(texts, map(eq, roles, repeat(ROLE_HUMAN))))))
+    return questions, list(compress(texts, map(eq, roles, repeat(ROLE_GPT))))
 
 
 def _parts(values: list, start: int) -> _Parts | None:

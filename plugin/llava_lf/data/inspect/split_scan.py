@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .figures import content_key
+from .figures import record_figures
 from .kinds import TypeRule
 from .plain_batch import plain_seed
 from .reading import CHUNK, HandOver, iter_part, split_point
@@ -61,12 +61,20 @@ def _second_part(send, path: Path, end: int, begin: int, stats: DatasetStats,
                  make_checks: Callable[[], ConverterChecks], rule: TypeRule, scan: Callable) -> None:
     try:
         checks, contents, index = make_checks(), stats._contents, 0
-        for batch in iter_part(path, 0, end, 0):  # what the duplicate checks remember of the first part
-            if not plain_seed(batch.values, index, checks, contents):
+        # What the duplicate checks remember of the first part, and which questions and answers it holds
+        # (so a text seen once in each part keeps its words, as in one pass).
+        for batch in iter_part(path, 0, end, 0):
+            texts = plain_seed(batch.values, index, checks, contents)
+            if texts is None:
+                texts = ([], [])
                 for position, value in enumerate(batch.values, index):
-                    key = content_key(value, checks.claim(value, position))
-                    if key is not None:
-                        contents.add_hash(key)
+                    figures = record_figures(value, checks.claim(value, position), rule)
+                    if figures is not None:
+                        contents.add_hash(figures.key)
+                        texts[0].extend(figures.questions)
+                        texts[1].extend(figures.answers)
+            stats.questions.mark_seen(texts[0])
+            stats.answers.mark_seen(texts[1])
             index += len(batch.values)
         scan(iter_part(path, begin, None, index), checks, rule, stats, None, False)
         stats.settle()

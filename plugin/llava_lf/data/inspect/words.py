@@ -30,7 +30,7 @@ def words_per_text(texts: list[str], blank: str | None = None) -> np.ndarray:
         space |= (codes - 9) < 5  # 9-13 (a smaller code wraps round to a large one)
         space |= (codes - 28) < 4  # 28-31
     else:
-        codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+        codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # a lone surrogate: a letter
         space = _LATIN1_SPACE[np.minimum(codes, 255)]
         wide = codes >= 256
         if wide.any():
