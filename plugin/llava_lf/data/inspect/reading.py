@@ -27,7 +27,8 @@ from llava_lf.data.convert.reader import iter_records
 CHUNK = 1 << 18  # bytes parsed at a time: about 140 mix665k records (3 MB of Python objects, still in the caches)
 MAX_BUFFER = 64 << 20  # a record larger than this is read by the converter's reader
 SLOW_BATCH = 2048
-_TRIES = 4  # earlier matches tried when a cut does not parse
+_TRIES = 4  # earlier matches tried when a cut does not parse (later ones, for a split point)
+SPLIT_SEARCH = 64  # chunks looked through for a split point
 _BOM = b"\xef\xbb\xbf"
 # A record's closing brace, the separator, the next record's opening brace and first key.
 _SEPARATOR = re.compile(rb'\}(\s*,\s*)\{\s*"[^"\\]*"\s*:')
@@ -115,9 +116,10 @@ def file_kind(path: Path) -> str | None:
 def split_point(path: Path, share: float) -> tuple[int, int] | None:
     """(end of one record, start of the next) near `share` of the file, or None where none is found.
 
-    For a JSON array the boundary is the separator of its first two records, which only a record's end
-    or a nested object of the same shape can hold; a nested one makes a part fail to parse, and the
-    caller then reads the file in one pass.
+    For a JSON array the boundary is the separator of its first two records (looked for from `share` on,
+    through up to SPLIT_SEARCH chunks), which only a record's end or a nested object of the same shape can
+    hold; a match after which the next chunk does not cut into whole records is passed over. One that
+    still slips through makes a part fail to parse, and the caller then reads the file in one pass.
     """
     kind = file_kind(path)
     with open(path, "rb") as handle:
@@ -135,10 +137,33 @@ def split_point(path: Path, share: float) -> tuple[int, int] | None:
         separator = _learn_separator(head[head.index(b"[") + 1:].lstrip())
     except HandOver:
         return None
-    at = window.find(separator)
-    if at < 0:
-        return None
-    return target + at + 1, target + at + separator.index(b"{")
+    # Records whose first key differs from the first record's hold no separator: look on, a chunk at a time.
+    tries = 0
+    for start in range(target, min(target + SPLIT_SEARCH * CHUNK, path.stat().st_size), CHUNK):
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            window = handle.read(CHUNK + len(separator))
+        at = window.find(separator)
+        while at >= 0 and at < CHUNK and tries < _TRIES:
+            begin = start + at + separator.index(b"{")
+            if _starts_records(path, begin, separator):  # not a nested object of the same shape
+                return start + at + 1, begin
+            tries += 1
+            at = window.find(separator, at + 1)
+    return None
+
+
+def _starts_records(path: Path, begin: int, separator: bytes) -> bool:
+    """Whether the chunk from `begin` cuts into whole records as the reader cuts it (`_cut`; when the chunk
+    holds no separator, nothing tells: yes)."""
+    with open(path, "rb") as handle:
+        handle.seek(begin)
+        chunk = handle.read(CHUNK)
+    try:
+        _cut(chunk, separator)
+    except HandOver:
+        return False
+    return True
 
 
 def iter_part(path: Path, begin: int, end: int | None, start_index: int) -> Iterator[Batch]:

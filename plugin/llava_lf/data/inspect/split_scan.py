@@ -25,7 +25,7 @@ from .stats import DatasetStats
 from .verdict import ConverterChecks
 
 SPLIT_BYTES = 64 << 20  # smaller files are read in one pass
-SHARE = 0.62  # the first part's share of the bytes: the second part also reads the first's ids and contents
+SHARE = 0.68  # the first part's share of the bytes: the second part also reads the first's ids and contents
 
 
 def scan_split(path: Path, stats: DatasetStats, make_checks: Callable[[], ConverterChecks], rule: TypeRule,
