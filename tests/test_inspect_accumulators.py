@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
+import subprocess
 import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llava_lf.data.inspect import accumulators, seen
-from llava_lf.data.inspect.accumulators import KEY_CHARS, RepeatCounter, spilling_to
+from llava_lf.data.inspect.accumulators import KEY_CHARS, SPILL_PREFIX, RepeatCounter, spilling_to
 from llava_lf.data.inspect.figures import PUNCTUATION
 from llava_lf.data.inspect.seen import SeenHashes
 from llava_lf.data.inspect.words import words_per_text
 
 SEED = 1234
+BIN = Path(sys.executable).parent
 SPACES = [chr(code) for code in range(sys.maxunicode + 1) if chr(code).isspace()]
 ASCII_SPACES = [space for space in SPACES if space.isascii()]
 ASCII_WORDS = ["a", "bus", "X", "0", "<", ">", "image", "<image>", "<ima", "ge>", "\x00", "\x1b", "\x7f", "-"]
@@ -240,3 +247,37 @@ def test_the_most_repeated_keep_their_words_past_the_capacity():
     assert (distinct, repeated) == (403, 403)
     assert top == sorted(frequent.items(), key=lambda item: -item[1])
     assert counter._texts.dropped_below > 0  # the noise was pruned
+
+
+def test_a_killed_run_leaves_a_spill_folder_the_next_run_removes(tmp_path):
+    """kill -9 mid-scan leaves the spill folder behind (nothing can clean up); the next run removes it (its
+    process is gone) and keeps a folder whose process still runs."""
+    records = [{"id": f"r{n}", "image": f"coco/{n}.jpg",
+                "conversations": [{"from": "human", "value": f"<image>\nWhat is item {n} {' '.join(['word'] * 40)}?"},
+                                  {"from": "gpt", "value": f"Item {n} is {' '.join(['thing'] * 60)}."}] * 3}
+               for n in range(60_000)]
+    data = tmp_path / "big.json"
+    data.write_text(json.dumps(records))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    command = [str(BIN / "llava-lf"), "inspect", str(data), "--out", str(tmp_path / "card")]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(temp.glob(f"{SPILL_PREFIX}{process.pid}-*")):
+        assert process.poll() is None and time.monotonic() < deadline, "inspect ended before its spill folder showed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    left = list(temp.glob(f"{SPILL_PREFIX}{process.pid}-*"))
+    assert left, "the killed run's spill folder is gone: nothing left to test"
+    alive = temp / f"{SPILL_PREFIX}{os.getpid()}-kept"  # a run still going (this process)
+    alive.mkdir()
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps(records[:10]))
+    finished = subprocess.run([*command[:2], str(small), "--out", str(tmp_path / "card2")], env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert not any(folder.exists() for folder in left)
+    assert alive.is_dir()
+    assert sorted(path.name for path in temp.iterdir()) == [alive.name]  # the finished run removed its own

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
 
-from .accumulators import spilling_to
+from .accumulators import spill_folder, spilling_to
 from .figures import record_figures
 from .images import ImageStats
 from .kinds import TypeRule
@@ -173,7 +172,7 @@ def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions) -> d
     cards = []
     for data in datasets:
         # Hashes past a few MB go to disk until the card is written, so memory stays flat (`accumulators`).
-        with tempfile.TemporaryDirectory(prefix="llava-lf-inspect-") as spill, spilling_to(Path(spill)):
+        with spill_folder() as spill, spilling_to(spill):
             stats = scan_dataset(data, options, counter)
             card = stats.to_json()
         folder = data.image_folder or options.image_folder
