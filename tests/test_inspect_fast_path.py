@@ -2,322 +2,35 @@
 
 Files mix plain records (the fast path's) with every kind the converter rejects or reads one by one, in
 random order, so batches are plain, mixed and bisected; each is inspected twice, with the fast path and
-with it switched off, and the two cards must be equal, figure for figure.
+with it switched off, and the two cards must be equal, figure for figure (records: `helpers.inspect_records`).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import random
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from helpers.inspect_records import (
+    COUNT,
+    HOSTILE_KINDS,
+    PATHS,
+    SEED,
+    hostile_record,
+    inspect_both,
+    make_image_folder,
+    mixed_records,
+    pair,
+    plain_record,
+    write_records,
+)
 
-from llava_lf.cli import run
-from llava_lf.data.inspect import DatasetInput, InspectOptions, inspect_datasets, reading, scan, split_scan
-from llava_lf.data.inspect.stats import DatasetStats
-
-SEED = 20240607
-COUNT = 400
-
-WORDS = ["the", "bus", "red", "Sign", "狗", "猫が座っている", "café", "naïve", "😀", "👍🏽", "İstanbul", "ſorry",
-         "Straße", "x", "\u200b", "a-b", "3.5", "日本語のテキスト", "Ünïcödé", "e\u0301", "zero\u200dwidth"]
-SPACES = [" ", " ", " ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u3000", "\u2028", "\u2029", "\x1c", "\x1d", "\x1e",
-          "\x1f", "\x85", "\u2009", "\x0b", "\x0c"]
-REFUSALS = ["I'm sorry, I cannot tell.", "As an AI, I do not know.", "I cannot help with that.", "I’m unable to say.",
-            "I'm unable to see the image.", "i CAN'T ASSIST here", "I am sorry but no.", "As a language model: no",
-            "I'm ſorry, as a rule no."]
-DETAIL = ["Describe the following image in detail", "What is this photo about?", "Offer a thorough analysis of the image."]
-BLANKS = ["", " ", "\u3000\u00a0", "\n\t", "\x1c\x1f", "\u2028"]
-FOLDERS = ["coco/train2017/{k:012d}.jpg", "{k:05d}/{k}.png", "img{k}.jpg", "gqa/images/{k}.jpg", "ocr_vqa/images/{k}X.jpg",
-           "vg/VG_100K_2/{k}.jpg", "sub/dir/deep/{k}.png"]
-PATHS = [pattern.format(k=k) for k in range(12) for pattern in FOLDERS]
-
-
-def _text(rng: random.Random, words: int | None = None) -> str:
-    n = words if words is not None else rng.randint(1, 9)
-    parts = [rng.choice(WORDS) + rng.choice(SPACES) for _ in range(n)]
-    text = "".join(parts)
-    if rng.random() < 0.5:
-        text = text.rstrip()
-    if rng.random() < 0.2:
-        text = rng.choice(SPACES) + text
-    return text if text.strip() else "word"
-
-
-def _with_placeholder(rng: random.Random, question: str) -> str:
-    where = rng.choice(["front", "end", "mid", "alone", "glued"])
-    if where == "front":
-        return "<image>\n" + question
-    if where == "end":
-        return question + "\n<image>"
-    if where == "alone":
-        return "<image>"
-    if where == "glued":
-        return "foo<image>bar " + question
-    cut = rng.randint(0, len(question))
-    return question[:cut] + "<image>" + question[cut:]
-
-
-def _plain(rng: random.Random, index: int) -> dict:
-    """A record the fast path takes: human/gpt pairs, one placeholder per image, every turn with text."""
-    pairs = rng.choice([1, 1, 1, 2, 3, 6]) if rng.random() < 0.9 else rng.randint(1, 6)
-    image = rng.choice(PATHS) if rng.random() < 0.7 else None
-    where = rng.randrange(pairs)  # the human turn holding the placeholder
-    turns = []
-    for pair in range(pairs):
-        question = rng.choice(DETAIL) if pair == 0 and rng.random() < 0.2 else _text(rng)
-        if image is not None and pair == where:
-            question = _with_placeholder(rng, question)
-        answer = rng.choice(REFUSALS) if rng.random() < 0.08 else _text(rng)
-        turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
-    if rng.random() < 0.05:
-        turns[1]["weight"] = 0.5  # extra keys in a turn are not carried over, and change nothing inspect counts
-    record: dict = {}
-    id_kind = rng.random()
-    if id_kind < 0.55:
-        record["id"] = rng.choice([f"coco-{index}", f"{index:012d}", f"GCC_train_{index}", f"q{index}-detail",
-                                   f"r{index}_complex", f"s{index}-conversation", f"x{index}detail", f"id {index}",
-                                   f"{index}-Detail", f"cap:{index}"])
-    elif id_kind < 0.75:
-        record["id"] = index * 7 + 100_000
-    elif id_kind < 0.85:
-        record["id"] = None
-    if image is not None:
-        record["image"] = image
-    elif rng.random() < 0.3:
-        record["image"] = None
-    if rng.random() < 0.1:
-        record["source"] = rng.choice(["sharegpt", "", "coco", "ＣＯＣＯ"])
-    if rng.random() < 0.1:
-        record["type"] = rng.choice(["detail", "Conversation", "complex_reasoning", "bogus", "", "REASONING"])
-    record["conversations"] = turns
-    if rng.random() < 0.05:  # key order is not the fast path's business (the reader learns cuts from "id")
-        keys = list(record)
-        rng.shuffle(keys)
-        record = {key: record[key] for key in keys}
-    return record
-
-
-def _turns(record: dict) -> list:
-    return record["conversations"]
-
-
-HOSTILE_KINDS = 35  # kinds past these give plain records
-
-
-def _hostile(rng: random.Random, index: int, kind: int | None = None) -> object:
-    """A record the fast path must hand to the reference path (or one the converter rejects)."""
-    record = _plain(rng, index)
-    turns = _turns(record)
-    kind = rng.randrange(HOSTILE_KINDS + 9) if kind is None else kind
-    human = rng.randrange(0, len(turns), 2)
-    if kind == 0:
-        turns.insert(0, {"from": "system", "value": "You are a helpful assistant."})
-    elif kind == 1:
-        turns.insert(0, {"from": "gpt", "value": "Hello."})
-    elif kind == 2:
-        turns.append({"from": "human", "value": "And then?"})
-    elif kind in (3, 4):
-        turns[rng.randrange(len(turns))]["value"] = rng.choice(BLANKS)
-    elif kind == 5:
-        turns[1]["value"] += " <image>"
-    elif kind == 6:  # an image without its placeholder
-        record["image"] = rng.choice(PATHS)
-        for turn in turns:
-            turn["value"] = turn["value"].replace("<image>", "") or "text"
-    elif kind == 7:  # a placeholder without an image
-        record.pop("image", None)
-        turns[human]["value"] += "<image>"
-    elif kind == 8:
-        record["image"] = rng.choice(PATHS)
-        turns[0]["value"] = "<image> <image> " + turns[0]["value"].replace("<image>", "")
-    elif kind == 9:
-        record["image"] = []
-    elif kind == 10:
-        record["image"] = [rng.choice(PATHS)]
-        turns[0]["value"] = "<image>\n" + turns[0]["value"].replace("<image>", "")
-    elif kind == 11:
-        record["image"] = [rng.choice(PATHS), rng.choice(PATHS)]
-        turns[0]["value"] = "<image><image>\n" + turns[0]["value"].replace("<image>", "")
-    elif kind == 12:
-        record["image"] = rng.choice(["", " ", "\u3000", "\n"])
-    elif kind == 13:
-        record["image"] = "coco/a\x00b.jpg"
-    elif kind == 14:
-        record["id"] = rng.choice([True, False, 1.5, -0.0, [1], {"a": 1}])
-    elif kind == 15:
-        turns[rng.randrange(len(turns))]["from"] = rng.choice([1, 0, 2.5, None, True])
-    elif kind == 16:
-        turns[rng.randrange(len(turns))]["from"] = rng.choice([["human"], {"role": "gpt"}, []])
-    elif kind == 17:
-        turns[rng.randrange(len(turns))]["from"] = rng.choice(["Human", "user", "assistant", "GPT", " human", ""])
-    elif kind == 18:
-        del turns[rng.randrange(len(turns))][rng.choice(["from", "value"])]
-    elif kind == 19:
-        turns[rng.randrange(len(turns))] = rng.choice(["human: hi", ["human", "hi"], None, 3, {}])
-    elif kind == 20:
-        turns[rng.randrange(len(turns))]["value"] = rng.choice([3, None, ["a"], {"t": "x"}, True, 1.5])
-    elif kind == 21:
-        record["conversations"] = rng.choice(["hi", {"from": "human", "value": "hi"}, None, 3, []])
-    elif kind == 22:
-        del record["conversations"]
-    elif kind == 23:
-        record["conversations"] = turns[:1]
-    elif kind == 24:
-        turns.append({"from": "gpt", "value": "Twice."})
-    elif kind == 25:
-        turns[1]["from"] = "human"
-    elif kind == 26:
-        return rng.choice([[record], "a record", 42, None, True, 1.5, []])
-    elif kind == 27:
-        record.setdefault("image", None)  # both keys: not a converted line
-        record["images"] = [record["image"]] if record["image"] is not None else []
-    elif kind == 28:
-        record["image"] = rng.choice(["../outside.jpg", "/abs/path.jpg", "coco/../../up.jpg", "missing/none.jpg"])
-        turns[0]["value"] = "<image>\n" + turns[0]["value"].replace("<image>", "")
-    elif kind == 29:
-        turns[human]["value"] = rng.choice(BLANKS[1:]) + "<image>" + rng.choice(BLANKS[1:])
-        record["image"] = rng.choice(PATHS)
-    elif kind == 30:
-        record["image"] = rng.choice([3, True, {"path": "a.jpg"}, [3], ["a.jpg", ""], [None]])
-    elif kind == 31:
-        turns.insert(rng.randrange(1, len(turns) + 1), {"from": "system", "value": "late system"})
-    elif kind == 32:
-        turns[0]["value"] = "\x00" + turns[0]["value"]  # a NUL in a turn is text like any other
-        return record  # still plain: the fast path must count it as the reference does
-    elif kind == 33:
-        record["id"] = rng.choice(["", " ", "\n"])
-        return record  # plain too
-    elif kind == 34:
-        turns[-1]["value"] = "<IMAGE> <image_> <Image>"
-        return record  # not placeholders: plain
-    else:
-        return _plain(rng, index)  # more plain records between the hostile ones
-    return record
-
-
-def _one_pass_only(rng: random.Random, index: int) -> object:
-    """Records the fast reader hands to the converter's reader (orjson refuses them) or that only a one-pass
-    scan reads (converted lines): they give up the two-process split."""
-    record = _plain(rng, index)
-    turns = _turns(record)
-    kind = rng.randrange(9)
-    if kind == 0:
-        turns[rng.randrange(len(turns))]["value"] += "\ud800"
-    elif kind == 1:
-        record["id"] = f"lone\udc00{index}"
-    elif kind == 2:
-        record["image"] = "coco/\ud83d.jpg"
-        turns[0]["value"] = "<image>\n" + turns[0]["value"].replace("<image>", "")
-    elif kind == 3:
-        record["id"] = 123456789012345678901234567890 + index
-    elif kind == 4:
-        record["id"] = float("nan")
-    elif kind == 5:
-        turns[0]["value"] = "\ud83d\ude00 a real pair " + turns[0]["value"]  # written as an escaped pair: plain
-    elif kind == 6:
-        return {"id": f"conv{index}", "images": [], "conversations": [
-            {"from": "human", "value": "Hi?"}, {"from": "gpt", "value": f"Converted {index}."}]}
-    elif kind == 7:
-        return {"id": f"conv{index}", "images": [rng.choice(PATHS)], "conversations": [
-            {"from": "human", "value": "<image>What?"}, {"from": "gpt", "value": "That."}]}
-    else:
-        record["type"] = "detail\ud800"
-    return record
-
-
-def _records(seed: int, one_pass: bool) -> list:
-    rng = random.Random(seed)
-    records: list = []
-    while len(records) < COUNT:  # runs of plain records (whole batches for the fast path) between hostile ones
-        records += [_plain(rng, len(records) + n) for n in range(rng.choice([2, 8, 20, 40, 80]))]
-        records += [_hostile(rng, len(records) + n) for n in range(rng.randint(1, 6))]
-    records = records[:COUNT]
-    records[0], records[1] = _plain(rng, 0), _plain(rng, 1)  # the reader learns the array's separator from these
-    for _ in range(25):  # exact duplicate contents (a fresh id, or none), near and far from their first
-        source = rng.randrange(COUNT - 1)
-        target = rng.randrange(source + 1, COUNT) if rng.random() < 0.7 else rng.randrange(0, source + 1)
-        if isinstance(records[source], dict):
-            records[target] = copy.deepcopy(records[source])
-            records[target]["id"] = f"dup-{target}" if rng.random() < 0.8 else None
-    for _ in range(10):  # duplicate ids
-        source, target = rng.randrange(COUNT), rng.randrange(COUNT)
-        if isinstance(records[source], dict) and isinstance(records[target], dict) and source != target:
-            records[target]["id"] = records[source].get("id", source)
-    for at, claimer in ((5, 200), (250, 40), (77, 79)):  # an id that is another record's index, and the reverse
-        if isinstance(records[at], dict) and isinstance(records[claimer], dict):
-            records[at].pop("id", None)
-            records[claimer]["id"] = str(at) if claimer % 2 else at
-    if one_pass:  # in the last quarter, so the chunks before them stay on the fast reader
-        for index in rng.sample(range(COUNT * 3 // 4, COUNT), 20):
-            records[index] = _one_pass_only(rng, index)
-    return records
-
-
-def _write(path: Path, records: list, layout: str) -> Path:
-    if layout == "jsonl":
-        path.write_text("\n".join(json.dumps(record) for record in records) + "\n", encoding="utf-8")
-    else:  # ensure_ascii: a lone surrogate is written as its escape
-        path.write_text(json.dumps(records, indent=1 if layout == "indent" else None), encoding="utf-8")
-    return path
+from llava_lf.data.inspect import DatasetInput, InspectOptions, inspect_datasets, reading, split_scan
 
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory) -> Path:
-    """Two thirds of the paths as tiny real images of several shapes, one a file that is no image."""
-    root = tmp_path_factory.mktemp("images")
-    rng = random.Random(SEED)
-    for position, path in enumerate(PATHS):
-        if position % 3 == 0:
-            continue  # missing
-        full = root / path
-        full.parent.mkdir(parents=True, exist_ok=True)
-        if position % 11 == 1:
-            full.write_bytes(b"not an image")
-            continue
-        Image.new("RGB", (rng.randint(1, 40), rng.randint(1, 40)), (position, 0, 0)).save(full, "PNG")
-    return root
-
-
-class FastPathCalls:
-    """Counts the batches the fast path took (in this process)."""
-
-    def __init__(self) -> None:
-        self.taken = 0
-        self.refused = 0
-
-
-def _inspect_both(monkeypatch, path: Path, options: InspectOptions, split: bool) -> tuple[dict, dict, FastPathCalls]:
-    calls = FastPathCalls()
-    real = scan.plain_batch
-    merges: list[int] = []
-
-    def counted(*args):
-        result = real(*args)
-        if result is None:
-            calls.refused += 1
-        else:
-            calls.taken += 1
-        return result
-
-    real_merge = DatasetStats.merge
-
-    def merge(self, later, line_offset):
-        merges.append(later.records)
-        return real_merge(self, later, line_offset)
-
-    monkeypatch.setattr(scan, "plain_batch", counted)
-    monkeypatch.setattr(DatasetStats, "merge", merge)
-    fast = inspect_datasets([DatasetInput("data", path)], options)
-    with monkeypatch.context() as off:
-        off.setattr(scan, "plain_batch", lambda *args: None)
-        off.setattr(split_scan, "plain_seed", lambda *args: None)
-        slow = inspect_datasets([DatasetInput("data", path)], options)
-    assert (len(merges) == 2) == split, f"the two-process scan {'did not run' if split else 'ran'}: {merges}"
-    return fast, slow, calls
+    return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
 @pytest.mark.parametrize("layout", ["indent", "jsonl"])
@@ -329,10 +42,10 @@ def test_fast_path_gives_the_reference_card(tmp_path, monkeypatch, image_folder,
     split = mode == "split"
     if split:
         monkeypatch.setattr(split_scan, "SPLIT_BYTES", 0)
-    records = _records(SEED + len(name) + len(layout), one_pass=not split)
-    path = _write(tmp_path / f"{name}.{'jsonl' if layout == 'jsonl' else 'json'}", records, layout)
+    records = mixed_records(SEED + len(name) + len(layout), one_pass=not split)
+    path = write_records(tmp_path / f"{name}.{'jsonl' if layout == 'jsonl' else 'json'}", records, layout)
     options = InspectOptions(image_folder=image_folder if mode == "image_folder" else None, template=template)
-    fast, slow, calls = _inspect_both(monkeypatch, path, options, split)
+    fast, slow, calls = inspect_both(monkeypatch, path, options, split)
     card = fast["datasets"][0]
     assert card["composition"]["records"] == COUNT
     if template == "llava_v1":  # llava_plain's stage-1 checks are the reference path's alone
@@ -356,38 +69,34 @@ def test_one_hostile_record_among_plain_ones(tmp_path, monkeypatch, image_folder
     records: list = []
     for _ in range(3):
         for kind in range(HOSTILE_KINDS):
-            records += [_plain(rng, len(records) + n) for n in range(20)]
-            records.append(_hostile(rng, len(records), kind))
+            records += [plain_record(rng, len(records) + n) for n in range(20)]
+            records.append(hostile_record(rng, len(records), kind))
     if mode == "image_folder":  # plain runs need their images: only paths that exist
         existing = [path for path in PATHS if (image_folder / path).is_file()]
         for record in records:
             if isinstance(record, dict) and type(record.get("image")) is str and record["image"] in PATHS:
                 record["image"] = existing[PATHS.index(record["image"]) % len(existing)]
-    path = _write(tmp_path / "mix.json", records, "indent")
+    path = write_records(tmp_path / "mix.json", records, "indent")
     options = InspectOptions(image_folder=image_folder if mode == "image_folder" else None)
-    fast, slow, calls = _inspect_both(monkeypatch, path, options, split=False)
+    fast, slow, calls = inspect_both(monkeypatch, path, options, split=False)
     assert calls.taken > 50 and calls.refused > 50, vars(calls)
     assert fast["datasets"][0]["problems"]["rejected"] > HOSTILE_KINDS
     assert fast == slow
 
 
-def _pair(question: str, answer: str = "An answer.") -> list[dict]:
-    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
-
-
 @pytest.mark.parametrize("name", ["mix", "detail_23k"])
 def test_an_id_suffix_before_a_trailing_newline(tmp_path, monkeypatch, name):
-    records = [{"id": "r0-detail\n", "conversations": _pair("What?")},
-               {"id": "r1", "conversations": _pair("Where?")}]
-    path = _write(tmp_path / f"{name}.json", records, "indent")
-    fast, slow, _ = _inspect_both(monkeypatch, path, InspectOptions(), split=False)
+    records = [{"id": "r0-detail\n", "conversations": pair("What?")},
+               {"id": "r1", "conversations": pair("Where?")}]
+    path = write_records(tmp_path / f"{name}.json", records, "indent")
+    fast, slow, _ = inspect_both(monkeypatch, path, InspectOptions(), split=False)
     assert fast["datasets"][0]["composition"] == slow["datasets"][0]["composition"]
 
 
 def test_a_question_seen_once_in_each_part_of_a_split_keeps_its_text(tmp_path, monkeypatch):
-    records = [{"id": f"r{n}", "conversations": _pair("Shared?" if n in (0, 59) else f"Question {n}?", f"Answer {n}.")}
+    records = [{"id": f"r{n}", "conversations": pair("Shared?" if n in (0, 59) else f"Question {n}?", f"Answer {n}.")}
                for n in range(60)]
-    path = _write(tmp_path / "mix.json", records, "indent")
+    path = write_records(tmp_path / "mix.json", records, "indent")
     one_pass = inspect_datasets([DatasetInput("data", path)], InspectOptions())
     monkeypatch.setattr(split_scan, "SPLIT_BYTES", 0)
     split = inspect_datasets([DatasetInput("data", path)], InspectOptions())
@@ -395,152 +104,3 @@ def test_a_question_seen_once_in_each_part_of_a_split_keeps_its_text(tmp_path, m
     assert split == one_pass
 
 
-# ---- hostile input through the real command ------------------------------------------------------------------
-
-_CHARS = ("abcXYZ019 .,!?'\"\\/-_:{}[]<>" + "".join(SPACES) + "\x00\x01\x7f\x80\x85\xa0\xad" + "狗猫日本語ÜßİıſΣς"
-          + "\u0301\u200b\u200d\u2028\ufeff\uffff" + "😀👍🏽🇯🇵")
-_ROLES = ["human", "gpt", "system", "Human", "user", "", 1, 0, None, True, 2.5, ["human"], {"x": 1}]
-
-
-def _random_text(rng: random.Random, surrogates: bool) -> str:
-    pieces = []
-    for _ in range(rng.randint(0, 12)):
-        roll = rng.random()
-        if roll < 0.1:
-            pieces.append("<image>")
-        elif roll < 0.15 and surrogates:
-            pieces.append(chr(rng.randint(0xD800, 0xDFFF)))
-        elif roll < 0.25:
-            pieces.append(rng.choice(REFUSALS))
-        elif roll < 0.3:
-            pieces.append(chr(rng.randint(0x80, 0x2FFFF)) if rng.random() < 0.5 else chr(rng.randint(0, 0x7F)))
-        else:
-            pieces.append("".join(rng.choice(_CHARS) for _ in range(rng.randint(1, 6))))
-    return "".join(pieces)
-
-
-def _random_value(rng: random.Random, surrogates: bool, depth: int = 0) -> object:
-    roll = rng.randrange(10 if depth < 2 else 8)
-    if roll == 0:
-        return None
-    if roll == 1:
-        return rng.choice([True, False])
-    if roll == 2:
-        return rng.choice([0, -1, 7, 2**63 - 1, -(2**63), 2**64, 10**30, rng.randint(-1000, 1000)])
-    if roll == 3:
-        return rng.choice([0.0, -0.0, 1.5, 1e300, float("nan"), float("inf"), float("-inf")])
-    if roll in (4, 5, 6, 7):
-        return _random_text(rng, surrogates)
-    if roll == 8:
-        return [_random_value(rng, surrogates, depth + 1) for _ in range(rng.randint(0, 3))]
-    return {_random_text(rng, False) or "k": _random_value(rng, surrogates, depth + 1) for _ in range(rng.randint(0, 3))}
-
-
-def _fuzz_record(rng: random.Random, index: int, surrogates: bool) -> object:
-    if rng.random() < 0.05:
-        return _random_value(rng, surrogates)
-    def maybe(plausible):  # a plausible value, or any JSON value
-        return plausible() if rng.random() < 0.6 else _random_value(rng, surrogates)
-
-    record: dict = {}
-    if rng.random() < 0.8:
-        record["id"] = maybe(lambda: rng.choice([f"f{index}", index, f"x{index}-detail", str(rng.randrange(COUNT))]))
-    if rng.random() < 0.6:
-        record["image"] = maybe(lambda: rng.choice(PATHS + [[rng.choice(PATHS)], [], ""]))
-    if rng.random() < 0.05:
-        record["images"] = maybe(lambda: [rng.choice(PATHS)])
-    for key in ("source", "type", _random_text(rng, False) or "extra"):
-        if rng.random() < 0.1:
-            record[key] = _random_value(rng, surrogates)
-
-    def turn(position: int) -> object:
-        if rng.random() < 0.05:
-            return _random_value(rng, surrogates)
-        role = ("human", "gpt")[position % 2] if rng.random() < 0.8 else rng.choice(_ROLES)
-        made = {"from": role, "value": _random_text(rng, surrogates) if rng.random() < 0.9
-                else _random_value(rng, surrogates)}
-        if rng.random() < 0.05:
-            del made[rng.choice(["from", "value"])]
-        return made
-
-    record["conversations"] = maybe(lambda: [turn(position) for position in range(rng.randint(0, 7))])
-    return record
-
-
-def _fuzz_file(path: Path, seed: int, surrogates: bool, count: int = 400) -> list:
-    rng = random.Random(seed)
-    records = [_plain(rng, 0), _plain(rng, 1)]
-    while len(records) < count:  # runs of plain records, so some batches (after bisection) are all plain
-        records += [_plain(rng, len(records) + n) for n in range(rng.choice([0, 5, 30, 60]))]
-        records += [_fuzz_record(rng, len(records) + n, surrogates) for n in range(rng.randint(1, 30))]
-    records = records[:count]
-    # An integer role, which crashed inspect before (its repr stands for it in the figures).
-    records[count // 2] = {"id": "int-role", "conversations": [{"from": 1, "value": "Hi?"}, {"from": "gpt", "value": "Yes."}]}
-    path.write_text(json.dumps(records, indent=1), encoding="utf-8")
-    return records
-
-
-def _cli_card(path: Path, out: Path, *extra: str) -> dict:
-    code = run(["inspect", str(path), "--out", str(out), *extra])
-    assert code == 0
-    return json.loads((out / "card.json").read_text(encoding="utf-8"))
-
-
-@pytest.mark.parametrize("surrogates", [
-    False,
-    True,
-])
-def test_hostile_records_through_the_command(tmp_path, monkeypatch, image_folder, surrogates):
-    monkeypatch.setattr(reading, "CHUNK", 4096)
-    path = tmp_path / "mix.json"
-    records = _fuzz_file(path, SEED + surrogates, surrogates)
-    taken = []
-    real = scan.plain_batch
-    monkeypatch.setattr(scan, "plain_batch", lambda *args: taken.append(result := real(*args)) or result)
-    for extra in ((), ("--image-folder", str(image_folder))):
-        fast = _cli_card(path, tmp_path / "fast", *extra)
-        with monkeypatch.context() as off:
-            off.setattr(scan, "plain_batch", lambda *args: None)
-            off.setattr(split_scan, "plain_seed", lambda *args: None)
-            slow = _cli_card(path, tmp_path / "slow", *extra)
-        [card] = fast["datasets"]
-        assert card["composition"]["records"] == len(records)
-        assert card["problems"]["reasons"].get("malformed", 0) > 0
-        assert fast == slow
-    assert any(result is not None for result in taken)
-
-
-@pytest.mark.parametrize("mode", ["one_pass", "image_folder"])
-def test_hostile_records_with_lone_surrogates_in_process(tmp_path, monkeypatch, image_folder, mode):
-    """The fast and the reference path agree on surrogates everywhere (in process: the figures, not the files)."""
-    monkeypatch.setattr(reading, "CHUNK", 4096)
-    path = tmp_path / "mix.json"
-    records = _fuzz_file(path, SEED + 7, surrogates=True)
-    options = InspectOptions(image_folder=image_folder if mode == "image_folder" else None)
-    fast, slow, calls = _inspect_both(monkeypatch, path, options, split=False)
-    assert fast["datasets"][0]["composition"]["records"] == len(records)
-    assert calls.taken > 0 or mode == "image_folder"  # a third of the paths are missing: few spans are plain
-    assert fast == slow
-
-
-@pytest.mark.parametrize("role", [1, 0, None, True, 2.5, ["human"], {"from": "human"}])
-def test_a_role_that_is_not_text(tmp_path, monkeypatch, role):
-    records = [{"id": "a", "conversations": _pair("Hi?")},
-               {"id": "b", "conversations": [{"from": role, "value": "Hi?"}, {"from": "gpt", "value": "Yes."}]},
-               {"id": "c", "conversations": _pair("Hi?")}]
-    path = _write(tmp_path / "mix.json", records, "indent")
-    card = _cli_card(path, tmp_path / "out")["datasets"][0]
-    assert card["composition"]["records"] == 3
-    assert card["problems"]["reasons"] == {"malformed": 1}
-    assert card["diversity"]["exact_duplicate_records"] == 1  # a and c; b's turns differ by their role
-    fast, slow, _ = _inspect_both(monkeypatch, path, InspectOptions(), split=False)
-    assert fast == slow
-
-
-@pytest.mark.parametrize("record", [
-    {"id": "q", "conversations": [{"from": "human", "value": "\ud800 hello"}, {"from": "gpt", "value": "x"}]},
-    {"id": "s", "source": "\udc00src", "conversations": _pair("Hi?")},
-], ids=["question", "source"])
-def test_a_lone_surrogate_does_not_crash_the_command(tmp_path, record):
-    path = _write(tmp_path / "mix.json", [record], "indent")
-    assert _cli_card(path, tmp_path / "out")["datasets"][0]["composition"]["records"] == 1
