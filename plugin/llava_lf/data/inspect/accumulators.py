@@ -229,7 +229,7 @@ class RepeatCounter:
 
     def _spill(self, folder: Path) -> None:
         hashes = np.frombuffer(self._hashes, dtype=np.int64)
-        buckets = (hashes >> 60) & (BUCKETS - 1)
+        buckets = _bucket_of(hashes)
         prefix = str(folder / f"repeats-{uuid.uuid4().hex}-")
         for bucket in range(BUCKETS):
             with open(f"{prefix}{bucket}", "wb") as handle:
@@ -287,7 +287,7 @@ class RepeatCounter:
         if not self._spilled:
             parts = [held]
         else:
-            held_buckets = (held >> 60) & (BUCKETS - 1)
+            held_buckets = _bucket_of(held)
             parts = (np.concatenate([held[held_buckets == bucket], *(np.fromfile(f"{prefix}{bucket}", dtype=np.int64)
                                                                      for prefix in self._spilled)])
                      for bucket in range(BUCKETS))
@@ -298,6 +298,11 @@ class RepeatCounter:
         texts = self._texts.texts()
         kept = [(texts.get(key, "(text not kept: too rare to hold in memory)"), count) for count, key in top if count > 1]
         return distinct, repeated, sorted(kept, key=lambda item: (-item[1], item[0]))
+
+
+def _bucket_of(hashes: np.ndarray) -> np.ndarray:
+    """Each hash's spill file: its top four bits, so equal hashes always share one."""
+    return (hashes >> 60) & (BUCKETS - 1)
 
 
 def _seen_again(keys: list[str], hashes: np.ndarray, seen_slots: np.ndarray) -> list[str]:

@@ -69,10 +69,15 @@ def content_hash(images: tuple[str, ...], roles: tuple, values: tuple[str, ...])
     return hash((images, roles, values))
 
 
+def may_refuse(lowered: str) -> bool:
+    """False when no answer in `lowered` (answers joined and lower-cased) can decline: a cheap first look."""
+    return any(hint in lowered for hint in _REFUSAL_HINTS)
+
+
 def refusal_count(answers: list[str]) -> int:
     """How many of a record's answers decline instead of answering."""
     lowered = "\0".join(answers).lower()
-    if any(hint in lowered for hint in _REFUSAL_HINTS) and _REFUSAL.search(lowered):
+    if may_refuse(lowered) and _REFUSAL.search(lowered):
         return sum(map(refuses, answers))
     return 0
 

@@ -10,10 +10,7 @@ single turn is complex reasoning. Each record's method is counted, so the card s
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
-from itertools import repeat
-from operator import contains
 from pathlib import Path
 
 TYPES = ("conversation", "detail", "complex")
@@ -90,21 +87,3 @@ def record_source(record: dict, images: list[str]) -> str:
     if type(rid) is str and (match := _ID_SOURCE.match(rid)):
         return match.group(1)
     return "images" if images else "text-only"
-
-
-def count_sources(records: list[dict], images: list[str | None]) -> Counter[str]:
-    """`record_source` of each record (one image path or None each), counted: its steps inline, as they run
-    for every record of a batch."""
-    if any(map(contains, records, repeat("source"))):
-        return Counter(map(record_source, records, [[] if image is None else [image] for image in images]))
-    counts: Counter[str] = Counter()
-    for record, image in zip(records, images):
-        if image is not None:
-            folder, sep, _ = image.partition("/")
-            if sep and not folder.isdigit():
-                counts[folder] += 1
-                continue
-        rid = record.get("id")
-        match = _ID_SOURCE.match(rid) if type(rid) is str else None
-        counts[match.group(1) if match else "images" if image is not None else "text-only"] += 1
-    return counts

@@ -23,8 +23,8 @@ from llava_lf.data.convert.records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMA
 from llava_lf.data.convert.report import Problem
 from llava_lf.data.convert.validate import surrogate_at
 
-from .figures import _REFUSAL_HINTS, is_non_latin, refusal_count, refuses
-from .kinds import TYPES, TypeRule, count_sources, record_type
+from .figures import is_non_latin, may_refuse, refusal_count, refuses
+from .kinds import TYPES, TypeRule, record_source, record_type
 from .seen import SeenHashes
 from .verdict import ConverterChecks
 from .words import words_per_text
@@ -190,10 +190,10 @@ def _figures(values: list, rule: TypeRule, parts: _Parts, files: list[str | None
         pair_types = np.repeat(np.array(types, dtype=object), pairs)
         for kind in set(types):
             by_type[kind] = np.asarray(answer_words)[pair_types == kind].tolist()
-    batch = PlainBatch(ids, images, files, pairs, words, types, type_how, count_sources(values, images), by_type,
+    batch = PlainBatch(ids, images, files, pairs, words, types, type_how, _sources(values, images), by_type,
                        questions, answers, _keys(parts))
     lowered = "\0".join(answers).lower()
-    if any(hint in lowered for hint in _REFUSAL_HINTS):
+    if may_refuse(lowered):
         for position, (first, n) in enumerate(zip(firsts, pairs)):
             own = answers[first:first + n]
             if refused := refusal_count(own):
@@ -214,6 +214,10 @@ def _types(values: list, rule: TypeRule, pairs: list[int], first_questions: list
         return [kind] * len(values), Counter({how: len(values)})
     told = list(map(record_type, values, pairs, first_questions, repeat(rule)))
     return [kind for kind, _ in told], Counter(how for _, how in told)
+
+
+def _sources(values: list, images: list[str | None]) -> Counter[str]:
+    return Counter(map(record_source, values, [[] if image is None else [image] for image in images]))
 
 
 def _keys(parts: _Parts) -> list[int]:

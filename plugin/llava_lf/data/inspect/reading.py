@@ -122,45 +122,41 @@ def split_point(path: Path, share: float) -> tuple[int, int] | None:
     still slips through makes a part fail to parse, and the caller then reads the file in one pass.
     """
     kind = file_kind(path)
+    size = path.stat().st_size
+    target = int(size * share)
     with open(path, "rb") as handle:
-        head = handle.read(CHUNK)
-        target = int(path.stat().st_size * share)
-        handle.seek(target)
-        window = handle.read(CHUNK)
-    if kind == "lines":
-        at = window.find(b"\n")
-        return (target + at + 1, target + at + 1) if at >= 0 else None
-    if kind != "array":
-        return None
-    head = head.removeprefix(_BOM)
-    try:
-        separator = _learn_separator(head[head.index(b"[") + 1:].lstrip())
-    except HandOver:
-        return None
-    # Records whose first key differs from the first record's hold no separator: look on, a chunk at a time.
-    tries = 0
-    for start in range(target, min(target + SPLIT_SEARCH * CHUNK, path.stat().st_size), CHUNK):
-        with open(path, "rb") as handle:
+        if kind == "lines":
+            handle.seek(target)
+            at = handle.read(CHUNK).find(b"\n")
+            return (target + at + 1, target + at + 1) if at >= 0 else None
+        if kind != "array":
+            return None
+        head = handle.read(CHUNK).removeprefix(_BOM)
+        try:
+            separator = _learn_separator(head[head.index(b"[") + 1:].lstrip())
+        except HandOver:
+            return None
+        # Records whose first key differs from the first record's hold no separator: look on, a chunk at a time.
+        tries = 0
+        for start in range(target, min(target + SPLIT_SEARCH * CHUNK, size), CHUNK):
             handle.seek(start)
             window = handle.read(CHUNK + len(separator))
-        at = window.find(separator)
-        while at >= 0 and at < CHUNK and tries < _TRIES:
-            begin = start + at + separator.index(b"{")
-            if _starts_records(path, begin, separator):  # not a nested object of the same shape
-                return start + at + 1, begin
-            tries += 1
-            at = window.find(separator, at + 1)
+            at = window.find(separator)
+            while 0 <= at < CHUNK and tries < _TRIES:
+                begin = start + at + separator.index(b"{")
+                if _starts_records(handle, begin, separator):  # not a nested object of the same shape
+                    return start + at + 1, begin
+                tries += 1
+                at = window.find(separator, at + 1)
     return None
 
 
-def _starts_records(path: Path, begin: int, separator: bytes) -> bool:
+def _starts_records(handle, begin: int, separator: bytes) -> bool:
     """Whether the chunk from `begin` cuts into whole records as the reader cuts it (`_cut`; when the chunk
     holds no separator, nothing tells: yes)."""
-    with open(path, "rb") as handle:
-        handle.seek(begin)
-        chunk = handle.read(CHUNK)
+    handle.seek(begin)
     try:
-        _cut(chunk, separator)
+        _cut(handle.read(CHUNK), separator)
     except HandOver:
         return False
     return True

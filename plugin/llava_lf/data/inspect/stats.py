@@ -67,16 +67,10 @@ class DatasetStats:
         self.questions.update(figures.questions)
         self.answers.update(figures.answers)
         if not self._contents.add_hash(figures.key):
-            self.duplicates += 1
-            if len(self.duplicate_examples) < EXAMPLES:
-                self.duplicate_examples.append(_name(index, rid))
+            self._add_duplicate(index, rid)
         self.empty_answers += figures.empty_answers
         if figures.refusals:
-            self.refusal_answers += figures.refusals
-            self.refusal_records += 1
-            if len(self.refusal_examples) < EXAMPLES:
-                answer = next(a for a in figures.answers if refuses(a))
-                self.refusal_examples.append({"record": _name(index, rid), "answer": answer[:200]})
+            self._add_refusal(index, rid, figures.refusals, next(a for a in figures.answers if refuses(a)))
         self.non_latin += figures.non_latin
 
     def add_batch(self, start: int, batch: PlainBatch) -> None:
@@ -102,16 +96,22 @@ class DatasetStats:
         self.questions.update(batch.questions)
         self.answers.update(batch.answers)
         for position in self._contents.add_each(batch.keys):
-            self.duplicates += 1
-            if len(self.duplicate_examples) < EXAMPLES:
-                self.duplicate_examples.append(_name(start + position, batch.ids[position]))
+            self._add_duplicate(start + position, batch.ids[position])
         for position, refused, answer in batch.refusals:
-            self.refusal_answers += refused
-            self.refusal_records += 1
-            if len(self.refusal_examples) < EXAMPLES:
-                self.refusal_examples.append({"record": _name(start + position, batch.ids[position]),
-                                              "answer": answer[:200]})
+            self._add_refusal(start + position, batch.ids[position], refused, answer)
         self.non_latin += batch.non_latin
+
+    def _add_duplicate(self, index: int, rid: str | None) -> None:
+        self.duplicates += 1
+        if len(self.duplicate_examples) < EXAMPLES:
+            self.duplicate_examples.append(_name(index, rid))
+
+    def _add_refusal(self, index: int, rid: str | None, refused: int, first_answer: str) -> None:
+        """A record with `refused` answers that decline, the first of them `first_answer`."""
+        self.refusal_answers += refused
+        self.refusal_records += 1
+        if len(self.refusal_examples) < EXAMPLES:
+            self.refusal_examples.append({"record": _name(index, rid), "answer": first_answer[:200]})
 
     def add_problems(self, index: int, rid: str | None, line: Callable[[], int | None], problems: list[Problem]) -> None:
         if not problems:
