@@ -11,8 +11,9 @@ def register_all() -> list[str]:
     from .training import register_training_callback
 
     added = register_training_callback()  # `report_to: [llava_lf]`; independent of the modules below
-    from . import mm_plugin, templates, webui_labels
+    from . import exit_after_generation, mm_plugin, templates, webui_labels
 
+    exit_after_generation.install()  # chat processes exit after the answer's thread, not inside it (see that module)
     webui_labels.install()  # the web UI's widgets named on first load (see that module)
 
     for name, plugin_class in mm_plugin.PLUGINS.items():
