@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 
 WAIT_S = 5.0  # an answer cut off by Ctrl-C keeps generating; do not hold the exit for all of it
 _installed = False
@@ -28,8 +29,10 @@ def generation_threads() -> list[threading.Thread]:
 
 
 def wait_for_generation(timeout: float = WAIT_S) -> None:
+    """Join every generation thread, all of them within `timeout` (the API server may run several)."""
+    deadline = time.monotonic() + timeout
     for thread in generation_threads():
-        thread.join(timeout)
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def install() -> None:
