@@ -16,6 +16,7 @@ from conftest import BIN
 from PIL import Image
 
 from llava_lf.cli import run
+from llava_lf.data.convert.writer import AtomicFile
 from llava_lf.errors import EXIT_BAD_INPUT, EXIT_OK
 
 Q = "<image>\nWhat is shown?"
@@ -190,22 +191,17 @@ def test_a_top_level_object_is_not_an_empty_dataset(tmp_path, images, capsys):
 def test_leftovers_of_killed_runs_are_removed_by_the_next_successful_run(tmp_path, images, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    leftover = out / f".llava-lf-tmp.{_dead_pid()}.0123456789ab.mine.jsonl"
-    live = out / f".llava-lf-tmp.{os.getppid()}.ba9876543210.other.jsonl"  # a live process (pytest's parent)
+    killed = AtomicFile(out / "mine.jsonl")  # a killed run's: its lock freed, its file left
+    killed.handle.close()
+    leftover = killed._tmp
+    live = AtomicFile(out / "other.jsonl")  # a run still writing (its lock held)
     foreign = out / ".mine.jsonl.tmp"  # not ours by name: never touched
-    for path in (leftover, live, foreign):
-        path.write_text("half a file")
+    foreign.write_text("half a file")
     src = _write(tmp_path / "src.json", [_good("a")])
     code, out_text, _ = _cli(capsys, "convert", src, "--image-folder", images, "--out", out, "--name", "mine")
     assert code == EXIT_OK and f"removed {leftover.name}" in out_text
-    assert not leftover.exists() and live.exists() and foreign.exists()
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has exited (and was reaped)."""
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
+    assert not leftover.exists() and live._tmp.exists() and foreign.exists()
+    live.discard()
 
 
 # --- hostile records ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llava_lf.common.owner_lock import FOLDER_LOCK, abandoned, held_folder
 from llava_lf.data.inspect import accumulators, seen
 from llava_lf.data.inspect.accumulators import KEY_CHARS, SPILL_PREFIX, RepeatCounter, spilling_to
 from llava_lf.data.inspect.figures import PUNCTUATION
@@ -250,8 +251,8 @@ def test_the_most_repeated_keep_their_words_past_the_capacity():
 
 
 def test_a_killed_run_leaves_a_spill_folder_the_next_run_removes(tmp_path):
-    """kill -9 mid-scan leaves the spill folder behind (nothing can clean up); the next run removes it (its
-    process is gone) and keeps a folder whose process still runs."""
+    """kill -9 mid-scan leaves the spill folder behind (nothing can clean up); the next run removes it (the
+    OS freed its lock when the run's processes died) and keeps a folder whose lock a live run holds."""
     records = [{"id": f"r{n}", "image": f"coco/{n}.jpg",
                 "conversations": [{"from": "human", "value": f"<image>\nWhat is item {n} {' '.join(['word'] * 40)}?"},
                                   {"from": "gpt", "value": f"Item {n} is {' '.join(['thing'] * 60)}."}] * 3}
@@ -262,22 +263,36 @@ def test_a_killed_run_leaves_a_spill_folder_the_next_run_removes(tmp_path):
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp)}
     command = [str(BIN / "llava-lf"), "inspect", str(data), "--out", str(tmp_path / "card")]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own process group: the kill takes a forked scanning child too, which would hold the lock on.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     deadline = time.monotonic() + 60
-    while not list(temp.glob(f"{SPILL_PREFIX}{process.pid}-*")):
-        assert process.poll() is None and time.monotonic() < deadline, "inspect ended before its spill folder showed"
+    while not any(_held(folder) for folder in temp.glob(f"{SPILL_PREFIX}*")):
+        assert process.poll() is None and time.monotonic() < deadline, "inspect ended before it held a spill folder"
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    left = list(temp.glob(f"{SPILL_PREFIX}{process.pid}-*"))
+    left = list(temp.glob(f"{SPILL_PREFIX}*"))
     assert left, "the killed run's spill folder is gone: nothing left to test"
-    alive = temp / f"{SPILL_PREFIX}{os.getpid()}-kept"  # a run still going (this process)
-    alive.mkdir()
+    deadline = time.monotonic() + 30
+    while any(_held(folder) for folder in left):  # the group's last process may take an instant to go
+        assert time.monotonic() < deadline, "the killed run's lock is still held"
+        time.sleep(0.05)
     small = tmp_path / "small.json"
     small.write_text(json.dumps(records[:10]))
-    finished = subprocess.run([*command[:2], str(small), "--out", str(tmp_path / "card2")], env=env,
-                              capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr
-    assert not any(folder.exists() for folder in left)
-    assert alive.is_dir()
-    assert sorted(path.name for path in temp.iterdir()) == [alive.name]  # the finished run removed its own
+    with held_folder(temp, SPILL_PREFIX) as alive:  # a run still going (this process holds the lock)
+        finished = subprocess.run([*command[:2], str(small), "--out", str(tmp_path / "card2")], env=env,
+                                  capture_output=True, text=True, timeout=300)
+        assert finished.returncode == 0, finished.stderr
+        assert not any(folder.exists() for folder in left)
+        assert (alive / FOLDER_LOCK).exists()
+        assert sorted(path.name for path in temp.iterdir()) == [alive.name]  # the finished run removed its own
+    assert list(temp.iterdir()) == []
+
+
+def _held(folder: Path) -> bool:
+    """Whether a live run holds `folder`'s lock (taking a free one only for a moment)."""
+    if not (folder / FOLDER_LOCK).exists():
+        return False
+    with abandoned(folder / FOLDER_LOCK) as free:
+        return not free

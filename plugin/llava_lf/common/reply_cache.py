@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
@@ -57,6 +56,6 @@ class ReplyCache:
     def put(self, payload: dict, entry: CacheEntry) -> None:
         path = self._path(payload)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp")
+        partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")  # its own name per writer, any thread
         partial.write_text(self._redact(json.dumps(entry, ensure_ascii=False, indent=1)), encoding="utf-8")
         partial.replace(path)  # atomic: readers see the old entry or the new one

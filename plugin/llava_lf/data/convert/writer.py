@@ -2,8 +2,9 @@
 
 Each file is written beside its target under a temporary name and renamed over it only when complete,
 so an interrupted run leaves the previous output as it was. Temporary names start with `TMP_PREFIX`
-and carry the writer's pid: a later run removes those whose process is gone (a killed run's), never
-another live run's.
+and a random part; the writer holds an OS lock on its file until it is renamed or removed
+(`owner_lock`), and the OS drops the lock when the writer dies, so a later run removes the ones whose
+lock it can take (a killed run's), never a live run's.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pathlib import Path
 import orjson
 from filelock import FileLock
 
+from llava_lf.common.owner_lock import abandoned, create_held
 from llava_lf.errors import LlavaLfError
 
 from .records import SharegptRecord
 
 TMP_PREFIX = ".llava-lf-tmp."
-_TMP_NAME = re.compile(re.escape(TMP_PREFIX) + r"(?P<pid>\d+)\.[0-9a-f]{12}\.")
+_TMP_NAME = re.compile(re.escape(TMP_PREFIX) + r"[0-9a-f]{32}\.")
 LOCK_NAME = ".dataset_info.json.lock"  # kept between runs (removing a lock file races with its next user)
 
 
@@ -41,9 +43,12 @@ class AtomicFile:
 
     def __init__(self, path: Path):
         self.path = path
-        self._tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}.{uuid.uuid4().hex[:12]}.{path.name}"[:255])
-        # Open across many writes, closed by commit()/discard(); "x" creates it with the umask's mode.
-        self.handle = open(self._tmp, "xb", buffering=1 << 20)  # noqa: SIM115
+        fd = None
+        while fd is None:  # None: a cleaner took the new name before we locked it (an instant's race)
+            self._tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}.{path.name}"[:255])
+            fd = create_held(self._tmp)
+        # Open, and so locked, across many writes; closed by commit()/discard().
+        self.handle = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
 
     def write_json_line(self, row: object) -> None:
         self.handle.write(json_line(row))
@@ -51,32 +56,25 @@ class AtomicFile:
     def commit(self) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())  # the rename must never publish a file whose bytes are not on disk
-        self.handle.close()
-        os.replace(self._tmp, self.path)
+        try:
+            os.replace(self._tmp, self.path)  # before closing: while the lock is held, no cleaner takes the file
+        finally:
+            self.handle.close()
 
     def discard(self) -> None:
-        self.handle.close()
         self._tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+        self.handle.close()
 
 
 def remove_leftovers(folder: Path) -> list[str]:
-    """Remove temporary files that killed runs left in `folder` (ours by name, their process gone)."""
+    """Remove temporary files that killed runs left in `folder` (ours by name, their lock free)."""
     removed = []
     for entry in os.scandir(folder):
-        found = _TMP_NAME.match(entry.name)
-        if found is not None and int(found["pid"]) != os.getpid() and not _alive(int(found["pid"])):
-            Path(entry.path).unlink(missing_ok=True)
-            removed.append(entry.name)
+        if _TMP_NAME.match(entry.name):
+            with abandoned(Path(entry.path)) as gone:
+                if gone:
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed.append(entry.name)
     return removed
 
 

@@ -10,8 +10,6 @@ repeated ones keep their words.
 from __future__ import annotations
 
 import bisect
-import os
-import shutil
 import tempfile
 import uuid
 from array import array
@@ -25,6 +23,8 @@ from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
+
+from llava_lf.common.owner_lock import held_folder, remove_abandoned_folders
 
 
 @dataclass(frozen=True)
@@ -137,31 +137,20 @@ SEEN_SLOTS = 1 << 26  # bits (8 MB) that tell a text seen before from a new one,
 BUCKETS = 16  # spill files per counter, by a hash's top four bits: the count reads one at a time
 _KEY = itemgetter(slice(0, KEY_CHARS))
 _TWO = itemgetter(slice(0, 2))
-SPILL_PREFIX = "llava-lf-inspect-"  # then the process id
+SPILL_PREFIX = "llava-lf-inspect-"  # then random characters (tempfile.mkdtemp)
 _spill_folder: ContextVar[Path | None] = ContextVar("spill_folder", default=None)
 
 
 @contextmanager
 def spill_folder() -> Iterator[Path]:
-    """A temporary folder for spilled hashes, removed afterwards. Folders that runs killed before their end
-    left behind (their process gone) are removed first, so `kill -9` does not fill the temporary folder."""
+    """A temporary folder for spilled hashes, removed afterwards. The run holds a lock in it for the scan's
+    life (`owner_lock`), which the OS drops when the run's processes end: folders whose lock can be taken
+    were left by runs killed before their end, and are removed first, so `kill -9` does not fill the
+    temporary folder."""
     root = Path(tempfile.gettempdir())
-    for stale in root.glob(f"{SPILL_PREFIX}*-*"):
-        pid = stale.name[len(SPILL_PREFIX):].partition("-")[0]
-        if pid.isdigit() and not _running(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-") as folder:
-        yield Path(folder)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    remove_abandoned_folders(root, SPILL_PREFIX)
+    with held_folder(root, SPILL_PREFIX) as folder:
+        yield folder
 
 
 @contextmanager
