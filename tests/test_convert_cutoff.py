@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.host_runs import bound_to_run
 
 from llava_lf.data.convert import ConvertOptions, convert_file
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.host]
 
 
 def _pair(question: str, answer: str) -> list[dict]:
@@ -26,7 +27,7 @@ def _host_encode(tiny_llava, template_name: str, cutoff_len: int, record: dict, 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llava)
     processor = AutoProcessor.from_pretrained(tiny_llava)
     data_args = DataArguments(template=template_name, cutoff_len=cutoff_len)
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    template = bound_to_run(get_template_and_fix_tokenizer(tokenizer, data_args), cutoff_len, name=template_name)
     host = SupervisedDatasetProcessor(template=template, tokenizer=tokenizer, processor=processor, data_args=data_args)
     turns = record["conversations"]
     system = turns[0]["value"] if turns[0]["from"] == "system" else None

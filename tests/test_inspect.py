@@ -11,6 +11,8 @@ from PIL import Image
 from llava_lf.cli import run
 from llava_lf.data.inspect import DatasetInput, InspectOptions, inspect_datasets
 
+pytestmark = pytest.mark.host
+
 SHORT = "Answer the question using a single word or phrase."
 
 
@@ -249,7 +251,7 @@ def test_cli_bad_input_exits_2_naming_the_problem(tmp_path, capsys):
 
 
 def test_tokens_and_cutoff_with_the_hosts_template(tmp_path, tiny_llava, demo_data):
-    """Token counts come from the host's own template (checked here against its encode_multiturn directly)."""
+    """Token counts come from the host's own template (checked here against its unfitted pairs directly)."""
     from llamafactory.data.template import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
     from transformers import AutoTokenizer
@@ -269,7 +271,7 @@ def test_tokens_and_cutoff_with_the_hosts_template(tmp_path, tiny_llava, demo_da
     for record in records:
         roles = {"human": "user", "gpt": "assistant"}
         messages = [{"role": roles[t["from"]], "content": t["value"]} for t in record["conversations"]]
-        pairs = template.encode_multiturn(tokenizer, messages, None)
+        pairs = template.encode_pairs(tokenizer, messages, None)
         lengths = [len(s) + len(t) for s, t in pairs]
         lengths[0] += (9 - 1) * ("image" in record)  # the tiny model's 3 x 3 image tokens replace '<image>'
         expected.append(lengths)

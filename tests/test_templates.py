@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.host_runs import bound_to_run
+
+pytestmark = pytest.mark.host
 
 IGNORE = -100
 VOCAB = {
@@ -77,6 +80,7 @@ def encode_like_training(processor, template_name: str, messages, images, cutoff
 
     data_args = DataArguments(template=template_name, cutoff_len=cutoff_len)
     template = get_template_and_fix_tokenizer(processor.tokenizer, data_args)
+    template = bound_to_run(template, cutoff_len, name=template_name)  # as the host's loader hands it over
     host = SupervisedDatasetProcessor(template=template, tokenizer=processor.tokenizer, processor=processor,
                                       data_args=data_args)
     return host._encode_data_example(prompt=messages[:-1], response=messages[-1:], system=None, tools=None,

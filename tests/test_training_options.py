@@ -14,6 +14,8 @@ from conftest import BIN
 from llava_lf.host.training.modality import check_grouping, grouped_order
 from llava_lf.host.training.options import TrainingOptions, TrainingOptionsError, parse_training_options
 
+pytestmark = pytest.mark.host
+
 # ---- options -------------------------------------------------------------------------------------------------
 
 def test_options_parse_from_optim_args():
@@ -49,6 +51,14 @@ def test_options_refused_with_an_optimizer_that_takes_optim_args_as_kwargs():
         parse_training_options("mm_projector_lr=2e-5", "rmsprop_bnb")
 
 
+@pytest.mark.parametrize("optim", ["adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit"])
+def test_projector_lr_refused_with_8bit_optimizers_naming_the_fix(optim):
+    """transformers keeps embeddings' 8-bit optimizer state in 32 bits; our projector optimizer would not."""
+    with pytest.raises(TrainingOptionsError, match=f"mm_projector_lr cannot be used with optim={optim}.*adamw_torch"):
+        parse_training_options("mm_projector_lr=2e-5", optim)
+    assert parse_training_options("group_by_modality=true", optim).group_by_modality  # only the projector rate
+
+
 def test_report_to_llava_lf_fails_loudly_without_the_plugin():
     # A YAML naming our callback in an environment where the plugin is off must not train differently in silence.
     code = ("from transformers.integrations.integration_utils import get_reporting_integration_callbacks as get\n"
@@ -76,7 +86,7 @@ def test_callback_accepts_projector_lr_under_deepspeed_and_wraps_the_host_seam()
     from transformers import TrainingArguments
     from transformers.trainer_callback import TrainerControl, TrainerState
 
-    from llava_lf.host.training import optimizer_seam
+    from llava_lf.host.patches import optimizer as optimizer_seam
     from llava_lf.host.training.callback import LlavaTrainingCallback
 
     args = TrainingArguments(output_dir="unused", optim_args="mm_projector_lr=2e-5", report_to=[], use_cpu=True)

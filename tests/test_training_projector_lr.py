@@ -23,6 +23,8 @@ from llava_lf.host.training.projector_lr import (
     projector_param_groups,
 )
 
+pytestmark = pytest.mark.host
+
 LR, PROJECTOR_LR, STEPS = 2e-4, 2e-5, 12
 
 
@@ -187,7 +189,7 @@ def _rates_by_kind(optimizer) -> dict[float, set[str]]:
 def test_the_host_trainer_creates_our_optimizer_through_its_seam(tmp_path):
     from llamafactory.train.sft import trainer as sft_trainer
 
-    from llava_lf.host.training import optimizer_seam
+    from llava_lf.host.patches import optimizer as optimizer_seam
 
     trainer = _host_trainer(tmp_path)  # on_init_end of our callback wraps the seam
     assert optimizer_seam.installed(sft_trainer)

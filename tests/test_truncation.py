@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import pytest
 from test_templates import IGNORE, IMAGE_IDS, build_golden_processor, encode_like_training, write_image
 
+pytestmark = pytest.mark.host
+
 ONE_TURN = [{"role": "user", "content": "<image>\nWhat color is the circle?"}, {"role": "assistant", "content": "red"}]
 TWO_TURNS = ONE_TURN + [{"role": "user", "content": "How many shapes are there?"}, {"role": "assistant", "content": "2"}]
 LONG_FIRST_TURN = [{"role": "user", "content": "What color is the circle? " * 3 + "<image>"},
@@ -63,14 +65,19 @@ def test_the_host_template_would_cut_the_image(golden):
     assert ours == [1]
 
 
-def test_outside_the_host_processor_pairs_are_left_whole(golden):
-    """Token counting (the converter's --cutoff-len) calls encode_multiturn directly: no cutoff applies."""
+def test_outside_the_host_loader_pairs_are_whole_and_fitting_refuses(golden):
+    """Token counting (the converter's --cutoff-len) takes whole pairs; fitting without a bound run refuses loudly."""
     from llamafactory.data.template import TEMPLATES
 
+    from llava_lf.host.truncation import TruncationError
+
     processor, image = golden
-    messages = TEMPLATES["llava_v1"].mm_plugin.process_messages(TWO_TURNS, [image], [], [], processor)
-    pairs = TEMPLATES["llava_v1"].encode_multiturn(processor.tokenizer, messages)
+    template = TEMPLATES["llava_v1"]
+    messages = template.mm_plugin.process_messages(TWO_TURNS, [image], [], [], processor)
+    pairs = template.encode_pairs(processor.tokenizer, messages)
     assert [len(source) + len(target) for source, target in pairs] == [73, 16]
+    with pytest.raises(TruncationError, match=r"outside the host's dataset preprocessing.*_get_preprocessed_dataset"):
+        template.encode_multiturn(processor.tokenizer, messages)
 
 
 def _host_rows(samples):
@@ -80,68 +87,96 @@ def _host_rows(samples):
             "_audios": [[] for _ in samples]}
 
 
-@pytest.mark.timeout(120)
-def test_map_workers_report_every_trim_and_drop_with_its_index(golden, tmp_path):
-    from llamafactory.data.processor import SupervisedDatasetProcessor
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_map_workers_report_every_trim_and_drop_with_its_row(golden, tmp_path, start_method):
+    """Through the host's own loader function (our seam wraps it), two map workers forked or spawned."""
+    import multiprocess
+    from llamafactory.data import loader
     from llamafactory.data.template import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
 
     from datasets import Dataset
-    from llava_lf.host.truncation_report import REPORT_NAME, claim_and_summarise
+    from llava_lf.host.truncation_report import REPORT_NAME
 
     processor, image = golden
-    data_args = DataArguments(template="llava_v1", cutoff_len=80)
-
-    def run_sft(training_args):  # where the host's workflow calls it from, with its training_args
-        return get_template_and_fix_tokenizer(processor.tokenizer, data_args)
-
-    template = run_sft(SimpleNamespace(output_dir=str(tmp_path / "out")))
+    data_args = DataArguments(template="llava_v1", cutoff_len=80, preprocessing_num_workers=2,
+                              preprocessing_batch_size=2, overwrite_cache=True)
+    training_args = SimpleNamespace(output_dir=str(tmp_path / "out"), predict_with_generate=False,
+                                    local_process_index=0, should_log=False)
+    template = get_template_and_fix_tokenizer(processor.tokenizer, data_args)
     kinds = ["kept", "trimmed", "kept", "dropped", "kept", "kept", "trimmed", "dropped", "kept"]
     by_kind = {"kept": (ONE_TURN, [image]), "trimmed": (TWO_TURNS, [image]), "dropped": (LONG_FIRST_TURN, [image])}
     dataset = Dataset.from_dict(_host_rows([by_kind[kind] for kind in kinds]))
-    host = SupervisedDatasetProcessor(template=template, tokenizer=processor.tokenizer, processor=processor,
-                                      data_args=data_args)
-    # As the host's loader calls it, with two worker processes so each sees an offset shard.
-    tokenised = dataset.map(host.preprocess_dataset, batched=True, batch_size=2, num_proc=2,
-                            remove_columns=dataset.column_names, load_from_cache_file=False)
+    before = multiprocess.get_start_method(allow_none=True)
+    multiprocess.set_start_method(start_method, force=True)
+    try:
+        tokenised = loader._get_preprocessed_dataset(dataset, data_args, training_args, "sft", template,
+                                                     processor.tokenizer, processor)
+    finally:
+        multiprocess.set_start_method(before, force=True)
     assert [len(ids) for ids in tokenised["input_ids"]] == [1 if kind == "dropped" else 73 for kind in kinds]
 
-    summary = claim_and_summarise(template._run_pid)
-    assert summary.tokenised and summary.counts == {"trimmed": 2, "dropped": 2}
-    assert (summary.trimmed_indices, summary.dropped_indices) == ([1, 6], [3, 7])
-    assert "2 samples trimmed at turn boundaries (indices 1, 6), 2 dropped" in summary.log_line()
     head, *records = [json.loads(line) for line in (tmp_path / "out" / REPORT_NAME).read_text().splitlines()]
     assert head == {"summary": {"cutoff_len": 80, "template": "llava_v1", "trimmed": 2, "dropped": 2}}
     assert [(record["index"], record["action"], record["kept_turns"], record["turns"]) for record in records] == [
         (1, "trimmed", 1, 2), (3, "dropped", 0, 1), (6, "trimmed", 1, 2), (7, "dropped", 0, 1)]
     assert records[1]["first_turn_tokens"] > 80 and records[1]["images"] == [image]
-    assert claim_and_summarise(template._run_pid) is None  # once per run
+    assert records[0]["question"] == "What color is the circle?" and records[0]["sample"] == records[2]["sample"]
+    assert not list((tmp_path / "out").glob(".llava_lf_truncation*"))  # the workers' parts are gone
 
 
 def test_a_run_that_tokenised_nothing_says_so(tmp_path):
-    from llava_lf.host.truncation_report import claim_and_summarise, open_run
+    from llava_lf.host.truncation_report import PreprocessRun, collect
 
-    summary = claim_and_summarise(open_run(str(tmp_path), "llava_v1"))
+    summary = collect(PreprocessRun(cutoff_len=64, output_dir=str(tmp_path), template="llava_v1"), None)
     assert not summary.tokenised and "came from the datasets cache" in summary.log_line()
     assert not (tmp_path / "llava_lf_truncation.jsonl").exists()
 
 
-def test_the_host_call_shapes_we_read_are_still_there():
-    """Pinned host: the frames `host_context` reads. If LLaMA-Factory or datasets moves these, this fails first."""
-    import inspect
+def test_every_seam_fits_this_host():
+    """Each host function we wrap has the shape we rely on, checked by shape (this runs on 0.9.5 and on main)."""
+    from llava_lf.host.patches import dataset_run, optimizer, webui_labels
 
-    from llamafactory.data.processor import SupervisedDatasetProcessor
-    from llamafactory.train.sft.workflow import run_sft
+    for seam in (dataset_run.SEAM, optimizer.SEAM, webui_labels.SEAM):
+        assert seam.check() == [], seam.symbol
+    assert dataset_run.installed()
 
-    from datasets import arrow_dataset
-    from llava_lf.host import context as host_context
 
-    encode = SupervisedDatasetProcessor._encode_data_example
-    assert encode.__name__ == host_context.ENCODE_EXAMPLE and "encode_multiturn" in encode.__code__.co_names
-    assert {"self", "images"} <= set(encode.__code__.co_varnames)
-    preprocess = SupervisedDatasetProcessor.preprocess_dataset
-    assert preprocess.__name__ == host_context.PREPROCESS and "i" in preprocess.__code__.co_varnames
-    assert "training_args" in inspect.signature(run_sft).parameters
-    assert "get_template_and_fix_tokenizer" in run_sft.__code__.co_names
-    source = inspect.getsource(arrow_dataset.Dataset._map_single)
-    assert f"def {host_context.DATASETS_APPLY}(pa_inputs, indices, offset=0):" in source
+def test_a_seam_that_does_not_fit_names_itself_and_stops_its_feature(capsys):
+    from llava_lf.host.patches import Seam, SeamMissing, has_parameters
+
+    def create_custom_optimizer(model, args):  # a host that changed the signature
+        return None
+
+    seam = Seam(feature="mm_projector_lr", symbol="llamafactory.train.trainer_utils.create_custom_optimizer",
+                checks=lambda: has_parameters(create_custom_optimizer, ["model", "training_args", "finetuning_args"]))
+    with pytest.raises(SeamMissing, match=r"mm_projector_lr needs the host function .*create_custom_optimizer.*takes "
+                                          r"\['model', 'args'\]"):
+        seam.require()
+    seam.say_once(seam.check())
+    seam.say_once(seam.check())
+    assert capsys.readouterr().err.count("llava-lf: mm_projector_lr is off") == 1
+    broken = Seam(feature="x", symbol="y", checks=lambda: [][1])  # a check that crashes is a misfit, not a crash
+    assert broken.check() and "IndexError" in broken.check()[0]
+
+
+def test_fitting_stops_when_the_loader_seam_is_absent(golden, tmp_path):
+    """The host's loader unwrapped (as on a host without the seam): the first sample stops tokenising, by name."""
+    from llamafactory.data import loader
+    from llamafactory.data.template import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+
+    from datasets import Dataset
+    from llava_lf.host.patches.dataset_run import _WRAPPED
+    from llava_lf.host.truncation import TruncationError
+
+    processor, image = golden
+    data_args = DataArguments(template="llava_v1", cutoff_len=80)
+    training_args = SimpleNamespace(output_dir=str(tmp_path), predict_with_generate=False, local_process_index=0,
+                                    should_log=False)
+    template = get_template_and_fix_tokenizer(processor.tokenizer, data_args)
+    unwrapped = getattr(loader._get_preprocessed_dataset, _WRAPPED)
+    with pytest.raises(TruncationError, match="_get_preprocessed_dataset"):
+        unwrapped(Dataset.from_dict(_host_rows([(ONE_TURN, [image])])), data_args, training_args, "sft", template,
+                  processor.tokenizer, processor)

@@ -18,7 +18,7 @@ from conftest import BIN
 
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host]
 
 SHORT = [{"from": "human", "value": "<image>\nWhat color is the cross?"}, {"from": "gpt", "value": "orange"}]
 SECOND_TEXT = [{"from": "human", "value": "How many shapes are there?"}, {"from": "gpt", "value": "2"}]
@@ -38,7 +38,7 @@ def _pair_lengths(model: Path, image: str, turns: list[dict[str, str]], images: 
     template = get_template_and_fix_tokenizer(processor.tokenizer, DataArguments(template="llava_v1"))
     messages = [{"role": "user" if turn["from"] == "human" else "assistant", "content": turn["value"]} for turn in turns]
     messages = template.mm_plugin.process_messages(messages, images, [], [], processor)
-    return [len(source) + len(target) for source, target in template.encode_multiturn(processor.tokenizer, messages)]
+    return [len(source) + len(target) for source, target in template.encode_pairs(processor.tokenizer, messages)]
 
 
 @pytest.mark.timeout(300)

@@ -18,8 +18,8 @@ interactive chat says so in one warning line and answers without the stray place
 
 from __future__ import annotations
 
-import os
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llamafactory.data.data_utils import Role
@@ -30,18 +30,32 @@ from llamafactory.extras.logging import get_logger
 from llava_lf.common.image_tokens import image_seqlen_from_config
 
 from .truncation import complete_image_blocks
-from .truncation_report import claim_and_summarise
 
 if TYPE_CHECKING:
     import torch
     from llamafactory.data.mm_plugin import AudioInput, ImageInput, MMProcessor, VideoInput
 
 PLUGIN_NAME = "llava_lf"
-REPORT_RUN = "_report_run_pid"  # the training run whose report the first batch summarises; never pickled
 SEQLEN = "_seqlen_memo"  # (processor, tokens per image), never pickled
+GIVEN = "_given_sample"  # the last sample this process expanded (for the template's trim/drop record), never pickled
 API_MODULE = "llamafactory.api.app"  # imported only by `llamafactory-cli api`
 
 logger = get_logger(f"llamafactory.{__name__}")  # the host's handler and format
+
+
+@dataclass(frozen=True)
+class GivenSample:
+    """A sample as the host gave it to `process_messages`, and the messages we returned for it."""
+
+    messages: list[dict[str, str]]
+    images: list[Any]
+    returned: list[dict[str, str]]
+
+
+def given_sample(plugin: Any, expanded_messages: list[dict[str, str]]) -> GivenSample | None:
+    """The sample whose expansion is `expanded_messages` (the very list we returned), if this plugin made it."""
+    given = getattr(plugin, "__dict__", {}).get(GIVEN)
+    return given if given is not None and given.returned is expanded_messages else None
 
 
 class LlavaFastPlugin(LlavaPlugin):
@@ -56,6 +70,7 @@ class LlavaFastPlugin(LlavaPlugin):
         processor: MMProcessor | None,
     ) -> list[dict[str, str]]:
         self._validate_input(processor, images, videos, audios)
+        given = messages
         if messages and messages[-1]["role"] == Role.USER:
             messages = _placeholders_for_chat(messages, len(images))
         self._validate_messages(messages, images, videos, audios)
@@ -63,9 +78,13 @@ class LlavaFastPlugin(LlavaPlugin):
                     else message for message in messages]
         seqlen = self._image_seqlen(processor)
         if seqlen is None:  # e.g. shortest-edge resize without crop: the count needs the image itself
-            return super().process_messages(messages, images, videos, audios, processor)
-        expanded = self.image_token * seqlen
-        return [{**message, "content": message["content"].replace(IMAGE_PLACEHOLDER, expanded)} for message in messages]
+            expanded = super().process_messages(messages, images, videos, audios, processor)
+        else:
+            tokens = self.image_token * seqlen
+            expanded = [{**message, "content": message["content"].replace(IMAGE_PLACEHOLDER, tokens)}
+                        for message in messages]
+        self.__dict__[GIVEN] = GivenSample(messages=given, images=images, returned=expanded)
+        return expanded
 
     def get_mm_inputs(
         self,
@@ -78,16 +97,11 @@ class LlavaFastPlugin(LlavaPlugin):
         batch_ids: list[list[int]],
         processor: MMProcessor | None,
     ) -> dict[str, list[int] | torch.Tensor]:
-        self._summarise_report()
         seqlen = self._image_seqlen(processor)
         if images and seqlen is not None:
             image_id = _image_token_id(processor, self.image_token)
             images, imglens = complete_image_blocks(images, imglens, batch_ids, image_id, seqlen)
         return super().get_mm_inputs(images, videos, audios, imglens, vidlens, audlens, batch_ids, processor)
-
-    def bind_report_run(self, run_pid: int | None) -> None:
-        """Called by our template's setup: the first batch of this run logs the trim/drop summary."""
-        setattr(self, REPORT_RUN, run_pid)
 
     def _image_seqlen(self, processor: MMProcessor | None) -> int | None:
         if not self.expand_mm_tokens:
@@ -98,22 +112,10 @@ class LlavaFastPlugin(LlavaPlugin):
             self.__dict__[SEQLEN] = (owner, seqlen)
         return seqlen
 
-    def _summarise_report(self) -> None:
-        # Bound by our template's setup in the training process (and inherited by forked dataloader workers);
-        # a spawned worker got a pickled copy without it, and its parent is the training process.
-        run_pid = getattr(self, REPORT_RUN) if hasattr(self, REPORT_RUN) else os.getppid()
-        if run_pid is None:
-            return
-        setattr(self, REPORT_RUN, None)  # once per process; the claim makes it once per run
-        summary = claim_and_summarise(run_pid)
-        if summary is not None:  # a warning when samples were touched, so it stands out in the log
-            log = logger.warning if summary.counts else logger.info
-            log(summary.log_line())
-
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop(REPORT_RUN, None)
         state.pop(SEQLEN, None)
+        state.pop(GIVEN, None)
         return state
 
 

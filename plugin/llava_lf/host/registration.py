@@ -4,16 +4,18 @@ from __future__ import annotations
 
 
 def register_all() -> list[str]:
-    """Register what the host lacks; return the names newly registered in this process."""
+    """Register what the host lacks and apply the seams that fit; return the names newly registered here."""
     from llamafactory.data import mm_plugin as host_plugins
     from llamafactory.data import template as host_templates
 
     from .training import register_training_callback
 
     added = register_training_callback()  # `report_to: [llava_lf]`; independent of the modules below
-    from . import exit_after_generation, mm_plugin, templates, webui_labels
+    from . import exit_after_generation, mm_plugin, templates
+    from .patches import dataset_run, webui_labels
 
     exit_after_generation.install()  # chat processes exit after the answer's thread, not inside it (see that module)
+    dataset_run.install()  # turn fitting: cutoff_len and the output folder reach our templates (see that module)
     webui_labels.install()  # the web UI's widgets named on first load (see that module)
 
     for name, plugin_class in mm_plugin.PLUGINS.items():

@@ -10,8 +10,7 @@ or dropped (`truncation_report`), and tokenise fast and exactly (`fast_encode`).
 
 from __future__ import annotations
 
-import os
-import sys
+import copy
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -24,20 +23,31 @@ from llamafactory.data.template import Template, register_template
 
 from llava_lf.formats import IMAGE_TOKEN, LLAVA_PLAIN_CHAT_TEMPLATE, VICUNA_V1_SYSTEM, llava_v1_chat_template
 
-from .context import EncodeCall, encode_call, training_output_dir
 from .fast_encode import encode_text, encode_with_image_runs
-from .mm_plugin import PLUGIN_NAME
+from .mm_plugin import PLUGIN_NAME, GivenSample, given_sample
 from .slot_layout import LAYOUT_KEY, SlotLayout, slot_layout
-from .truncation import TurnFit, dropped_placeholder, fit_turns, image_tokens_in
-from .truncation_report import SampleRecord, is_reporting_rank, note_tokenising, open_run, record_sample
+from .truncation import TruncationError, TurnFit, dropped_placeholder, fit_turns, image_tokens_in
+from .truncation_report import (
+    PreprocessRun,
+    SampleRecord,
+    image_names,
+    note_tokenising,
+    record_sample,
+    sample_fingerprint,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer
 
     from .truncation import Pairs
 
-RUN_PID = "_run_pid"  # set on the training process's template; never pickled, so map workers lack it
-MEMO, MEMO_MAX_CHARS, MEMO_MAX_ENTRIES = "_encoded_texts", 400, 512  # never pickled either
+RUN = "_preprocess_run"  # bound by the dataset seam on the copy the host tokenises with; pickled with it
+MEMO, MEMO_MAX_CHARS, MEMO_MAX_ENTRIES = "_encoded_texts", 400, 512  # never pickled
+QUESTION_CHARS = 80
+UNBOUND = ("{name}.encode_multiturn was called outside the host's dataset preprocessing "
+           "(llamafactory.data.loader._get_preprocessed_dataset, where llava_lf binds cutoff_len), so it cannot fit "
+           "the sample into cutoff_len and the host would cut it inside an image. Tokenise through the host's loader "
+           "(llamafactory-cli train), or call encode_pairs() for unfitted pairs")
 
 
 @dataclass
@@ -52,23 +62,36 @@ class LlavaTemplate(Template):
         tools: str | None = None,
         discarding_history_cot: bool = False,
     ) -> Pairs:
+        """The host's pairs fitted into the bound run's cutoff_len at turn boundaries (what its processor calls)."""
+        run: PreprocessRun | None = self.__dict__.get(RUN)
+        if run is None:
+            raise TruncationError(UNBOUND.format(name=type(self).__name__))
         pairs = super().encode_multiturn(tokenizer, messages, system, tools, discarding_history_cot)
-        call = encode_call(sys._getframe(1))
-        if call is None:  # not called by the host's dataset processor: nothing will be cut
-            return pairs
-        run_pid = self._report_run_pid()
-        if run_pid is not None:
-            note_tokenising(run_pid, call.cutoff_len)
-        budget = call.cutoff_len - (1 if self.efficient_eos else 0)
+        note_tokenising(run)
+        budget = run.cutoff_len - (1 if self.efficient_eos else 0)
         fit = fit_turns([len(source) + len(target) for source, target in pairs], budget)
         if fit.action == "kept":
             return pairs
         kept = pairs[: fit.kept_pairs] or dropped_placeholder(tokenizer.bos_token_id, tokenizer.eos_token_id)
-        if run_pid is not None:
-            image_id = tokenizer.convert_tokens_to_ids(self.mm_plugin.image_token)
-            record_sample(run_pid, _record(call, fit, image_tokens_in(pairs, image_id),
-                                           image_tokens_in(pairs[: fit.kept_pairs], image_id)))
+        image_id = tokenizer.convert_tokens_to_ids(self.mm_plugin.image_token)
+        record_sample(run, _record(run, fit, image_tokens_in(pairs, image_id),
+                                   image_tokens_in(pairs[: fit.kept_pairs], image_id),
+                                   given_sample(self.mm_plugin, messages)))
         return kept
+
+    def encode_pairs(self, tokenizer: PreTrainedTokenizer, messages: list[dict[str, str]],
+                     system: str | None = None, tools: str | None = None) -> Pairs:
+        """Every (prompt, answer) pair whole, as the host's template gives them: for counting tokens."""
+        return super().encode_multiturn(tokenizer, messages, system, tools)
+
+    def for_preprocessing(self, run: PreprocessRun) -> LlavaTemplate:
+        """A copy of this template that fits samples into `run.cutoff_len` and reports to its output folder."""
+        bound = copy.copy(self)
+        bound.__dict__[RUN] = run
+        return bound
+
+    def registered_name(self) -> str:
+        return next((name for name, template in HOST_TEMPLATES.items() if template is self), type(self).__name__)
 
     def _encode(self, tokenizer: PreTrainedTokenizer, messages: list[dict[str, str]], system: str | None,
                 tools: str | None) -> list[list[int]]:
@@ -133,28 +156,12 @@ class LlavaTemplate(Template):
         return llava_v1_chat_template(self.default_system)
 
     def fix_special_tokens(self, tokenizer: PreTrainedTokenizer) -> None:
-        """The host's fix, and (called from a training workflow) the start of this run's trim/drop report."""
         super().fix_special_tokens(tokenizer)
         self.__dict__.pop(MEMO, None)  # the tokenizer may have gained tokens
-        output_dir = training_output_dir(sys._getframe(1))
-        run_pid = open_run(output_dir, self._name()) if output_dir and is_reporting_rank() else None
-        setattr(self, RUN_PID, run_pid)
-        bind = getattr(self.mm_plugin, "bind_report_run", None)
-        if bind is not None:
-            bind(run_pid)
-
-    def _report_run_pid(self) -> int | None:
-        # In the training process: set by fix_special_tokens. In a map worker (which got a pickled copy
-        # without it): its parent, the training process; the run file exists only if that one is training.
-        return getattr(self, RUN_PID) if hasattr(self, RUN_PID) else os.getppid()
-
-    def _name(self) -> str:
-        return next((name for name, template in HOST_TEMPLATES.items() if template is self), type(self).__name__)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Keeps the datasets fingerprint (a hash of the pickled processor) the same from run to run.
+        # The memo is rebuilt per process; leaving it out keeps the datasets fingerprint the same from run to run.
         state = dict(self.__dict__)
-        state.pop(RUN_PID, None)
         state.pop(MEMO, None)
         return state
 
@@ -171,14 +178,18 @@ def _join_adjacent_text(elements: list[Any]) -> list[Any]:
     return joined
 
 
-def _record(call: EncodeCall, fit: TurnFit, image_tokens: int, kept_image_tokens: int) -> SampleRecord:
-    images = [image if isinstance(image, str) else type(image).__name__ for image in call.images()]
+def _record(run: PreprocessRun, fit: TurnFit, image_tokens: int, kept_image_tokens: int,
+            given: GivenSample | None) -> SampleRecord:
     reason = ("the first turn alone is longer than cutoff_len" if fit.action == "dropped"
               else "later turns pass cutoff_len")
-    return SampleRecord(index=call.sample_index(), action=fit.action, reason=reason, cutoff_len=call.cutoff_len,
+    messages, images = (given.messages, given.images) if given is not None else ([], [])
+    question = next((message["content"] for message in messages if message.get("role") == Role.USER.value), "")
+    return SampleRecord(sample=sample_fingerprint(messages, images) if given is not None else "?",
+                        action=fit.action, reason=reason, cutoff_len=run.cutoff_len,
                         tokens=fit.tokens, kept_tokens=fit.kept_tokens, first_turn_tokens=fit.pair_lengths[0],
                         turns=len(fit.pair_lengths), kept_turns=fit.kept_pairs, image_tokens=image_tokens,
-                        kept_image_tokens=kept_image_tokens, images=images)
+                        kept_image_tokens=kept_image_tokens, images=image_names(images),
+                        question=" ".join(question.replace("<image>", " ").split())[:QUESTION_CHARS])
 
 
 @dataclass

@@ -1,30 +1,53 @@
-"""The trim/drop report of a training run: one JSON line per touched sample, one summary log line.
+"""The trim/drop report of a preprocessing run: one JSON line per touched sample, one summary log line.
 
-Samples are tokenised in the training process or in `datasets` map workers (its children), so each
-appends its lines to a run file in the temp folder named after the training process's pid. The run file
-is created when the template is set up for a training run (workers never create it, so a template used
-outside training writes nothing). The first batch the collator builds claims the file, writes
-`<output_dir>/llava_lf_truncation.jsonl` (summary first, then samples by index) and logs the totals.
-If no process tokenised (the data came from the datasets cache or `tokenized_path`), that is logged too.
+The host preprocesses a split in `_get_preprocessed_dataset`; our seam there (`patches/dataset_run.py`) binds a
+`PreprocessRun` to a copy of the template, and that copy is what the host's map function carries into every
+worker, forked or spawned. Each process that tokenises appends to a part file of its own (a random name) in the
+run's parts folder inside `output_dir`; when the host's map returns, the seam collects the parts, finds each
+touched sample's row in the dataset by its content fingerprint, writes `<output_dir>/llava_lf_truncation.jsonl`
+(summary first, then samples by row) and logs the totals. Only global rank 0 reports.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
-from collections import Counter
+import shutil
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 REPORT_NAME = "llava_lf_truncation.jsonl"
-LOGGED_INDICES = 10  # the log line lists this many indices; the report has them all
+LOGGED_INDICES = 10  # the log line lists this many rows; the report has them all
+MATCH_BATCH = 2048  # rows read at a time when matching touched samples to their rows
+
+
+@dataclass(frozen=True)
+class PreprocessRun:
+    """What the template needs from the host's preprocessing call; pickled with it into map workers."""
+
+    cutoff_len: int
+    output_dir: str
+    template: str
+    split: Literal["train", "eval"] = "train"
+
+    @property
+    def report_path(self) -> Path:
+        name = REPORT_NAME if self.split == "train" else REPORT_NAME.replace(".jsonl", f".{self.split}.jsonl")
+        return Path(self.output_dir) / name
+
+    @property
+    def parts_dir(self) -> Path:
+        return Path(self.output_dir) / f".llava_lf_truncation.{self.split}.parts"
 
 
 @dataclass(frozen=True)
 class SampleRecord:
-    index: int | None  # row in the dataset as the host preprocesses it (after merging and max_samples)
+    sample: str  # content fingerprint (`sample_fingerprint`): the same sample has it in every run and worker
     action: Literal["trimmed", "dropped"]
     reason: str
     cutoff_len: int
@@ -36,13 +59,73 @@ class SampleRecord:
     image_tokens: int
     kept_image_tokens: int
     images: list[str] = field(default_factory=list)
+    question: str = ""  # the first user turn's first words, to find the sample by eye
+    index: int | None = None  # row in the split as the host preprocessed it; filled in when the report is collected
+
+
+def sample_fingerprint(messages: Iterable[dict[str, Any]], images: Iterable[Any]) -> str:
+    """A short stable hash of a host sample (`_prompt + _response`, `_images`), as the mm plugin receives it."""
+    content = [[message.get("role"), message.get("content")] for message in messages]
+    return hashlib.sha1(json.dumps([content, image_names(images)], ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def image_names(images: Iterable[Any]) -> list[str]:
+    """Paths as given; an in-memory image by its kind (its repr would change from run to run)."""
+    names = []
+    for image in images or []:
+        if isinstance(image, str):
+            names.append(image)
+        elif isinstance(image, dict) and isinstance(image.get("path"), str):
+            names.append(image["path"])
+        else:
+            names.append(type(image).__name__)
+    return names
+
+
+def is_reporting_rank() -> bool:
+    """Only global rank 0 reports (other ranks read the same data, usually from rank 0's cache)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+_PART_FILES: dict[Path, Path] = {}  # parts folder -> this process's part file
+os.register_at_fork(after_in_child=_PART_FILES.clear)  # a forked worker writes a file of its own
+
+
+def _append(run: PreprocessRun, line: dict[str, Any] | None) -> None:
+    part, lines = _PART_FILES.get(run.parts_dir), []
+    if part is None:  # this process's first line of the run says it tokenised (a cache hit writes none)
+        run.parts_dir.mkdir(parents=True, exist_ok=True)
+        part = _PART_FILES[run.parts_dir] = run.parts_dir / f"{uuid.uuid4().hex}.jsonl"
+        lines.append({"event": "tokenising", "cutoff_len": run.cutoff_len})
+    if line:
+        lines.append(line)
+    with part.open("a", encoding="utf-8") as out:
+        out.write("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in lines))
+
+
+def note_tokenising(run: PreprocessRun) -> None:
+    """Mark, once per process, that this run tokenised samples (so a cache hit can be told apart)."""
+    if run.parts_dir not in _PART_FILES and is_reporting_rank():
+        _append(run, None)
+
+
+def record_sample(run: PreprocessRun, record: SampleRecord) -> None:
+    if is_reporting_rank():
+        _append(run, {"event": "sample", **asdict(record)})
+
+
+def start(run: PreprocessRun) -> None:
+    """Clear what an earlier run with this output_dir left (a stopped run's parts), before the host maps."""
+    if is_reporting_rank():
+        shutil.rmtree(run.parts_dir, ignore_errors=True)
+        _PART_FILES.pop(run.parts_dir, None)
 
 
 @dataclass(frozen=True)
 class ReportSummary:
     path: Path
-    cutoff_len: int | None
-    template: str | None
+    cutoff_len: int
+    template: str
     tokenised: bool
     counts: dict[str, int]
     dropped_indices: list[int | None]
@@ -50,9 +133,9 @@ class ReportSummary:
 
     def log_line(self) -> str:
         if not self.tokenised:
-            return ("llava-lf: the tokenised data came from the datasets cache or tokenized_path, so no sample was "
-                    "checked against cutoff_len in this run; the run that tokenised it wrote "
-                    f"<its output_dir>/{REPORT_NAME} (set overwrite_cache: true to check and report here)")
+            earlier = f"; the run that tokenised it wrote {self.path}" if self.path.is_file() else ""
+            return ("llava-lf: the tokenised data came from the datasets cache, so no sample was checked against "
+                    f"cutoff_len in this run{earlier} (set overwrite_cache: true to check and report here)")
         head = f"llava-lf: cutoff_len {self.cutoff_len} ({self.template})"
         trimmed, dropped = self.counts.get("trimmed", 0), self.counts.get("dropped", 0)
         if not trimmed and not dropped:
@@ -70,86 +153,55 @@ def _indices(indices: list[int | None]) -> str:
     return f" (indices {shown}{more})"
 
 
-def run_file(run_pid: int) -> Path:
-    return Path(tempfile.gettempdir()) / f"llava_lf-truncation-{run_pid}.jsonl"
-
-
-def is_reporting_rank() -> bool:
-    """Only global rank 0 reports (other ranks read the same data, usually from rank 0's cache)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def open_run(output_dir: str, template: str) -> int:
-    """Start this process's run file (replacing a stale one from a reused pid); returns the run's pid."""
-    pid = os.getpid()
-    header = {"event": "run", "pid": pid, "output_dir": str(Path(output_dir).resolve()), "template": template}
-    run_file(pid).write_text(json.dumps(header) + "\n")
-    return pid
-
-
-def _append(run_pid: int, line: dict[str, Any]) -> bool:
-    """Append one line to an open run file; False when there is none (not a training run)."""
-    try:
-        fd = os.open(run_file(run_pid), os.O_WRONLY | os.O_APPEND)
-    except FileNotFoundError:
-        return False
-    try:
-        os.write(fd, (json.dumps(line) + "\n").encode())  # one write per line: appends do not interleave
-    finally:
-        os.close(fd)
-    return True
-
-
-_STARTED: set[tuple[int, int]] = set()  # (run pid, this pid) pairs that already said "tokenising"
-
-
-def note_tokenising(run_pid: int, cutoff_len: int) -> None:
-    """Mark, once per process, that samples were tokenised in this run (so a cache hit can be told apart)."""
-    key = (run_pid, os.getpid())
-    if key not in _STARTED and is_reporting_rank():
-        _STARTED.add(key)
-        _append(run_pid, {"event": "tokenising", "pid": os.getpid(), "cutoff_len": cutoff_len})
-
-
-def record_sample(run_pid: int, record: SampleRecord) -> None:
-    if is_reporting_rank():
-        _append(run_pid, {"event": "sample", **asdict(record)})
-
-
-def claim_and_summarise(run_pid: int) -> ReportSummary | None:
-    """Turn the run file into the report, once per run (the first claimer wins); None if claimed already."""
-    source = run_file(run_pid)
-    claimed = source.with_name(f"{source.name}.{os.getpid()}.claimed")
-    try:
-        os.rename(source, claimed)  # atomic: one process of the run gets it
-    except FileNotFoundError:
+def collect(run: PreprocessRun, dataset: Any) -> ReportSummary | None:
+    """Turn the run's parts into the report (rank 0, after the host's map); None on other ranks."""
+    if not is_reporting_rank():
         return None
-    try:
-        lines = [json.loads(line) for line in claimed.read_text().splitlines() if line.strip()]
-    finally:
-        claimed.unlink(missing_ok=True)
-    header = next((line for line in lines if line["event"] == "run"), {})
-    tokenising = [line for line in lines if line["event"] == "tokenising"]
-    samples = sorted((line for line in lines if line["event"] == "sample"),
-                     key=lambda line: (line["index"] is None, line["index"] or 0, line["action"]))
-    counts = Counter(line["action"] for line in samples)
-    path = Path(header.get("output_dir", ".")) / REPORT_NAME
+    lines = []
+    for part in sorted(run.parts_dir.glob("*.jsonl")):
+        lines += [json.loads(line) for line in part.read_text(encoding="utf-8").splitlines() if line.strip()]
+    shutil.rmtree(run.parts_dir, ignore_errors=True)
+    _PART_FILES.pop(run.parts_dir, None)
+    samples = [{key: value for key, value in line.items() if key != "event"}
+               for line in lines if line["event"] == "sample"]
+    _assign_rows(samples, dataset)
+    samples.sort(key=lambda sample: (sample["index"] is None, sample["index"] or 0, sample["sample"]))
+    tokenised = any(line["event"] == "tokenising" for line in lines)
+    counts = Counter(sample["action"] for sample in samples)
     summary = ReportSummary(
-        path=path, cutoff_len=tokenising[0]["cutoff_len"] if tokenising else None, template=header.get("template"),
-        tokenised=bool(tokenising), counts=dict(counts),
-        dropped_indices=[line["index"] for line in samples if line["action"] == "dropped"],
-        trimmed_indices=[line["index"] for line in samples if line["action"] == "trimmed"],
-    )
-    if summary.tokenised:
-        _write_report(path, summary, samples)
+        path=run.report_path, cutoff_len=run.cutoff_len, template=run.template, tokenised=tokenised,
+        counts=dict(counts),
+        dropped_indices=[sample["index"] for sample in samples if sample["action"] == "dropped"],
+        trimmed_indices=[sample["index"] for sample in samples if sample["action"] == "trimmed"])
+    if tokenised:
+        _write_report(summary, samples)
     return summary
 
 
-def _write_report(path: Path, summary: ReportSummary, samples: list[dict[str, Any]]) -> None:
+def _assign_rows(samples: list[dict[str, Any]], dataset: Any) -> None:
+    """Give each touched sample its row: the rows whose content has its fingerprint, in order."""
+    wanted = {sample["sample"] for sample in samples}
+    rows: dict[str, list[int]] = defaultdict(list)
+    if wanted and hasattr(dataset, "__len__") and hasattr(dataset, "select_columns"):  # not a streamed split
+        table = dataset.select_columns(["_prompt", "_response", "_images"])
+        for start in range(0, len(table), MATCH_BATCH):
+            batch = table[start : start + MATCH_BATCH]
+            for offset, (prompt, response, images) in enumerate(
+                    zip(batch["_prompt"], batch["_response"], batch["_images"])):
+                fingerprint = sample_fingerprint((prompt or []) + (response or []), images or [])
+                if fingerprint in wanted:
+                    rows[fingerprint].append(start + offset)
+    for sample in sorted(samples, key=lambda sample: sample["sample"]):
+        found = rows.get(sample["sample"])
+        sample["index"] = found.pop(0) if found else None
+
+
+def _write_report(summary: ReportSummary, samples: list[dict[str, Any]]) -> None:
+    path = summary.path
     path.parent.mkdir(parents=True, exist_ok=True)
     head = {"summary": {"cutoff_len": summary.cutoff_len, "template": summary.template,
                         "trimmed": summary.counts.get("trimmed", 0), "dropped": summary.counts.get("dropped", 0)}}
-    body = [{key: value for key, value in sample.items() if key != "event"} for sample in samples]
     partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(json.dumps(line) + "\n" for line in [head, *body]))
+    partial.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in [head, *samples]),
+                       encoding="utf-8")
     os.replace(partial, path)

@@ -84,7 +84,7 @@ class TurnBudget:
         roles = {ROLE_HUMAN: "user", ROLE_GPT: "assistant"}
         messages = [{"role": roles[turn["from"]], "content": turn["value"]} for turn in turns
                     if turn["from"] != ROLE_SYSTEM]
-        pairs = self.template.encode_multiturn(self.tokenizer, messages, system)
+        pairs = self.template.encode_pairs(self.tokenizer, messages, system)
         extra = self.image_tokens - 1
         return [len(source) + len(target) + extra * messages[2 * index]["content"].count(IMAGE_PLACEHOLDER)
                 for index, (source, target) in enumerate(pairs)]

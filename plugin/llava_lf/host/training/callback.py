@@ -4,7 +4,7 @@ It is registered in transformers' reporting-integration registry, so a YAML sele
 names it in an environment without this plugin fails before training ("llava_lf is not supported").
 - `on_init_end`: parses our options out of `optim_args`, rejects what cannot work, and with `mm_projector_lr`
   wraps the host's optimizer seam so the optimizer is created with the projector's own groups
-  (optimizer_seam.py); DDP, DeepSpeed ZeRO and FSDP then take that optimizer over as it is.
+  (host/patches/optimizer.py); DDP, DeepSpeed ZeRO and FSDP then take that optimizer over as it is.
   It also moves a resume from a half-written checkpoint back to the newest complete one (resume.py).
 - `on_train_begin`: checks the projector's rate is in the optimizer, checks the modality-grouped data order,
   applies the speed options (speed.py), and writes `llava_lf_training.json` (trainable modules, param groups with their rates, attention backend).
@@ -18,9 +18,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..patches import SeamMissing
+from ..patches.optimizer import install as install_optimizer_seam
 from .data_order import image_flags, sampling
 from .modality import check_grouping
-from .optimizer_seam import install as install_optimizer_seam
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options
 from .projector_lr import ProjectorLrError, check_projector_rates, projector_param_groups
 from .report import ModuleKeys, TrainingReport, attention_backends, describe_param_groups, trainable_by_module
@@ -79,7 +80,7 @@ class LlavaTrainingCallback(TrainerCallback):
                     projector_param_groups(model.named_parameters(), (), keys.projector,
                                            self.options.mm_projector_lr, 0.0)
                 install_optimizer_seam()
-            except ProjectorLrError as error:
+            except (ProjectorLrError, SeamMissing) as error:
                 raise TrainingOptionsError([str(error)]) from None
         return control
 

@@ -34,6 +34,9 @@ OPTION_HELP = {
                     "(with flash_attn: sdpa; unset: PyTorch chooses)",
     "compile_layers": "true/false: torch.compile each decoder layer of the language model (regional compile)",
 }
+# bitsandbytes' 8-bit optimizers: transformers' own `create_optimizer` keeps every nn.Embedding's optimizer state
+# in 32 bits for them (a GlobalOptimManager override); the optimizer we build for mm_projector_lr does not.
+EIGHT_BIT_OPTIMIZERS = frozenset({"adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit"})
 SDPA_BACKENDS = ("flash", "cudnn", "efficient", "math")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -156,6 +159,10 @@ def parse_training_options(optim_args: str | None, optim: str) -> TrainingOption
     if options.active and optim not in OPTIMIZERS_IGNORING_OTHER_KEYS:
         problems.append(f"optim={optim} passes optim_args on to the optimizer itself, which would reject our keys; "
                         f"use one of {', '.join(sorted(OPTIMIZERS_IGNORING_OTHER_KEYS))}")
+    if options.mm_projector_lr is not None and optim in EIGHT_BIT_OPTIMIZERS:
+        problems.append(f"mm_projector_lr cannot be used with optim={optim}: the projector's optimizer is built by "
+                        f"llava_lf, which does not keep the embeddings' 8-bit optimizer state in 32 bits as "
+                        f"transformers does; use optim: adamw_torch (LLaVA's own) or drop mm_projector_lr")
     if problems:
         raise TrainingOptionsError(problems)
     return options

@@ -8,7 +8,10 @@ language away and back. gradio 4 (no preselection) needs pillow < 11 and markups
 other pins rule out, so we name the widgets from here: the first update of `Engine.resume` (the page's load
 event) is followed by `Engine.change_lang` for the language it set, which is what the switch does.
 
-Installed by `registration.register_all`, in web UI processes only (`llamafactory.webui` being imported).
+Installed by `registration.register_all`, in web UI processes only (`llamafactory.webui` being imported), when
+the engine has the shape this relies on (checked below, never by version): `Engine.resume` a generator method
+taking only `self`, `Engine.change_lang(lang)`, and the manager's `get_elem_by_id`. Otherwise the page stays as
+the host made it, said once on stderr.
 """
 
 from __future__ import annotations
@@ -16,30 +19,62 @@ from __future__ import annotations
 import functools
 import importlib.abc
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable, Generator
 from typing import Any
 
-TESTED_HOST = "0.9.5"  # the page (and `Engine.resume`) this patch was written and tested against
+from . import Seam, has_parameters
+
 ENGINE_MODULE = "llamafactory.webui.engine"
 WEBUI_PACKAGE = "llamafactory.webui"
 PATCHED = "_llava_lf_labels_on_load"
 
 
+def _engine_misfits(engine_class: type) -> list[str]:
+    from llamafactory.webui.manager import Manager
+
+    misfits = []
+    resume = getattr(engine_class, "resume", None)
+    if resume is None or not inspect.isgeneratorfunction(getattr(resume, "__wrapped__", resume)):
+        misfits.append("Engine.resume is not a generator method")
+    else:
+        misfits += has_parameters(getattr(resume, "__wrapped__", resume), ["self"])
+    if not callable(getattr(engine_class, "change_lang", None)):
+        misfits.append("Engine has no change_lang")
+    else:
+        misfits += has_parameters(engine_class.change_lang, ["self", "lang"])
+    if not callable(getattr(Manager, "get_elem_by_id", None)):
+        misfits.append("Manager has no get_elem_by_id")
+    return misfits
+
+
+def _checks() -> list[str]:
+    import importlib
+
+    return _engine_misfits(importlib.import_module(ENGINE_MODULE).Engine)
+
+
+SEAM = Seam(feature="web UI labels on first load", symbol=f"{ENGINE_MODULE}.Engine.resume", checks=_checks)
+
+
 def install() -> None:
     """Patch the web UI's engine now if it is imported, or right after its import in a web UI process."""
-    from importlib.metadata import version
-
     if WEBUI_PACKAGE not in sys.modules and ENGINE_MODULE not in sys.modules:
-        return
-    if version("llamafactory") != TESTED_HOST:  # another host's page may label itself, or differ: leave it alone
-        sys.stderr.write(f"llava-lf: web UI labels left to the host (written for llamafactory {TESTED_HOST})\n")
         return
     module = sys.modules.get(ENGINE_MODULE)
     if module is not None and hasattr(module, "Engine"):
-        label_on_load(module.Engine)
+        _label_if_it_fits(module.Engine)
     elif WEBUI_PACKAGE in sys.modules and not any(isinstance(f, _AfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterImport(ENGINE_MODULE, lambda module: label_on_load(module.Engine)))
+        sys.meta_path.insert(0, _AfterImport(ENGINE_MODULE, lambda module: _label_if_it_fits(module.Engine)))
+
+
+def _label_if_it_fits(engine_class: type) -> None:
+    misfits = _engine_misfits(engine_class)
+    if misfits:  # another host's page may differ: leave it as the host made it
+        SEAM.say_once(misfits)
+        return
+    label_on_load(engine_class)
 
 
 def label_on_load(engine_class: type) -> None:

@@ -1,0 +1,92 @@
+"""`mm_projector_lr`'s seam: the host's own hook for custom optimizers, `create_custom_optimizer`.
+
+LLaMA-Factory's trainers (0.9.5 and main) create their optimizer with
+`self.optimizer = create_custom_optimizer(model, args, finetuning_args)` and fall back to transformers'
+default when it returns None. transformers' DeepSpeed (`deepspeed_optim_sched`) and FSDP paths also create
+the optimizer through `trainer.create_optimizer()`, so an optimizer returned here is the one ZeRO and FSDP
+take over. We wrap that one function (each trainer module imported it by name) so that it returns the
+optimizer with the projector's own groups when a run asks for `mm_projector_lr`, and the host's answer
+otherwise. The wrap applies when the host has the shape it relies on (checked below, never by version):
+the function takes (model, training_args, finetuning_args), and the SFT trainer's `create_optimizer` calls it
+by the name its module bound (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
+
+from ..training.options import parse_training_options
+from ..training.projector_lr import ProjectorLrError, build_projector_optimizer
+from . import Seam, calls_by_name, has_parameters
+
+MODULE, FUNCTION = "llamafactory.train.trainer_utils", "create_custom_optimizer"
+TRAINER_MODULE = "llamafactory.train.sft.trainer"  # the stage the recipes train; the other stages bind it alike
+_MARK = "__llava_lf_wrapped__"
+
+
+def _checks() -> list[str]:
+    import importlib
+
+    host_function = getattr(importlib.import_module(MODULE), FUNCTION)
+    host_function = getattr(host_function, _MARK, host_function)
+    trainer_module = importlib.import_module(TRAINER_MODULE)
+    misfits = has_parameters(host_function, ["model", "training_args", "finetuning_args"])
+    bound = getattr(trainer_module, FUNCTION, None)
+    if getattr(bound, _MARK, bound) is not host_function:
+        misfits.append(f"{TRAINER_MODULE} does not bind {FUNCTION} by name")
+    return misfits + calls_by_name(trainer_module.CustomSeq2SeqTrainer.create_optimizer, FUNCTION)
+
+
+SEAM = Seam(feature="mm_projector_lr (the projector's own learning rate)", symbol=f"{MODULE}.{FUNCTION}",
+            checks=_checks)
+
+
+def _projector_keys(model: Any) -> tuple[str, ...]:
+    from ..training.report import ModuleKeys
+
+    config = getattr(model, "config", None)
+    return ModuleKeys.for_model_type(getattr(config, "model_type", None)).projector
+
+
+def _wrap(host_function):
+    @functools.wraps(host_function)
+    def create_custom_optimizer(model, training_args, finetuning_args):
+        optimizer = host_function(model, training_args, finetuning_args)
+        if "llava_lf" not in (training_args.report_to or []):
+            return optimizer
+        projector_lr = parse_training_options(training_args.optim_args, training_args.optim).mm_projector_lr
+        if projector_lr is None:
+            return optimizer
+        if optimizer is not None:
+            raise ProjectorLrError(f"mm_projector_lr cannot be combined with the host's own optimizer "
+                                   f"({type(optimizer).__name__}: LoRA+, GaLore, APOLLO, BAdam, Adam-mini or Muon); "
+                                   f"drop one of them")
+        return build_projector_optimizer(model, training_args, _projector_keys(model), projector_lr)
+
+    setattr(create_custom_optimizer, _MARK, host_function)
+    return create_custom_optimizer
+
+
+def install() -> int:
+    """Wrap the host's `create_custom_optimizer` wherever it is bound; return how many bindings were wrapped.
+
+    Raises `SeamMissing` (naming the function and what differs) when this host lacks the shape: a run that set
+    mm_projector_lr stops before its first step instead of training the projector at the wrong rate.
+    """
+    from llamafactory.train import trainer_utils
+
+    SEAM.require()
+    host_function = getattr(trainer_utils, FUNCTION)
+    host_function = getattr(host_function, _MARK, host_function)
+    wrapped, count = _wrap(host_function), 0
+    for name, module in list(sys.modules.items()):
+        if name.startswith("llamafactory.train") and getattr(module, FUNCTION, None) is host_function:
+            setattr(module, FUNCTION, wrapped)
+            count += 1
+    return count
+
+
+def installed(module: Any) -> bool:
+    return hasattr(getattr(module, FUNCTION, None), _MARK)
