@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from ..training.options import parse_training_options
-from ..training.projector_lr import ProjectorLrError, build_projector_optimizer
 from . import Seam, calls_by_name, has_parameters
+
+# (model, training_args, the host's own optimizer or None) -> the optimizer to use instead, or None to keep the host's
+Builder = Callable[[Any, Any, Any], Any]
 
 MODULE, FUNCTION = "llamafactory.train.trainer_utils", "create_custom_optimizer"
 TRAINER_MODULE = "llamafactory.train.sft.trainer"  # the stage the recipes train; the other stages bind it alike
@@ -43,34 +45,20 @@ SEAM = Seam(feature="mm_projector_lr (the projector's own learning rate)", symbo
             checks=_checks)
 
 
-def _projector_keys(model: Any) -> tuple[str, ...]:
-    from ..training.report import ModuleKeys
-
-    config = getattr(model, "config", None)
-    return ModuleKeys.for_model_type(getattr(config, "model_type", None)).projector
-
-
-def _wrap(host_function):
+def _wrap(host_function, build: Builder):
     @functools.wraps(host_function)
     def create_custom_optimizer(model, training_args, finetuning_args):
         optimizer = host_function(model, training_args, finetuning_args)
-        if "llava_lf" not in (training_args.report_to or []):
-            return optimizer
-        projector_lr = parse_training_options(training_args.optim_args, training_args.optim).mm_projector_lr
-        if projector_lr is None:
-            return optimizer
-        if optimizer is not None:
-            raise ProjectorLrError(f"mm_projector_lr cannot be combined with the host's own optimizer "
-                                   f"({type(optimizer).__name__}: LoRA+, GaLore, APOLLO, BAdam, Adam-mini or Muon); "
-                                   f"drop one of them")
-        return build_projector_optimizer(model, training_args, _projector_keys(model), projector_lr)
+        replacement = build(model, training_args, optimizer)
+        return optimizer if replacement is None else replacement
 
     setattr(create_custom_optimizer, _MARK, host_function)
     return create_custom_optimizer
 
 
-def install() -> int:
-    """Wrap the host's `create_custom_optimizer` wherever it is bound; return how many bindings were wrapped.
+def install(build: Builder) -> int:
+    """Wrap the host's `create_custom_optimizer` wherever it is bound, asking `build` first; return how many
+    bindings were wrapped (a second install replaces the builder of the first).
 
     Raises `SeamMissing` (naming the function and what differs) when this host lacks the shape: a run that set
     mm_projector_lr stops before its first step instead of training the projector at the wrong rate.
@@ -80,9 +68,10 @@ def install() -> int:
     SEAM.require()
     host_function = getattr(trainer_utils, FUNCTION)
     host_function = getattr(host_function, _MARK, host_function)
-    wrapped, count = _wrap(host_function), 0
+    wrapped, count = _wrap(host_function, build), 0
     for name, module in list(sys.modules.items()):
-        if name.startswith("llamafactory.train") and getattr(module, FUNCTION, None) is host_function:
+        bound = getattr(module, FUNCTION, None)
+        if name.startswith("llamafactory.train") and getattr(bound, _MARK, bound) is host_function:
             setattr(module, FUNCTION, wrapped)
             count += 1
     return count

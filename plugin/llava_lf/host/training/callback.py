@@ -23,7 +23,7 @@ from ..patches.optimizer import install as install_optimizer_seam
 from .data_order import image_flags, sampling
 from .modality import check_grouping
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options
-from .projector_lr import ProjectorLrError, check_projector_rates, projector_param_groups
+from .projector_lr import ProjectorLrError, check_projector_rates, optimizer_for_run, projector_param_groups
 from .report import ModuleKeys, TrainingReport, attention_backends, describe_param_groups, trainable_by_module
 from .resume import choose_resume_point
 from .speed import SpeedOptionError, apply_speed_options
@@ -79,7 +79,7 @@ class LlavaTrainingCallback(TrainerCallback):
                     keys = ModuleKeys.for_model_type(getattr(getattr(model, "config", None), "model_type", None))
                     projector_param_groups(model.named_parameters(), (), keys.projector,
                                            self.options.mm_projector_lr, 0.0)
-                install_optimizer_seam()
+                install_optimizer_seam(optimizer_for_run)
             except (ProjectorLrError, SeamMissing) as error:
                 raise TrainingOptionsError([str(error)]) from None
         return control

@@ -80,3 +80,23 @@ def check_projector_rates(param_groups: list[dict], projector_lr: float) -> None
         raise ProjectorLrError(f"mm_projector_lr={projector_lr:g} is set but no optimizer group has that rate "
                                f"(group rates: {rates}); another optimizer replaced ours: drop loraplus_lr_ratio, "
                                f"GaLore/APOLLO/BAdam/Adam-mini/Muon, or a DeepSpeed `optimizer` section")
+
+
+def optimizer_for_run(model: Any, training_args: Any, host_optimizer: Any) -> Any:
+    """What the optimizer seam returns: ours with the projector's groups when this run set mm_projector_lr
+    (and reports to llava_lf), else None to keep the host's answer."""
+    from .options import parse_training_options
+    from .report import ModuleKeys
+
+    if "llava_lf" not in (training_args.report_to or []):
+        return None
+    projector_lr = parse_training_options(training_args.optim_args, training_args.optim).mm_projector_lr
+    if projector_lr is None:
+        return None
+    if host_optimizer is not None:
+        raise ProjectorLrError(f"mm_projector_lr cannot be combined with the host's own optimizer "
+                               f"({type(host_optimizer).__name__}: LoRA+, GaLore, APOLLO, BAdam, Adam-mini or Muon); "
+                               f"drop one of them")
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return build_projector_optimizer(model, training_args, ModuleKeys.for_model_type(model_type).projector,
+                                     projector_lr)
