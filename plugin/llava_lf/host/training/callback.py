@@ -24,7 +24,14 @@ from .data_order import image_flags, sampling
 from .modality import check_grouping
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options
 from .projector_lr import ProjectorLrError, check_projector_rates, optimizer_for_run, projector_param_groups
-from .report import ModuleKeys, TrainingReport, attention_backends, describe_param_groups, trainable_by_module
+from .report import (
+    ModuleKeys,
+    TrainingReport,
+    attention_backends,
+    describe_param_groups,
+    model_params_by_group,
+    trainable_by_module,
+)
 from .resume import choose_resume_point
 from .speed import SpeedOptionError, apply_speed_options
 
@@ -108,7 +115,8 @@ class LlavaTrainingCallback(TrainerCallback):
             options=self.options.as_dict(),
             global_step_at_start=state.global_step,
             trainable_parameters=trainable_by_module(named, keys),
-            param_groups=describe_param_groups(optimizer.param_groups, named, keys),
+            param_groups=describe_param_groups(optimizer.param_groups, named, keys,
+                                              model_params_by_group(optimizer)),
             attention=attention_backends(config) if config is not None else {},
             modality=modality, notes=notes)
         if state.is_world_process_zero:
