@@ -1,5 +1,13 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 # Each creates .venv (Python >= 3.11) when missing and installs the project with its extras.
+#
+# `make test` is the host matrix: the whole suite on the release host (.venv: llamafactory from the package index),
+# then the host-facing tests (marker `host`) on the host's main branch (.venv-main: the wheel in HOST_MAIN_DIR
+# installed first, then the project, which must keep that host and its transformers).
+# Everyday loop: `make test-fast` (no slow tests, release host), `make test-main` (host-facing tests on main).
+
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
 
 PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
@@ -7,28 +15,122 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The host's main branch, built as a wheel (no git host reachable); see ../shared/hosts/README.md.
+HOST_MAIN_DIR ?= ../shared/hosts
+HOST_MAIN_WHEEL ?= $(lastword $(sort $(wildcard $(HOST_MAIN_DIR)/llamafactory-*.whl)))
+MAIN_VENV := .venv-main
+MAIN_BIN := $(MAIN_VENV)/bin
+MAIN_STAMP := $(MAIN_VENV)/.installed
 DEMO_DIR ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean-demo
+# pip, quiet; this machine's pip configuration names an index folder that lacks most projects, and pip warns
+# "Location ... is ignored" once per project: those lines are dropped, everything else pip says is kept.
+PIP_FLAGS := --disable-pip-version-check -q
+PIP_FILTER := 2>&1 | sed -u "/^WARNING: Location '.*' is ignored: it is neither a file nor a directory/d"
+# "llamafactory X, transformers Y" of an environment's python
+VERSIONS := -c 'from importlib.metadata import version as v; print("llamafactory", v("llamafactory") + ", transformers", v("transformers"))'
+
+# Host-facing tests the main run leaves out, to keep `make test` inside CI's time: the release run has them, and
+# their outcome does not depend on the host's version or its pins (tests/test_host_matrix.py checks that each
+# entry still exists). In order: both hosts are covered by the test itself; transformers 4.57 in its own folder;
+# the assembler's CLI errors; an assembled checkpoint trained by llamafactory-cli (test_cli_train does the same on
+# main); the predictor's resume after SIGKILL (its use of the host's template: the other predict tests); torch
+# aborting at exit with the plugin off; the speed benchmark's tiny run (benchmarks/ pin the release host,
+# benchmarks/gpu_wheels.txt); the hook's opt-out variable and two more import orders of our own modules (one
+# stays); `llava-lf group-modality` (our regrouping, the host's import is incidental); ZeRO-2 stage 1 (ZeRO-2
+# stays in stage 2, stage 1's freezing in test_recipe_stages).
+MAIN_DESELECT := \
+	--deselect tests/test_host_install.py \
+	--deselect tests/test_assemble_hub.py::test_loads_under_transformers_4_57_with_no_missing_or_unexpected_keys \
+	--deselect tests/test_assemble_cli.py::test_cli_reports_bad_input_with_exit_code_2 \
+	--deselect tests/test_assemble_cli.py::test_cli_checkpoint_loads_in_transformers_and_trains_with_llamafactory \
+	--deselect tests/test_eval_predict.py::test_predict_resumes_after_sigkill_without_duplicates_or_losses \
+	--deselect tests/test_exit_after_generation.py::test_without_the_plugin_the_same_exit_aborts \
+	--deselect tests/test_speed_benchmark.py::test_tiny_benchmark_trains_both_paths_to_the_same_loss_curve \
+	--deselect tests/test_speed_benchmark.py::test_the_two_paths_use_their_own_templates_and_options \
+	--deselect tests/test_hook.py::test_opt_out_environment_variable \
+	--deselect 'tests/test_hook.py::test_importing_our_modules_first_still_registers[llava_lf.host.mm_plugin]' \
+	--deselect 'tests/test_hook.py::test_importing_our_modules_first_still_registers[llava_lf.host.registration]' \
+	--deselect tests/test_training_options.py::test_group_modality_cli_writes_and_registers_every_row \
+	--deselect tests/test_training_deepspeed.py::test_zero2_stage1_trains_only_the_projector
+
+PYTEST_MAIN := $(MAIN_BIN)/python -m pytest -m host $(MAIN_DESELECT)
+# No wheel is an error, never a silently skipped half of the matrix.
+NEED_HOST_MAIN_WHEEL := test -n "$(HOST_MAIN_WHEEL)" && test -f "$(HOST_MAIN_WHEEL)" || { echo "No host main wheel:" \
+	"no llamafactory-*.whl in $(HOST_MAIN_DIR) (see ../shared/hosts/README.md). The host matrix needs one; set" \
+	"HOST_MAIN_DIR=<folder> or HOST_MAIN_WHEEL=<file>."; exit 1; }
+
+.PHONY: demo test test-fast test-release test-main lint install install-main audit-host clean-demo
 
 install: $(STAMP)
+
+install-main: $(MAIN_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 not found; run: make PYTHON=/path/to/python3.11 ..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]' $(PIP_FILTER)
+	@echo "$(VENV) (release host): $$($(BIN)/python $(VERSIONS))"
 	touch $(STAMP)
+
+# A fresh venv (made again when the wheel changes): the host's main from its wheel with the host's own pins,
+# then the project, which must leave that host and its transformers as they were.
+$(MAIN_STAMP): pyproject.toml $(HOST_MAIN_WHEEL)
+	@test -n "$(PYTHON)" || { echo "Python >= 3.11 not found; run: make PYTHON=/path/to/python3.11 ..."; exit 1; }
+	@$(NEED_HOST_MAIN_WHEEL)
+	@if test -f $(MAIN_STAMP) && { ! grep -qxF "$(abspath $(HOST_MAIN_WHEEL))" $(MAIN_STAMP) \
+		|| test "$(HOST_MAIN_WHEEL)" -nt $(MAIN_STAMP); }; then echo "new host main wheel: remaking $(MAIN_VENV)"; \
+		rm -rf $(MAIN_VENV); fi
+	test -x $(MAIN_BIN)/python || $(PYTHON) -m venv $(MAIN_VENV)
+	$(MAIN_BIN)/python -m pip install $(PIP_FLAGS) "$(HOST_MAIN_WHEEL)" $(PIP_FILTER)
+	$(MAIN_BIN)/python $(VERSIONS) > $(MAIN_VENV)/.host-versions
+	$(MAIN_BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]' $(PIP_FILTER)
+	@kept="$$(cat $(MAIN_VENV)/.host-versions)"; now="$$($(MAIN_BIN)/python $(VERSIONS))"; \
+	if test "$$kept" != "$$now"; then echo "$(MAIN_VENV): installing the project replaced the host: $$kept ->" \
+		"$$now; check pyproject.toml's dependencies against the host's pins"; exit 1; fi; \
+	echo "$(MAIN_VENV) (host main, $(notdir $(HOST_MAIN_WHEEL))): $$now (kept after installing the project)"
+	echo "$(abspath $(HOST_MAIN_WHEEL))" > $(MAIN_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/llava-lf demo --out $(DEMO_DIR)
 
-# Lint, the package's layering contracts (pyproject.toml [tool.importlinter]), then the whole suite.
-test: $(STAMP)
+# Lint and the package's layering contracts (pyproject.toml [tool.importlinter]).
+lint: $(STAMP)
 	$(BIN)/ruff check plugin tests $(wildcard benchmarks)
 	$(BIN)/lint-imports
+
+# Lint, the whole suite on the release host, then the host-facing tests on the host's main branch. Both suites
+# run even when the first fails, so one CI run shows both; the exit status is a failure if either failed.
+test: lint $(MAIN_STAMP)
+	@$(NEED_HOST_MAIN_WHEEL)
+	@status=0; \
+	echo "== whole suite, release host: $$($(BIN)/python $(VERSIONS))"; \
+	$(BIN)/python -m pytest || status=1; \
+	echo "== host-facing tests (-m host), host main: $$($(MAIN_BIN)/python $(VERSIONS))"; \
+	$(PYTEST_MAIN) || status=1; \
+	exit $$status
+
+test-release: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-main: $(MAIN_STAMP)
+	@$(NEED_HOST_MAIN_WHEEL)
+	$(PYTEST_MAIN)
+
+# Runs the files not marked `host` with a `llamafactory` that cannot be imported: each failure is a test that
+# reaches the host without the mark (tests/test_host_matrix.py sees only the host's names in a file). A few minutes.
+audit-host: $(STAMP)
+	@rm -rf $(VENV)/.no-host && mkdir -p $(VENV)/.no-host/llamafactory
+	@echo 'raise ImportError("make audit-host: this test reaches llamafactory; mark its file pytest.mark.host")' \
+		> $(VENV)/.no-host/llamafactory/__init__.py
+	files=$$(cd tests && ../$(BIN)/python -c 'import pathlib, test_host_matrix as m; print(" ".join( \
+		f"tests/{p.name}" for p in sorted(pathlib.Path().glob("test_*.py")) if "host" not in m.module_marks(p)))'); \
+	PYTHONPATH=$(abspath $(VENV)/.no-host) $(BIN)/python -m pytest -m "not host" -p no:cacheprovider $$files
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -11,6 +11,8 @@ from conftest import BIN, REPO
 
 import yaml
 
+pytestmark = pytest.mark.host
+
 PRESETS = sorted((REPO / "yaml" / "assemble").glob("*.yaml"))
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import BIN, REPO, free_port, wait_for_port
 from test_recipe_stages import cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host]
 
 MAX_NEW_TOKENS = 8
 QUESTION = "What shapes are in the picture?"

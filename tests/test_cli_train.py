@@ -11,7 +11,7 @@ from conftest import BIN
 
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host]
 
 
 def _train_config(tmp_path: Path, model: Path, datasets: Path, **overrides) -> Path:

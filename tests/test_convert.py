@@ -12,6 +12,8 @@ from PIL import Image
 from llava_lf.data.convert import ConvertOptions, convert_file
 from llava_lf.data.convert.report import REASONS
 
+pytestmark = pytest.mark.host
+
 Q = "What is in the picture?"
 
 

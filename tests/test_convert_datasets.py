@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from conftest import REPO
 
 from llava_lf.data.convert import convert_file
 from llava_lf.data.convert.records import dataset_info_entry
+
+pytestmark = pytest.mark.host
 
 SHIPPED = REPO / "datasets" / "dataset_info.json"
 PUBLIC = ("llava_pretrain_558k", "llava_instruct_150k", "llava_v1_5_mix665k", "scienceqa_llava_train")

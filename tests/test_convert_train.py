@@ -11,7 +11,7 @@ from conftest import BIN
 
 import yaml
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.host]
 
 
 def test_converted_mixed_data_trains_with_llava_v1(tmp_path, tiny_llava, demo_data):

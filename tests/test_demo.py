@@ -12,6 +12,8 @@ from PIL import Image
 from llava_lf.demo.shapes import make_scenes, questions
 from llava_lf.evaluation.benchmarks.shapes import ANSWER_SPACE, QUESTION_TYPES, normalise_answer, question_ids, score
 
+pytestmark = pytest.mark.host
+
 
 def test_scenes_are_unambiguous_and_answers_in_their_space():
     scenes = make_scenes(300, seed=1, size=48)

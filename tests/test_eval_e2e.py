@@ -14,7 +14,7 @@ from test_eval_data import run_cli, write_llava_bench
 
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host]
 
 
 @pytest.mark.timeout(360)

@@ -22,6 +22,8 @@ from llava_lf.evaluation.prediction_file import (
     run_predictions,
 )
 
+pytestmark = pytest.mark.host
+
 SETTINGS = GenerationSettings("llava_v1", 4, "float32")
 
 

@@ -13,7 +13,11 @@ import sys
 import threading
 import time
 
+import pytest
+
 from llava_lf.host import exit_after_generation
+
+pytestmark = pytest.mark.host
 
 SCRIPT = """
 import sys, threading, time

@@ -19,7 +19,7 @@ from conftest import BIN, free_port
 
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host]
 
 
 def _wait_until_serving(process: subprocess.Popen, url: str, key: str, log, limit_s: float = 180) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.host
+
 CHECK_REGISTERED = (
     "import llamafactory.data.template as t; "
     "print(sorted(name for name in ('llava_v1', 'llava_plain') if name in t.TEMPLATES))"

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, free_port, wait_for_port
 from test_recipe_stages import cli, recipe_chain
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host]
 
 MAX_NEW_TOKENS = 16
 API_KEY = "recipe-test-key"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.host
+
 
 @pytest.fixture(scope="module")
 def processor(tiny_llava):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host]
 
 LR, PROJECTOR_LR, STAGE2_STEPS = 2e-4, 2e-5, 6
 TINY = {  # what a CPU and a toy model need; every other setting comes from the YAML itself

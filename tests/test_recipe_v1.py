@@ -14,7 +14,7 @@ from test_recipe_stages import TINY, cli
 
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host]
 
 STEPS = 2
 

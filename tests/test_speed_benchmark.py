@@ -21,6 +21,8 @@ from conftest import BIN, REPO
 
 import yaml
 
+pytestmark = pytest.mark.host
+
 BENCH = REPO / "benchmarks"
 sys.path.insert(0, str(BENCH))
 

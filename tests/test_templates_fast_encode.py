@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.host
+
 TEXTS = [
     "USER: " + "<image>" * 576 + "\nWhat is the colour of the bus? ASSISTANT:",
     "<image>" * 9 + "A red circle.\n",

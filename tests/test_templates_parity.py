@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 from test_templates import IGNORE, build_golden_processor, encode_like_training, write_image
 
+pytestmark = pytest.mark.host
+
 CONVERSATION = [{"role": "user", "content": "<image>\nWhat color is the circle?"}, {"role": "assistant", "content": "red"},
                 {"role": "user", "content": "How many shapes are there?"}, {"role": "assistant", "content": "2"}]
 PARTS = [  # the same conversation in llava-hf's content-part form, image after the text as some clients send it

@@ -13,7 +13,7 @@ from conftest import BIN, REPO
 from test_recipe_stages import TINY, cli
 
 LR, PROJECTOR_LR = 2e-4, 2e-5
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host]
 
 
 @pytest.mark.timeout(600)

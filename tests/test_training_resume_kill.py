@@ -21,6 +21,8 @@ from test_recipe_stages import TINY, cli
 
 from llava_lf.host.training.resume import choose_resume_point
 
+pytestmark = pytest.mark.host
+
 LORA_YAML = REPO / "yaml" / "llava1_5_lora_sft.yaml"
 STEPS = 4
 

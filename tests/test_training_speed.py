@@ -23,6 +23,8 @@ from llava_lf.host.training.speed import (
     select_sdpa,
 )
 
+pytestmark = pytest.mark.host
+
 LOSS_ATOL, GRAD_RTOL = 1e-5, 1e-4
 
 

@@ -12,6 +12,8 @@ from conftest import REPO
 
 import yaml
 
+pytestmark = pytest.mark.host
+
 YAML_DIR = REPO / "yaml"
 # yaml/assemble/ holds `llava-lf assemble` presets (tested with the assembler), not host configs.
 HOST_YAMLS = sorted(path for path in YAML_DIR.rglob("*.yaml") if "assemble" not in path.relative_to(YAML_DIR).parts)
