@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO
 from test_recipe_stages import TINY, cli
 
-from llava_lf.host.training.resume import choose_resume_point
+from llava_lf.training.resume import choose_resume_point
 
 LORA_YAML = REPO / "yaml" / "llava1_5_lora_sft.yaml"
 STEPS = 4
