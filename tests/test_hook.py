@@ -60,7 +60,7 @@ def test_registration_is_idempotent():
 
 
 # Each imports the host from inside our package: the hook must still register once everything has loaded.
-@pytest.mark.parametrize("module", ["llava_lf.host.templates", "llava_lf.host.mm_plugin", "llava_lf.host.registration"])
+@pytest.mark.parametrize("module", ["llava_lf.templates.conversation", "llava_lf.templates.mm_plugin", "llava_lf.host.registration"])
 def test_importing_our_modules_first_still_registers(module):
     result = run_python(f"import {module}; {CHECK_REGISTERED}")
     assert result.returncode == 0, result.stderr

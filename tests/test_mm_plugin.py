@@ -95,7 +95,7 @@ def test_collator_leaves_out_images_of_dropped_samples(tmp_path):
 def test_collator_refuses_a_row_with_part_of_an_image(tmp_path):
     from test_templates import build_golden_processor, write_image
 
-    from llava_lf.host.truncation import TruncationError
+    from llava_lf.common.turn_fit import TruncationError
 
     processor = build_golden_processor(tmp_path / "processor")
     image = write_image(tmp_path / "red.png")

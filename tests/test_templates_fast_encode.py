@@ -41,7 +41,7 @@ def tokenizers(tiny_llava, tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["words", "tiny_llava_bpe", "metaspace"])
 def test_runs_tokenise_like_the_plain_path(tokenizers, name):
-    from llava_lf.host.fast_encode import encode_with_image_runs
+    from llava_lf.templates.fast_encode import encode_with_image_runs
 
     tokenizer = tokenizers[name]
     for text in TEXTS:
@@ -49,7 +49,7 @@ def test_runs_tokenise_like_the_plain_path(tokenizers, name):
 
 
 def test_a_tokenizer_without_an_image_token_gets_the_plain_path(tokenizers):
-    from llava_lf.host.fast_encode import encode_with_image_runs
+    from llava_lf.templates.fast_encode import encode_with_image_runs
 
     tokenizer = tokenizers["metaspace"]
     text = "x " + "<img>" * 5 + " y"  # not a special token: splicing would be wrong, so it must not happen
@@ -58,7 +58,7 @@ def test_a_tokenizer_without_an_image_token_gets_the_plain_path(tokenizers):
 
 @pytest.mark.parametrize("name", ["words", "tiny_llava_bpe", "metaspace"])
 def test_plain_text_through_the_rust_tokenizer_gives_the_same_ids(tokenizers, name):
-    from llava_lf.host.fast_encode import encode_text
+    from llava_lf.templates.fast_encode import encode_text
 
     tokenizer = tokenizers[name]
     for text in [*TEXTS, "A chat between a curious user and an artificial intelligence assistant. "]:
@@ -67,7 +67,7 @@ def test_plain_text_through_the_rust_tokenizer_gives_the_same_ids(tokenizers, na
 
 def test_a_rust_tokenizer_left_truncating_is_not_used_directly(tokenizers):
     """transformers' encode resets truncation state it finds; we take its path whenever that state differs."""
-    from llava_lf.host.fast_encode import encode_text
+    from llava_lf.templates.fast_encode import encode_text
 
     tokenizer = tokenizers["metaspace"]
     text = "A red circle and a blue square."

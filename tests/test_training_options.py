@@ -11,8 +11,8 @@ import sys
 import pytest
 from conftest import BIN
 
-from llava_lf.host.training.modality import check_grouping, grouped_order
-from llava_lf.host.training.options import TrainingOptions, TrainingOptionsError, parse_training_options
+from llava_lf.training.modality import check_grouping, grouped_order
+from llava_lf.training.options import TrainingOptions, TrainingOptionsError, parse_training_options
 
 pytestmark = pytest.mark.host
 
@@ -75,7 +75,7 @@ def test_the_hook_registers_the_callback_for_report_to():
     import llamafactory.data.template  # noqa: F401  (the import hook registers on this import)
     from transformers.integrations.integration_utils import get_reporting_integration_callbacks
 
-    from llava_lf.host.training.callback import LlavaTrainingCallback
+    from llava_lf.training.callback import LlavaTrainingCallback
 
     assert get_reporting_integration_callbacks(["llava_lf"]) == [LlavaTrainingCallback]
 
@@ -87,7 +87,7 @@ def test_callback_accepts_projector_lr_under_deepspeed_and_wraps_the_host_seam()
     from transformers.trainer_callback import TrainerControl, TrainerState
 
     from llava_lf.host.patches import optimizer as optimizer_seam
-    from llava_lf.host.training.callback import LlavaTrainingCallback
+    from llava_lf.training.callback import LlavaTrainingCallback
 
     args = TrainingArguments(output_dir="unused", optim_args="mm_projector_lr=2e-5", report_to=[], use_cpu=True)
     args.deepspeed = "yaml/deepspeed/ds_z3_config.json"  # set after init: DeepSpeed itself is not installed here
@@ -130,7 +130,7 @@ def _dataloader(rows: list[bool], shuffle: bool):
 def test_modality_check_refuses_shuffled_or_ungrouped_data():
     from transformers import TrainingArguments
 
-    from llava_lf.host.training.callback import _check_modality_order
+    from llava_lf.training.callback import _check_modality_order
 
     args = TrainingArguments(output_dir="unused", per_device_train_batch_size=4, report_to=[], use_cpu=True)
     grouped = [True] * 16 + [False] * 8 + [True] * 3

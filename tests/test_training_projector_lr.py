@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments, get_scheduler
 
-from llava_lf.host.training.projector_lr import (
+from llava_lf.training.projector_lr import (
     ProjectorLrError,
     build_projector_optimizer,
     check_projector_rates,

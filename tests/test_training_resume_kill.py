@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO
 from test_recipe_stages import TINY, cli
 
-from llava_lf.host.training.resume import choose_resume_point
+from llava_lf.training.resume import choose_resume_point
 
 pytestmark = pytest.mark.host
 

@@ -13,8 +13,8 @@ import contextlib
 import pytest
 import torch
 
-from llava_lf.host.training.options import TrainingOptionsError, parse_training_options
-from llava_lf.host.training.speed import (
+from llava_lf.training.options import TrainingOptionsError, parse_training_options
+from llava_lf.training.speed import (
     SpeedOptionError,
     compile_decoder_layers,
     decoder_layers,

@@ -28,7 +28,7 @@ def golden(tmp_path_factory):
 
 
 def test_fit_turns_keeps_whole_pairs():
-    from llava_lf.host.truncation import fit_turns
+    from llava_lf.common.turn_fit import fit_turns
 
     assert fit_turns([70, 20], 90).action == "kept"
     assert fit_turns([70, 20], 89).kept_pairs == 1 and fit_turns([70, 20], 89).action == "trimmed"
@@ -69,7 +69,7 @@ def test_outside_the_host_loader_pairs_are_whole_and_fitting_refuses(golden):
     """Token counting (the converter's --cutoff-len) takes whole pairs; fitting without a bound run refuses loudly."""
     from llamafactory.data.template import TEMPLATES
 
-    from llava_lf.host.truncation import TruncationError
+    from llava_lf.common.turn_fit import TruncationError
 
     processor, image = golden
     template = TEMPLATES["llava_v1"]
@@ -97,7 +97,7 @@ def test_map_workers_report_every_trim_and_drop_with_its_row(golden, tmp_path, s
     from llamafactory.hparams import DataArguments
 
     from datasets import Dataset
-    from llava_lf.host.truncation_report import REPORT_NAME
+    from llava_lf.common.fit_report import REPORT_NAME
 
     processor, image = golden
     data_args = DataArguments(template="llava_v1", cutoff_len=80, preprocessing_num_workers=2,
@@ -127,7 +127,7 @@ def test_map_workers_report_every_trim_and_drop_with_its_row(golden, tmp_path, s
 
 
 def test_a_run_that_tokenised_nothing_says_so(tmp_path):
-    from llava_lf.host.truncation_report import PreprocessRun, collect
+    from llava_lf.common.fit_report import PreprocessRun, collect
 
     summary = collect(PreprocessRun(cutoff_len=64, output_dir=str(tmp_path), template="llava_v1"), None)
     assert not summary.tokenised and "came from the datasets cache" in summary.log_line()
@@ -168,8 +168,8 @@ def test_fitting_stops_when_the_loader_seam_is_absent(golden, tmp_path):
     from llamafactory.hparams import DataArguments
 
     from datasets import Dataset
+    from llava_lf.common.turn_fit import TruncationError
     from llava_lf.host.patches.dataset_run import _WRAPPED
-    from llava_lf.host.truncation import TruncationError
 
     processor, image = golden
     data_args = DataArguments(template="llava_v1", cutoff_len=80)

@@ -54,7 +54,7 @@ def test_yaml_parses_with_the_host_parser(path, tiny_llava, tmp_path, monkeypatc
     from llamafactory.hparams import get_infer_args, get_train_args
     from transformers.integrations.integration_utils import get_reporting_integration_callbacks
 
-    from llava_lf.host.training.options import parse_training_options
+    from llava_lf.training.options import parse_training_options
 
     monkeypatch.delenv("ALLOW_EXTRA_ARGS", raising=False)  # unknown keys must fail, not be ignored
     config = _hardware_free(yaml.safe_load(path.read_text()), tiny_llava, tmp_path)

@@ -88,7 +88,7 @@ def run_chat(args: argparse.Namespace) -> int:
         raise LlavaLfError(f"--model {args.model}: no such folder; give a llava-hf model folder")
     from llamafactory.chat import ChatModel
 
-    import llava_lf.host  # noqa: F401  (our templates and mm plugin, also where the import hook is off)
+    import llava_lf.templates  # noqa: F401  (our templates and mm plugin, also where the import hook is off)
 
     model = ChatModel(dict(config))
     return chat_loop(model, Session(image), sys.stdin, sys.stdout)

@@ -1,8 +1,5 @@
-"""What runs inside `llamafactory-cli`: templates, the mm plugin, truncation and its report, training options.
+"""What plugs into the host: registration (templates, mm plugin, the `report_to` callback, exit handling) and the
+seams in `patches/`, each a wrapped host function checked by its shape (docs/compatibility.md).
 
-Importing this package imports the host's template registry first. With the `.pth` hook installed, that
-registers our templates and plugins (`registration.register_all`) before any module below executes, so
-none of them has to register itself, and importing one of ours first cannot leave the host without them.
+Importing this package loads nothing of the host; its modules import LLaMA-Factory where they need it.
 """
-
-import llamafactory.data.template  # noqa: F401  (fires the import hook; see llava_lf._hook)

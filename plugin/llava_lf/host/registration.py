@@ -8,10 +8,12 @@ def register_all() -> list[str]:
     from llamafactory.data import mm_plugin as host_plugins
     from llamafactory.data import template as host_templates
 
-    from .training import register_training_callback
+    from llava_lf.training import register_training_callback
 
     added = register_training_callback()  # `report_to: [llava_lf]`; independent of the modules below
-    from . import exit_after_generation, mm_plugin, templates
+    from llava_lf.templates import conversation, mm_plugin
+
+    from . import exit_after_generation
     from .patches import dataset_run, webui_labels
 
     exit_after_generation.install()  # chat processes exit after the answer's thread, not inside it (see that module)
@@ -22,7 +24,7 @@ def register_all() -> list[str]:
         if name not in host_plugins.PLUGINS:
             host_plugins.register_mm_plugin(name, plugin_class)
             added.append(name)
-    for name, register in templates.TEMPLATES.items():
+    for name, register in conversation.TEMPLATES.items():
         if name not in host_templates.TEMPLATES:
             register()
             added.append(name)
@@ -33,6 +35,6 @@ def registered_names() -> list[str]:
     """Our template names as the host currently sees them (empty if the hook did not run)."""
     from llamafactory.data.template import TEMPLATES
 
-    from .templates import TEMPLATES as ours
+    from llava_lf.templates.conversation import TEMPLATES as ours
 
     return [name for name in ours if name in TEMPLATES]

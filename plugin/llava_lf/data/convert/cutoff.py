@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava_lf.common.turn_fit import fit_turns
 from llava_lf.errors import LlavaLfError
 
 from .records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMAN, ROLE_SYSTEM, LlavaTurn
@@ -59,10 +60,7 @@ class TurnBudget:
         from llamafactory.hparams import DataArguments
         from transformers import AutoTokenizer
 
-        # llava_lf.host's package imports the host (torch, transformers): only when a cutoff is asked for.
-        from llava_lf.host.truncation import fit_turns
-
-        self._fit_turns = fit_turns
+        self._fit_turns = fit_turns  # a pure rule: importing it loads no host
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer)

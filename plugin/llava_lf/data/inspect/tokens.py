@@ -60,7 +60,7 @@ class TokenCounter:
                                              spec.image_tokens))
         self.cutoff_len = spec.cutoff_len
         self.image_tokens = self._budget.image_tokens
-        from llava_lf.host.truncation import fit_turns
+        from llava_lf.common.turn_fit import fit_turns
 
         self._fit = fit_turns
         cutoff = f", cutoff {spec.cutoff_len}" if spec.cutoff_len is not None else ""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
-from llava_lf.host.training.modality import GroupedOrder, grouped_order
+from llava_lf.training.modality import GroupedOrder, grouped_order
 
 
 class RegroupError(LlavaLfError):

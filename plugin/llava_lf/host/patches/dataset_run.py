@@ -15,7 +15,8 @@ import inspect
 
 from llamafactory.extras.logging import get_logger
 
-from ..truncation_report import PreprocessRun, collect, start
+from llava_lf.common.fit_report import PreprocessRun, collect, start
+
 from . import Seam, calls_by_name, has_parameters
 
 MODULE, FUNCTION, CALLER = "llamafactory.data.loader", "_get_preprocessed_dataset", "get_dataset"

@@ -21,13 +21,7 @@ from llamafactory.data.mm_plugin import get_mm_plugin
 from llamafactory.data.template import TEMPLATES as HOST_TEMPLATES
 from llamafactory.data.template import Template, register_template
 
-from llava_lf.formats import IMAGE_TOKEN, LLAVA_PLAIN_CHAT_TEMPLATE, VICUNA_V1_SYSTEM, llava_v1_chat_template
-
-from .fast_encode import encode_text, encode_with_image_runs
-from .mm_plugin import PLUGIN_NAME, GivenSample, given_sample
-from .slot_layout import LAYOUT_KEY, SlotLayout, slot_layout
-from .truncation import TruncationError, TurnFit, dropped_placeholder, fit_turns, image_tokens_in
-from .truncation_report import (
+from llava_lf.common.fit_report import (
     PreprocessRun,
     SampleRecord,
     image_names,
@@ -35,11 +29,17 @@ from .truncation_report import (
     record_sample,
     sample_fingerprint,
 )
+from llava_lf.common.turn_fit import TruncationError, TurnFit, dropped_placeholder, fit_turns, image_tokens_in
+from llava_lf.formats import IMAGE_TOKEN, LLAVA_PLAIN_CHAT_TEMPLATE, VICUNA_V1_SYSTEM, llava_v1_chat_template
+
+from .fast_encode import encode_text, encode_with_image_runs
+from .mm_plugin import PLUGIN_NAME, GivenSample, given_sample
+from .slot_layout import LAYOUT_KEY, SlotLayout, slot_layout
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer
 
-    from .truncation import Pairs
+    from llava_lf.common.turn_fit import Pairs
 
 RUN = "_preprocess_run"  # bound by the dataset seam on the copy the host tokenises with; pickled with it
 MEMO, MEMO_MAX_CHARS, MEMO_MAX_ENTRIES = "_encoded_texts", 400, 512  # never pickled

@@ -1,6 +1,6 @@
 """The trim/drop report of a preprocessing run: one JSON line per touched sample, one summary log line.
 
-The host preprocesses a split in `_get_preprocessed_dataset`; our seam there (`patches/dataset_run.py`) binds a
+The host preprocesses a split in `_get_preprocessed_dataset`; our seam there (`llava_lf.host.patches.dataset_run`) binds a
 `PreprocessRun` to a copy of the template, and that copy is what the host's map function carries into every
 worker, forked or spawned. Each process that tokenises appends to a part file of its own (a random name) in the
 run's parts folder inside `output_dir`; when the host's map returns, the seam collects the parts, finds each

@@ -18,8 +18,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..patches import SeamMissing
-from ..patches.optimizer import install as install_optimizer_seam
+from llava_lf.host.patches import SeamMissing
+from llava_lf.host.patches.optimizer import install as install_optimizer_seam
+
 from .data_order import image_flags, sampling
 from .modality import check_grouping
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options

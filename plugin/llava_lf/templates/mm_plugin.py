@@ -28,8 +28,7 @@ from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 from llamafactory.extras.logging import get_logger
 
 from llava_lf.common.image_tokens import image_seqlen_from_config
-
-from .truncation import complete_image_blocks
+from llava_lf.common.turn_fit import complete_image_blocks
 
 if TYPE_CHECKING:
     import torch
