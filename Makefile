@@ -51,7 +51,7 @@ MAIN_DESELECT := \
 	--deselect tests/test_speed_benchmark.py::test_tiny_benchmark_trains_both_paths_to_the_same_loss_curve \
 	--deselect tests/test_speed_benchmark.py::test_the_two_paths_use_their_own_templates_and_options \
 	--deselect tests/test_hook.py::test_opt_out_environment_variable \
-	--deselect 'tests/test_hook.py::test_importing_our_modules_first_still_registers[llava_lf.host.mm_plugin]' \
+	--deselect 'tests/test_hook.py::test_importing_our_modules_first_still_registers[llava_lf.templates.mm_plugin]' \
 	--deselect 'tests/test_hook.py::test_importing_our_modules_first_still_registers[llava_lf.host.registration]' \
 	--deselect tests/test_training_options.py::test_group_modality_cli_writes_and_registers_every_row \
 	--deselect tests/test_training_deepspeed.py::test_zero2_stage1_trains_only_the_projector
