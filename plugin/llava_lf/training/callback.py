@@ -23,10 +23,10 @@ from llava_lf.host.patches.optimizer import install as install_optimizer_seam
 
 from .data_order import image_flags, sampling
 from .modality import check_grouping
+from .model_parts import ModuleKeys
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options
 from .projector_lr import ProjectorLrError, check_projector_rates, optimizer_for_run, projector_param_groups
 from .report import (
-    ModuleKeys,
     TrainingReport,
     attention_backends,
     describe_param_groups,
@@ -84,8 +84,7 @@ class LlavaTrainingCallback(TrainerCallback):
         if self.options.mm_projector_lr is not None:
             try:
                 if model is not None:  # fail before the data is read, with the same checks the optimizer makes
-                    keys = ModuleKeys.for_model_type(getattr(getattr(model, "config", None), "model_type", None))
-                    projector_param_groups(model.named_parameters(), (), keys.projector,
+                    projector_param_groups(model.named_parameters(), (), ModuleKeys.of(model).projector,
                                            self.options.mm_projector_lr, 0.0)
                 install_optimizer_seam(optimizer_for_run)
             except (ProjectorLrError, SeamMissing) as error:
@@ -95,7 +94,7 @@ class LlavaTrainingCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None,
                        train_dataloader=None, **kwargs):
         config = getattr(model, "config", None)
-        keys = ModuleKeys.for_model_type(getattr(config, "model_type", None))
+        keys = ModuleKeys.of(model)
         notes = []
         if self.options.mm_projector_lr is not None:
             try:

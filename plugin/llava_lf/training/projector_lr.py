@@ -11,11 +11,13 @@ host's own (the layout is the same in the saved and the resumed run).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from llava_lf.errors import LlavaLfError
+
+from .model_parts import ModuleKeys, name_matcher
+from .options import parse_training_options
 
 # Keys of `get_optimizer_cls_and_kwargs` that mean the optimizer brings its own parameter groups.
 _OWN_GROUPS = ("params", "model", "optimizer_dict")
@@ -23,12 +25,6 @@ _OWN_GROUPS = ("params", "model", "optimizer_dict")
 
 class ProjectorLrError(LlavaLfError):
     """The projector learning rate cannot be applied to this run; the message says why and what to change."""
-
-
-def name_matcher(keys: Iterable[str]) -> Callable[[str], bool]:
-    """True for parameter names inside any of the modules `keys` (dotted paths such as `multi_modal_projector`)."""
-    pattern = re.compile("|".join(rf"(?:^|\.){re.escape(key)}(?:\.|$)" for key in keys))
-    return lambda name: bool(pattern.search(name))
 
 
 def projector_param_groups(named_parameters: Iterable[tuple[str, Any]], decay_names: Iterable[str],
@@ -85,9 +81,6 @@ def check_projector_rates(param_groups: list[dict], projector_lr: float) -> None
 def optimizer_for_run(model: Any, training_args: Any, host_optimizer: Any) -> Any:
     """What the optimizer seam returns: ours with the projector's groups when this run set mm_projector_lr
     (and reports to llava_lf), else None to keep the host's answer."""
-    from .options import parse_training_options
-    from .report import ModuleKeys
-
     if "llava_lf" not in (training_args.report_to or []):
         return None
     projector_lr = parse_training_options(training_args.optim_args, training_args.optim).mm_projector_lr
@@ -97,6 +90,4 @@ def optimizer_for_run(model: Any, training_args: Any, host_optimizer: Any) -> An
         raise ProjectorLrError(f"mm_projector_lr cannot be combined with the host's own optimizer "
                                f"({type(host_optimizer).__name__}: LoRA+, GaLore, APOLLO, BAdam, Adam-mini or Muon); "
                                f"drop one of them")
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    return build_projector_optimizer(model, training_args, ModuleKeys.for_model_type(model_type).projector,
-                                     projector_lr)
+    return build_projector_optimizer(model, training_args, ModuleKeys.of(model).projector, projector_lr)

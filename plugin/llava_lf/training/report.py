@@ -9,37 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .model_parts import ModuleKeys, module_kind
+
 REPORT_NAME = "llava_lf_training.json"
-
-
-@dataclass(frozen=True)
-class ModuleKeys:
-    """Where a composite model keeps its parts (the host's COMPOSITE_MODELS entry for its model type)."""
-
-    projector: tuple[str, ...] = ("multi_modal_projector",)
-    vision: tuple[str, ...] = ("vision_tower",)
-
-    @classmethod
-    def for_model_type(cls, model_type: str | None) -> ModuleKeys:
-        from llamafactory.model.model_utils.visual import COMPOSITE_MODELS
-
-        composite = COMPOSITE_MODELS.get(model_type or "")
-        if composite is None:
-            return cls()
-        return cls(tuple(composite.projector_keys), tuple(composite.vision_model_keys))
-
-
-def module_kind(name: str, keys: ModuleKeys) -> str:
-    """`projector`, `vision_tower` or `language_model`, with ` (LoRA)` for adapter weights."""
-    from .projector_lr import name_matcher
-
-    if name_matcher(keys.projector)(name):
-        kind = "projector"
-    elif name_matcher(keys.vision)(name):
-        kind = "vision_tower"
-    else:
-        kind = "language_model"
-    return f"{kind} (LoRA)" if ".lora_" in name else kind
 
 
 @dataclass
