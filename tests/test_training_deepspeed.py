@@ -26,7 +26,7 @@ What DeepSpeed on CPU needs (read from deepspeed 0.18.4, accelerate and transfor
   them on its own threads in any order and the CPU accelerator's synchronize() is a no-op, so a parameter can be
   read before its data arrived. That path gathers ZeRO-3's persistent (small) parameters after every step, after
   loading a checkpoint, and several parameters of one module when saving. Measured here: a run restarted from
-  checkpoint-2 trained on garbage (NaN, or losses off by 1e-3) in 4 of 7 tries. `_WAIT_EACH_GATHER` below is that
+  checkpoint-2 trained on garbage (NaN, or losses off by 1e-3) in 4 of 7 tries. `helpers/deepspeed_cpu/sitecustomize.py` is that
   upstream fix, installed in the training processes through a `sitecustomize` on their PYTHONPATH; it removes
   itself when the installed deepspeed no longer has the bug. GPUs (NCCL) never needed it.
 """
@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO
+from helpers.training_runs import DEEPSPEED_CPU_FIX, first_step_sizes
 from test_recipe_stages import cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.host]
@@ -57,67 +58,6 @@ TINY = {  # what a CPU and a toy model need; every other setting comes from the 
 LORA = {"lora_rank": 8, "lora_alpha": 16,
         "lora_dropout": 0.0}  # dropout masks come from each process's RNG: one process could not match two
 
-_WAIT_EACH_GATHER = '''\
-"""Test-only backport of deepspeedai/DeepSpeed#8539 (see tests/test_training_deepspeed.py): ZeRO-3's blocking
-multi-parameter all-gather waits for every one of its async all-gathers, not only the last (gloo runs them on
-several threads, in any order). Installed when deepspeed.runtime.zero.partition_parameters is imported."""
-import importlib.abc
-import importlib.util
-import inspect
-import sys
-
-TARGET = "deepspeed.runtime.zero.partition_parameters"
-
-
-def _install(module):
-    original = module.Init._allgather_params_coalesced
-    if "launch_handles[-1].wait()" not in inspect.getsource(original):
-        return  # fixed in this deepspeed
-    comm = module.dist
-
-    class EachWaited:
-        def __getattr__(self, name):
-            return getattr(comm, name)
-
-        def all_gather_into_tensor(self, *args, **kwargs):
-            handle = comm.all_gather_into_tensor(*args, **kwargs)
-            handle.wait()
-            return handle
-
-        def all_gather(self, *args, **kwargs):
-            handle = comm.all_gather(*args, **kwargs)
-            handle.wait()
-            return handle
-
-    def _allgather_params_coalesced(self, *args, **kwargs):
-        module.dist = EachWaited()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            module.dist = comm
-
-    module.Init._allgather_params_coalesced = _allgather_params_coalesced
-    print("llava-lf tests: DeepSpeed#8539 backport installed (ZeRO-3 waits for each all-gather)", file=sys.stderr)
-
-
-class _AfterImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != TARGET:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        execute = spec.loader.exec_module
-
-        def exec_module(module):
-            execute(module)
-            _install(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, _AfterImport())
-'''
 
 
 @dataclass(frozen=True)
@@ -140,10 +80,7 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ds_env(root) -> dict[str, str]:
-    fix = root / "ds_fix"
-    fix.mkdir()
-    (fix / "sitecustomize.py").write_text(_WAIT_EACH_GATHER)
-    pythonpath = os.pathsep.join(filter(None, [str(fix), os.environ.get("PYTHONPATH")]))
+    pythonpath = os.pathsep.join(filter(None, [str(DEEPSPEED_CPU_FIX), os.environ.get("PYTHONPATH")]))
     return {"DS_ACCELERATOR": "cpu", "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": str(WORLD), "PYTHONPATH": pythonpath,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
@@ -304,18 +241,6 @@ def _check_groups(run: Run, checkpoint: Path, step: int, expected: dict[float, d
     assert [sum(sizes) for sizes in zip(*(rank["partitions"] for rank in ranks))] == [g["parameters"] for g in groups]
 
 
-def _first_steps(base: dict, first: dict) -> tuple[list[float], list[float]]:
-    """Largest change of each projector tensor and each LoRA B (zero at the start) after one step."""
-    projector, lora_b = [], []
-    for key, value in first.items():
-        if ".multi_modal_projector." in key:
-            source = "multi_modal_projector." + key.split(".multi_modal_projector.")[1]
-            projector.append((value - base[source]).abs().max().item())
-        elif ".lora_B." in key:
-            lora_b.append(value.abs().max().item())
-    return projector, lora_b
-
-
 @pytest.mark.timeout(900)
 def test_zero2_stage1_trains_only_the_projector(stage1_z2, tiny_llava):
     import torch
@@ -339,7 +264,7 @@ def test_zero2_stage2_lora_and_projector_each_at_its_own_rate(stage2_z2, tiny_ll
                   {LR: {"language_model (LoRA)": 28}, PROJECTOR_LR: {"projector": 4}})
     # The rates really applied inside DeepSpeed's optimizer: Adam's first step (no warmup) moves each weight by
     # its group's full rate (sign(gradient) * lr, whatever the clipping).
-    projector, lora_b = _first_steps(_weights(tiny_llava), _weights(stage2_z2.out / "checkpoint-1"))
+    projector, lora_b = first_step_sizes(_weights(tiny_llava), _weights(stage2_z2.out / "checkpoint-1"))
     assert len(projector) == 4 and len(lora_b) == 14
     assert all(step == pytest.approx(PROJECTOR_LR, rel=0.01) for step in projector)
     assert all(step == pytest.approx(LR, rel=0.01) for step in lora_b)
@@ -353,7 +278,7 @@ def test_zero3_stage2_reports_real_groups_and_rates(stage2_z3, tiny_llava):
     # counts them from DeepSpeed's own bookkeeping, at their full size (ds_numel).
     _check_groups(stage2_z3, stage2_z3.out / "checkpoint-2", 2,
                   {LR: {"language_model (LoRA)": 28}, PROJECTOR_LR: {"projector": 4}})
-    projector, lora_b = _first_steps(_weights(tiny_llava), _weights(stage2_z3.out))
+    projector, lora_b = first_step_sizes(_weights(tiny_llava), _weights(stage2_z3.out))
     assert len(projector) == 4 and len(lora_b) == 14 and all(step > 0 for step in projector + lora_b)
 
 

@@ -10,6 +10,7 @@ import os
 
 import pytest
 from conftest import BIN, REPO
+from helpers.training_runs import first_step_sizes
 from test_recipe_stages import TINY, cli
 
 LR, PROJECTOR_LR = 2e-4, 2e-5
@@ -46,13 +47,7 @@ def test_fsdp_trains_the_projector_at_its_own_rate(tmp_path, tiny_llava, demo_da
     assert by_rate == {LR: {"language_model (LoRA)"}, PROJECTOR_LR: {"projector"}}
 
     base, trained = load_file(tiny_llava / "model.safetensors"), load_file(out / "adapter_model.safetensors")
-    projector_steps, lora_b_steps = [], []
-    for key, value in trained.items():
-        if ".multi_modal_projector." in key:
-            source = "multi_modal_projector." + key.split(".multi_modal_projector.")[1]
-            projector_steps.append((value - base[source]).abs().max().item())
-        elif ".lora_B." in key:
-            lora_b_steps.append(value.abs().max().item())
+    projector_steps, lora_b_steps = first_step_sizes(base, trained)
     assert projector_steps and lora_b_steps
     assert all(step == pytest.approx(PROJECTOR_LR, rel=0.01) for step in projector_steps)
     assert all(step == pytest.approx(LR, rel=0.01) for step in lora_b_steps)
