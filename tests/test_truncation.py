@@ -180,3 +180,22 @@ def test_fitting_stops_when_the_loader_seam_is_absent(golden, tmp_path):
     with pytest.raises(TruncationError, match="_get_preprocessed_dataset"):
         unwrapped(Dataset.from_dict(_host_rows([(ONE_TURN, [image])])), data_args, training_args, "sft", template,
                   processor.tokenizer, processor)
+
+
+def test_the_report_keeps_any_text_a_json_file_can_hold(tmp_path):
+    """Hostile text: a lone surrogate (valid JSON, not UTF-8) and CJK come through the parts and the report."""
+    from llava_lf.common.fit_report import PreprocessRun, SampleRecord, collect, record_sample, sample_fingerprint
+
+    run = PreprocessRun(cutoff_len=8, output_dir=str(tmp_path), template="llava_v1")
+    questions = ["图里有什么颜色？", "broken \ud800 text"]
+    fingerprints = [sample_fingerprint([{"role": "user", "content": question}], ["a.png"]) for question in questions]
+    assert len(set(fingerprints)) == 2
+    for question, fingerprint in zip(questions, fingerprints):
+        record_sample(run, SampleRecord(sample=fingerprint, action="dropped", reason="r", cutoff_len=8, tokens=9,
+                                        kept_tokens=0, first_turn_tokens=9, turns=1, kept_turns=0, image_tokens=0,
+                                        kept_image_tokens=0, images=["a.png"], question=question))
+    summary = collect(run, None)
+    assert summary.counts == {"dropped": 2}
+    text = (tmp_path / "llava_lf_truncation.jsonl").read_text(encoding="utf-8")
+    assert "图里有什么颜色" in text  # readable, not escaped
+    assert sorted(json.loads(line)["question"] for line in text.splitlines()[1:]) == sorted(questions)

@@ -66,7 +66,8 @@ class SampleRecord:
 def sample_fingerprint(messages: Iterable[dict[str, Any]], images: Iterable[Any]) -> str:
     """A short stable hash of a host sample (`_prompt + _response`, `_images`), as the mm plugin receives it."""
     content = [[message.get("role"), message.get("content")] for message in messages]
-    return hashlib.sha1(json.dumps([content, image_names(images)], ensure_ascii=False).encode()).hexdigest()[:16]
+    # ASCII escapes: a lone surrogate (valid in a JSON file, not in UTF-8) hashes like any other text
+    return hashlib.sha1(json.dumps([content, image_names(images)]).encode()).hexdigest()[:16]
 
 
 def image_names(images: Iterable[Any]) -> list[str]:
@@ -100,7 +101,7 @@ def _append(run: PreprocessRun, line: dict[str, Any] | None) -> None:
     if line:
         lines.append(line)
     with part.open("a", encoding="utf-8") as out:
-        out.write("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in lines))
+        out.write("".join(json.dumps(item) + "\n" for item in lines))  # ASCII: any text, lone surrogates too
 
 
 def note_tokenising(run: PreprocessRun) -> None:
@@ -202,6 +203,7 @@ def _write_report(summary: ReportSummary, samples: list[dict[str, Any]]) -> None
     head = {"summary": {"cutoff_len": summary.cutoff_len, "template": summary.template,
                         "trimmed": summary.counts.get("trimmed", 0), "dropped": summary.counts.get("dropped", 0)}}
     partial = path.with_name(path.name + ".partial")
+    # Readable UTF-8; a lone surrogate is written as its JSON escape (backslashreplace gives `\udXXX`).
     partial.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in [head, *samples]),
-                       encoding="utf-8")
+                       encoding="utf-8", errors="backslashreplace")
     os.replace(partial, path)
