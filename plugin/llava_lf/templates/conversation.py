@@ -4,8 +4,9 @@
     <s>{system} USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>
 `llava_plain`: stage-1 feature alignment: <s><image>{caption}\\n (the human text is discarded).
 
-Both fit each training sample into cutoff_len at turn boundaries (`truncation`), report what they trimmed
-or dropped (`truncation_report`), and tokenise fast and exactly (`fast_encode`).
+Both fit each training sample into cutoff_len at turn boundaries (`common.turn_fit`, with the cutoff the host's
+loader binds through `host.patches.dataset_run`), report what they trimmed or dropped (`common.fit_report`), and
+tokenise fast and exactly (`fast_encode`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The host truncates after expanding each `<image>` into its N image tokens, so a 
 part of an image and crash the forward pass ("Image features and image tokens do not match"). We
 count each human/gpt pair with the host's own template and tokenizer, add N - 1 tokens per image
 (`<image>` is one special token; the plugin turns it into N), and keep the longest prefix of pairs
-that fits (`host.truncation.fit_turns`, the rule the templates apply at training time). The host then
+that fits (`common.turn_fit.fit_turns`, the rule the templates apply at training time). The host then
 has nothing to truncate. N comes from the model's processor configuration
 (`llava_lf.common.image_tokens`) when the path holds one.
 """
