@@ -235,12 +235,11 @@ def test_prompt_files_ship_in_the_wheel(tmp_path):
     (["--out", "gen.jsonl", "--types", "conversation", "--prompts", "nowhere"], "has no conversation_system.txt"),
 ])
 def test_cli_usage_errors_exit_2_with_the_fix(tmp_path, capsys, monkeypatch, extra, message):
-    from llava_lf.cli import build_parser
+    from llava_lf.cli import run
 
     captions, _ = _write_coco(tmp_path, [{"id": 1, "image_id": 7, "caption": "A dog."}], [])
     monkeypatch.chdir(tmp_path)
-    args = build_parser().parse_args(["generate", "--captions", str(captions), "--teacher-base-url",
-                                      "http://127.0.0.1:9/v1", "--teacher-model", "m", *extra])
-    assert args.run(args) == 2
+    assert run(["generate", "--captions", str(captions), "--teacher-base-url", "http://127.0.0.1:9/v1",
+                "--teacher-model", "m", *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "gen.jsonl").exists()

@@ -68,6 +68,13 @@ def test_importing_our_modules_first_still_registers(module):
     assert "llava-lf:" not in result.stderr
 
 
+def test_doctor_exits_4_when_the_host_sees_none_of_our_templates():
+    doctor = "from llava_lf.cli import main; main(['doctor'])"
+    seen, unseen = run_python(doctor), run_python(doctor, LLAVA_LF_DISABLE_HOOK="1")
+    assert seen.returncode == 0 and "llava_v1, llava_plain" in seen.stdout, seen.stdout + seen.stderr
+    assert unseen.returncode == 4 and "registered with llamafactory: none" in unseen.stdout, unseen.stderr
+
+
 def _fake_host(tmp_path: Path, template_source: str, init_source: str = "") -> Path:
     package = tmp_path / "llamafactory"
     (package / "data").mkdir(parents=True)

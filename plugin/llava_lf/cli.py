@@ -1,4 +1,8 @@
-"""`llava-lf`: the plugin's command line. Each subcommand lives in the module that does its job."""
+"""`llava-lf`: the plugin's command line. Each subcommand lives in the module that does its job.
+
+`run` is the one place that turns errors into messages and exit codes (`llava_lf.errors`): a subcommand returns
+an exit code or raises `LlavaLfError`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, LlavaLfError
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NOT_REGISTERED, EXIT_OK, LlavaLfError
 
 # Subcommands that live beside the code they drive: each module exposes
 # `add_subcommand(commands)` and is imported only to build the parser (its heavy imports stay lazy).
@@ -50,7 +54,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     names = registered_names()
     print(f"import hook: {'disabled by ' + DISABLE_ENV if is_disabled() else 'enabled'}")
     print(f"templates registered with llamafactory: {', '.join(names) or 'none'}")
-    return 0 if names else 1
+    return EXIT_OK if names else EXIT_NOT_REGISTERED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--overwrite", action="store_true", help="replace files that already exist in DIR")
     copy.set_defaults(run=_cmd_recipes_copy)
 
-    doctor = commands.add_parser("doctor", help="check that llamafactory-cli sees our templates")
+    doctor = commands.add_parser("doctor", help="check that llamafactory-cli sees our templates",
+                                 description=f"Exit {EXIT_OK} when the host sees our templates, "
+                                             f"{EXIT_NOT_REGISTERED} when it sees none.")
     doctor.set_defaults(run=_cmd_doctor)
 
     for module in SUBCOMMAND_MODULES:
@@ -92,25 +98,30 @@ def _cmd_recipes_copy(args: argparse.Namespace) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Parse and run one command; expected failures become one message per problem and exit 2."""
+    """Parse and run one command; an expected failure becomes one line per problem and exit 2."""
     args = build_parser().parse_args(argv)
     name = f"llava-lf {args.command}"
     try:
         return args.run(args)
     except LlavaLfError as error:
         for problem in error.problems:
-            print(f"{name}: {problem}", file=sys.stderr)
+            _say(name, problem)
         return EXIT_BAD_INPUT
     except OSError as error:  # a file the user named cannot be read or written: their environment, not our bug
-        print(f"{name}: {error}", file=sys.stderr)
+        _say(name, str(error))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+        _say(name, "interrupted")
+        return EXIT_INTERRUPTED
     except Exception:  # a bug: show it whole, with a code of its own
         traceback.print_exc()
-        print(f"{name}: internal error (a bug, not your input); please report the traceback above", file=sys.stderr)
+        _say(name, "internal error (a bug, not your input); please report the traceback above")
         return EXIT_INTERNAL
+
+
+def _say(name: str, text: str) -> None:
+    # a lone surrogate from the user's data (valid in JSON, not in UTF-8) is written as an escape
+    print(f"{name}: {text}".encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

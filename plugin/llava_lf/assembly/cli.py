@@ -1,14 +1,15 @@
-"""`llava-lf assemble` and `llava-lf import-llava`: flags, presets and exit codes around the library calls."""
+"""`llava-lf assemble` and `llava-lf import-llava`: flags and presets around the library calls."""
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .spec import DTYPE_NAMES, PROJECTOR_KINDS, SELECT_STRATEGIES, AssemblyError, AssemblySpec, ImportSpec
+from llava_lf.errors import EXIT_OK
+
+from .spec import DTYPE_NAMES, PROJECTOR_KINDS, SELECT_STRATEGIES, AssemblySpec, ImportSpec
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -81,23 +82,15 @@ def import_spec(args: argparse.Namespace) -> ImportSpec:
     return ImportSpec(**settings, progress=not args.quiet)
 
 
-def _run(command: str, work) -> int:
-    try:
-        report = work()
-    except AssemblyError as error:
-        print(f"llava-lf {command}: {error}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
-
-
 def run_assemble(args: argparse.Namespace) -> int:
     from . import assemble_report
 
-    return _run("assemble", lambda: assemble_report(assembly_spec(args)))
+    print(assemble_report(assembly_spec(args)).summary())
+    return EXIT_OK
 
 
 def run_import(args: argparse.Namespace) -> int:
     from . import import_llava_report
 
-    return _run("import-llava", lambda: import_llava_report(import_spec(args)))
+    print(import_llava_report(import_spec(args)).summary())
+    return EXIT_OK

@@ -8,11 +8,9 @@ option or output; 3 an internal error (a bug), with its traceback.
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from llava_lf.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED
+from llava_lf.errors import EXIT_OK, EXIT_REJECTED
 
 from .images import DEFAULT_MAX_PIXELS
 from .validate import printable
@@ -48,46 +46,20 @@ def _options(args: argparse.Namespace, absolute_paths: bool = False):
                           allow_symlinks=args.allow_symlinks, progress=True)
 
 
-def _run_guarded(prog: str, work: Callable[[], int]) -> int:
-    """Run `work()`; a bad input or option becomes a one-line message and exit code 2."""
-    from llava_lf.errors import LlavaLfError
-
-    from .reader import SourceFormatError
-
-    try:
-        return work()
-    except SourceFormatError as error:
-        print(printable(f"llava-lf {prog}: {error}\n  the file must be a JSON array of records or JSON Lines; fix it "
-                        "at that line and column and run again (no earlier output was changed)"), file=sys.stderr)
-    except LlavaLfError as error:
-        for problem in error.problems:
-            print(printable(f"llava-lf {prog}: {problem}"), file=sys.stderr)
-    except OSError as error:  # a file failing while read or written: the environment, not a bug
-        print(printable(f"llava-lf {prog}: {error}"), file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
 def run_convert(args: argparse.Namespace) -> int:
     from .convert import convert_file
 
-    def work():
-        report = convert_file(args.src, args.image_folder, args.out, args.name,
-                              options=_options(args, args.absolute_paths))
-        print(printable(report.summary()))
-        return EXIT_REJECTED if args.strict and report.rejected else EXIT_OK
-
-    return _run_guarded("convert", work)
+    report = convert_file(args.src, args.image_folder, args.out, args.name, options=_options(args, args.absolute_paths))
+    print(printable(report.summary()))
+    return EXIT_REJECTED if args.strict and report.rejected else EXIT_OK
 
 
 def run_check(args: argparse.Namespace) -> int:
     from .convert import check_file
 
-    def work():
-        report = check_file(args.src, args.image_folder, options=_options(args), rejected_path=args.report)
-        print(printable(report.summary()))
-        return EXIT_REJECTED if report.rejected else EXIT_OK
-
-    return _run_guarded("check", work)
+    report = check_file(args.src, args.image_folder, options=_options(args), rejected_path=args.report)
+    print(printable(report.summary()))
+    return EXIT_REJECTED if report.rejected else EXIT_OK
 
 
 def add_subcommand(commands) -> None:

@@ -27,7 +27,9 @@ class SourceFormatError(LlavaLfError):
     """The file is not a JSON array of records nor JSON Lines; says where and what was expected."""
 
     def __init__(self, path: Path, line: int, column: int, message: str):
-        super().__init__(f"{path}: line {line}, column {column}: {message}")
+        super().__init__(f"{path}: line {line}, column {column}: {message}\n  the file must be a JSON array of "
+                         "records or JSON Lines; fix it at that line and column and run again (no earlier output "
+                         "was changed)")
         self.path, self.line, self.column, self.message = path, line, column, message
 
 

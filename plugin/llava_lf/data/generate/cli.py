@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from llava_lf.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED, LlavaLfError
 
 
 def _positive_int(text: str) -> int:
@@ -59,28 +58,24 @@ def add_subcommand(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llava_lf.errors import LlavaLfError
-
     from .client import TeacherConfig
     from .runner import GenerateJob, output_paths, run_generation
     from .tasks import parse_task_types
 
-    try:
-        types = parse_task_types(args.types)
-        teacher = TeacherConfig(
-            base_url=args.teacher_base_url, model=args.teacher_model, api_key_env=args.api_key_env,
-            timeout_s=args.timeout, max_retries=args.max_retries, backoff_s=args.backoff,
-            requests_per_minute=args.requests_per_minute, temperature=args.temperature, max_tokens=args.max_tokens)
-        job = GenerateJob(
-            captions=args.captions, instances=args.instances, types=types, out=args.out, teacher=teacher,
-            limit=args.limit, concurrency=args.concurrency, image_prefix=args.image_prefix, prompts_dir=args.prompts,
-            shots=args.shots, seed=args.seed, retry_rejected=args.retry_rejected, progress=not args.no_progress)
-        report = run_generation(job)
-    except (LlavaLfError, OSError) as error:
-        print(f"llava-lf generate: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    types = parse_task_types(args.types)
+    teacher = TeacherConfig(
+        base_url=args.teacher_base_url, model=args.teacher_model, api_key_env=args.api_key_env,
+        timeout_s=args.timeout, max_retries=args.max_retries, backoff_s=args.backoff,
+        requests_per_minute=args.requests_per_minute, temperature=args.temperature, max_tokens=args.max_tokens)
+    job = GenerateJob(
+        captions=args.captions, instances=args.instances, types=types, out=args.out, teacher=teacher,
+        limit=args.limit, concurrency=args.concurrency, image_prefix=args.image_prefix, prompts_dir=args.prompts,
+        shots=args.shots, seed=args.seed, retry_rejected=args.retry_rejected, progress=not args.no_progress)
+    report = run_generation(job)
     print(report.summary())
     print(f"  report: {output_paths(args.out)[1]}")
-    if report.aborted:
-        return EXIT_INTERRUPTED if report.aborted == "interrupted" else EXIT_USAGE
-    return EXIT_FAILURES if report.failures else EXIT_OK
+    if report.aborted == "interrupted":
+        return EXIT_INTERRUPTED
+    if report.aborted:  # a fatal status (a wrong key, model or URL): a setting to fix before rerunning
+        raise LlavaLfError(f"stopped: {report.aborted}")
+    return EXIT_REJECTED if report.failures else EXIT_OK

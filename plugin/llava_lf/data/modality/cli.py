@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+from llava_lf.errors import EXIT_OK
 
 
 def run_group_modality(args: argparse.Namespace) -> int:
-    from llava_lf.errors import LlavaLfError
-
     from .regroup import regroup_dataset
 
-    try:
-        report = regroup_dataset(args.dataset_dir, args.name, args.out_name, batch=args.batch, seed=args.seed)
-    except (LlavaLfError, OSError) as error:
-        print(f"llava-lf group-modality: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    report = regroup_dataset(args.dataset_dir, args.name, args.out_name, batch=args.batch, seed=args.seed)
     print(report.summary())
     return EXIT_OK
 
