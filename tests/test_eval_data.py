@@ -5,7 +5,6 @@ The builders here are imported by the other test_eval* modules.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,17 +12,15 @@ import pytest
 from PIL import Image
 
 from llava_lf.evaluation.benchmarks import llava_bench, pope, scienceqa
-from llava_lf.evaluation.cli import add_subcommand
 
 SUBJECTS = ("natural science", "social science", "language science")
 
 
 def run_cli(*argv) -> int:
-    """`llava-lf eval ARGV` in this process, parsed by our subcommand alone (as `llava-lf` wires it)."""
-    parser = argparse.ArgumentParser(prog="llava-lf")
-    add_subcommand(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["eval", *map(str, argv)])
-    return args.run(args)
+    """`llava-lf eval ARGV` in this process, through `llava-lf`'s own dispatcher (which maps errors to exit codes)."""
+    from llava_lf.cli import run
+
+    return run(["eval", *map(str, argv)])
 
 
 def tiny_image(path: Path, colour: tuple[int, int, int] = (200, 40, 40)) -> Path:

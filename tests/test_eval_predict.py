@@ -75,7 +75,7 @@ def test_a_damaged_predictions_file_is_an_error_naming_the_line(tmp_path):
     write_predictions(path, {"1": "a"})
     with open(path, "a") as handle:
         handle.write(json.dumps({"question_id": "1", "prompt": "", "text": "b", "model_id": "hand-written"}) + "\n")
-    with pytest.raises(PredictionFileError, match=r"line 2: question_id '1' appears twice"):
+    with pytest.raises(PredictionFileError, match=r"lines 1 and 2: question_id '1' .* answered twice, differently"):
         read_predictions(path)
     write_predictions(path, {"1": "a"}, model_id="/models/other")
     with pytest.raises(PredictionFileError, match=r"answers from another model \(/models/other\)"):
@@ -102,7 +102,7 @@ def test_answer_files_from_llava_scripts_are_read(tmp_path):
     path.write_text(json.dumps({"question_id": 12, "prompt": "Q?", "text": "B", "answer_id": "aB3",
                                 "model_id": "llava-v1.5-13b", "metadata": {}}) + "\n")
     record = read_predictions(path)[0]["12"]
-    assert (record.question_id, record.text, record.model_id) == ("12", "B", "llava-v1.5-13b")
+    assert (record.question_id, record.text, record.model_id) == (12, "B", "llava-v1.5-13b")  # the id keeps its type
 
 
 @pytest.mark.timeout(120)

@@ -1,4 +1,4 @@
-"""`llava-lf eval {scienceqa,llava-bench,pope,demo} {predict,score}`.
+"""`llava-lf eval BENCHMARK {predict,score}` for every benchmark in the registry (`tasks.py`).
 
 `predict` answers every question with the model (greedy, batched) into a predictions JSONL and resumes
 where a killed run stopped; `score` reads that file alone, so scoring can be re-run without the model.
@@ -7,10 +7,10 @@ where a killed run stopped; `score` reads that file alone, so scoring can be re-
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from .tasks import TASKS, Task
+from .task import Task
+from .tasks import TASKS
 
 
 def _run_predict(task: Task, args: argparse.Namespace) -> int:
@@ -30,7 +30,7 @@ def _run_predict(task: Task, args: argparse.Namespace) -> int:
                          device=device, adapter_dir=args.adapter, dtype=settings.dtype)
 
     summary = run_predictions(requests, args.out, model_id(args.model, args.adapter), load, settings,
-                              batch_size=args.batch_size, desc=f"{task.name} predict")
+                              batch_size=args.batch_size, desc=f"{task.name} predict", key_of=task.key_of)
     torn = "; dropped a torn last line left by a killed run" if summary.torn_line_dropped else ""
     print(f"{task.name}: {summary.questions} questions, {summary.already_answered} already answered, "
           f"{summary.answered_now} answered now -> {summary.path}{torn}")
@@ -44,20 +44,14 @@ def _run_score(task: Task, args: argparse.Namespace) -> int:
     written = write_report(report, args.out_dir)
     print(report.summary)
     print(f"results: {written.json}\ntable:   {written.markdown}\nchart:   {written.chart}")
+    for path in written.files:
+        print(f"file:    {path}")
     return 0
 
 
-def _guarded(step):
-    """Library code raises; here a known problem becomes one clear line and exit code 2."""
-    def run(args: argparse.Namespace) -> int:
-        from llava_lf.errors import LlavaLfError
-
-        try:
-            return step(TASKS[args.benchmark], args)
-        except (LlavaLfError, OSError) as error:
-            print(f"llava-lf eval {args.benchmark} {args.phase}: {error}", file=sys.stderr)
-            return 2
-    return run
+def _step(step):
+    """The phase's function for `llava-lf`'s dispatcher, which maps errors to exit codes."""
+    return lambda args: step(TASKS[args.benchmark], args)
 
 
 def _predict_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
@@ -88,8 +82,8 @@ def add_subcommand(commands) -> None:
         predict = phases.add_parser("predict", help="answer every question into a predictions JSONL (resumable)")
         _predict_arguments(predict, task)
         task.add_arguments(predict, "predict")
-        predict.set_defaults(run=_guarded(_run_predict))
+        predict.set_defaults(run=_step(_run_predict))
         score = phases.add_parser("score", help="score a predictions JSONL: JSON, Markdown table and PNG chart")
         _score_arguments(score)
         task.add_arguments(score, "score")
-        score.set_defaults(run=_guarded(_run_score))
+        score.set_defaults(run=_step(_run_score))

@@ -1,29 +1,16 @@
-"""The judge: the shared OpenAI-compatible client (`llava_lf.common.openai_client`) set up for scoring.
-
-Its replies are cached on disk by a hash of the request, so scoring again costs nothing; a 200 that is
-not a completion is retried (a gateway's glitch), and each retry is logged (judge calls are few and slow).
-Retries, Retry-After, redirect refusal and key redaction are the shared client's.
-"""
+"""The judge: the shared OpenAI-compatible client set up for scoring, and the `--judge-*` options of the
+benchmarks that use one. Replies are cached on disk, so scoring again costs nothing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llava_lf.common.openai_client import (
-    ChatReply,
-    ClientConfig,
-    ClientError,
-    ClientStats,
-    OpenAIClient,
-    OptionNames,
-    parse_retry_after,
-)
+from llava_lf.common.openai_client import ClientConfig, ClientError, OpenAIClient, OptionNames
 
 JudgeError = ClientError
-JudgeReply = ChatReply  # .text, .served_model, .cached
-JudgeStats = ClientStats  # .requests, .cache_hits, .as_dict()
-retry_after_seconds = parse_retry_after
 
 JUDGE_OPTIONS = OptionNames(base_url="--judge-base-url", model="--judge-model", api_key_env="--judge-key-env",
                             retries="--judge-attempts", timeout="--judge-timeout")
@@ -52,3 +39,32 @@ class JudgeClient(OpenAIClient):
             cache_dir=config.cache_dir, retry_bad_response=True, log_retries=True, label="judge",
             options=JUDGE_OPTIONS))
         self.judge_config = config
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    judge = parser.add_argument_group("judge (any OpenAI-compatible endpoint)")
+    judge.add_argument("--judge-base-url", required=required,
+                       help="e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
+    judge.add_argument("--judge-model", required=required, help="recorded in the results: scores depend on it")
+    judge.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="name of the variable holding the key")
+    judge.add_argument("--judge-timeout", type=float, default=120.0)
+    judge.add_argument("--judge-attempts", type=int, default=6)
+    judge.add_argument("--judge-backoff", type=float, default=2.0, help="first wait between attempts, doubling")
+    judge.add_argument("--judge-max-tokens", type=int, default=1024)
+    judge.add_argument("--judge-temperature", type=float, default=0.2)
+    judge.add_argument("--judge-workers", type=int, default=4)
+    judge.add_argument("--judge-cache", type=Path, default=None, help="reply cache (default: OUT_DIR/judge_cache)")
+
+
+def judge_client(args: argparse.Namespace) -> JudgeClient:
+    return JudgeClient(JudgeConfig(
+        base_url=args.judge_base_url, model=args.judge_model, api_key_env=args.judge_key_env or None,
+        timeout=args.judge_timeout, max_attempts=args.judge_attempts, backoff=args.judge_backoff,
+        temperature=args.judge_temperature, max_tokens=args.judge_max_tokens,
+        cache_dir=args.judge_cache or args.out_dir / "judge_cache"))
+
+
+def write_reviews(path: Path, items: list) -> None:
+    """The judge's review of each answer (dataclasses), one JSON line each, beside the results."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(asdict(item), ensure_ascii=False) + "\n" for item in items), encoding="utf-8")

@@ -16,15 +16,24 @@ from tqdm import tqdm
 
 @dataclass(frozen=True)
 class PredictionRequest:
-    key: str  # the question's id in the benchmark's own files (never a line number)
-    question: str
+    key: str  # unique within the benchmark: the question id, or id and prompt where a file repeats ids
+    question: str  # what the model is asked, after the image
     image: Path | None
+    question_id: int | str | None = None  # as the question file spells it, for the answer file (default: key)
+    prompt: str | None = None  # the answer file's `prompt` (default: see stored_prompt)
 
     @property
     def stored_prompt(self) -> str:
-        """The prompt as the predictions file records it: LLaVA's answer files mark an image question with a
-        leading `<image>` line, and LLaVA's ScienceQA scorer finds its IMG problems by that mark."""
+        """The prompt as the answer file records it. LLaVA's loader benchmarks store the question file's text
+        verbatim (`prompt` given); otherwise an image question gets a leading `<image>` line, as LLaVA's
+        ScienceQA runner writes, and its scorer finds IMG problems by that mark."""
+        if self.prompt is not None:
+            return self.prompt
         return ("<image>\n" if self.image else "") + self.question
+
+    @property
+    def answer_file_id(self) -> int | str:
+        return self.key if self.question_id is None else self.question_id
 
 
 @dataclass(frozen=True)

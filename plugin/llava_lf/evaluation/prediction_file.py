@@ -1,4 +1,4 @@
-"""The predictions JSONL: one answer per question id, appended as answers arrive, so a run resumes.
+"""The predictions JSONL: one answer per question, appended as answers arrive, so a run resumes.
 
 Each line is a LLaVA answer-file record (`question_id`, `prompt`, `text`, `answer_id`, `model_id`,
 `metadata`), so LLaVA's own scorers read our files and ours read theirs. `metadata` holds what makes an
@@ -9,6 +9,9 @@ is the same and the settings are the same; otherwise it refuses rather than mix.
 A run killed mid-write leaves at most one torn last line; reading drops it (the question is simply asked
 again). A last line that is a whole record without its newline is kept. Anything else that does not
 parse is an error naming the line, never skipped quietly.
+
+A question is found by its id, or by its id and prompt where the benchmark repeats ids (TextVQA and MME use
+the image as `question_id`): the benchmark's `key_of` says which.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class PredictionFileError(LlavaLfError):
 
 @dataclass(frozen=True)
 class PredictionRecord:
-    question_id: str
+    question_id: int | str  # as the question file spells it
     prompt: str
     text: str  # the model's answer
     model_id: str  # which model answered: base path, plus adapter path when one was applied
@@ -49,6 +52,22 @@ class PredictRunSummary:
     torn_line_dropped: bool
 
 
+def by_id(record: PredictionRecord) -> str:
+    return str(record.question_id)
+
+
+def id_prompt_key(question_id: int | str, prompt: str) -> str:
+    return f"{question_id}\x1f{prompt}"
+
+
+def by_id_and_prompt(record: PredictionRecord) -> str:
+    """For files whose ids repeat: LLaVA's TextVQA and MME scorers tell answers apart by id and prompt."""
+    return id_prompt_key(record.question_id, record.prompt)
+
+
+KeyOf = Callable[[PredictionRecord], str]
+
+
 @dataclass(frozen=True)
 class _FileState:
     records: dict[str, PredictionRecord]
@@ -61,7 +80,10 @@ def _parse(line: bytes, path: Path, number: int) -> PredictionRecord:
         row = json.loads(line)
         # Extra fields are fine, so answer files from LLaVA's own scripts can be scored too.
         metadata = row.get("metadata")
-        return PredictionRecord(str(row["question_id"]), str(row.get("prompt", "")), str(row["text"]),
+        question_id = row["question_id"]
+        if not isinstance(question_id, int | str) or isinstance(question_id, bool):
+            raise TypeError(f"question_id {question_id!r} is neither a number nor a string")
+        return PredictionRecord(question_id, str(row.get("prompt", "")), str(row["text"]),
                                 str(row.get("model_id", "")), str(row.get("answer_id", "")),
                                 metadata if isinstance(metadata, dict) else {})
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
@@ -70,7 +92,7 @@ def _parse(line: bytes, path: Path, number: int) -> PredictionRecord:
             "that line (a record needs question_id and text; prompt and model_id are optional)") from None
 
 
-def _read(path: Path) -> _FileState:
+def _read(path: Path, key_of: KeyOf = by_id) -> _FileState:
     if not path.exists():
         return _FileState({}, False, False)
     lines = path.read_bytes().split(b"\n")
@@ -84,20 +106,25 @@ def _read(path: Path) -> _FileState:
         except PredictionFileError:
             torn = True
     records: dict[str, PredictionRecord] = {}
+    first_line: dict[str, int] = {}
     for number, line in enumerate(body, start=1):
         if not line.strip():
             continue
         record = _parse(line, path, number)
-        if record.question_id in records:
+        key = key_of(record)
+        if key in records:
+            if records[key].text == record.text:
+                continue  # the same answer twice (a question asked twice): one answer
             raise PredictionFileError(
-                f"{path}, line {number}: question_id {record.question_id!r} appears twice; keep one of the lines")
-        records[record.question_id] = record
+                f"{path}, lines {first_line[key]} and {number}: question_id {record.question_id!r} (prompt "
+                f"{record.prompt[:60]!r}) is answered twice, differently; keep one of the lines")
+        records[key], first_line[key] = record, number
     return _FileState(records, torn, unterminated)
 
 
-def read_predictions(path: Path) -> tuple[dict[str, PredictionRecord], bool]:
-    """Records keyed by question id, and whether a torn last line was dropped."""
-    state = _read(path)
+def read_predictions(path: Path, key_of: KeyOf = by_id) -> tuple[dict[str, PredictionRecord], bool]:
+    """Records keyed by `key_of` (question id by default), and whether a torn last line was dropped."""
+    state = _read(path, key_of)
     return state.records, state.torn
 
 
@@ -136,28 +163,36 @@ def _stale(records: dict[str, PredictionRecord], requests: Sequence[PredictionRe
 
 
 def new_record(request: PredictionRequest, text: str, model_id: str, settings: dict, question_hash: str) -> PredictionRecord:
-    return PredictionRecord(request.key, request.stored_prompt, text, model_id, uuid.uuid4().hex,
+    return PredictionRecord(request.answer_file_id, request.stored_prompt, text, model_id, uuid.uuid4().hex,
                             {"question_hash": question_hash, "settings": settings})
 
 
 def run_predictions(requests: Sequence[PredictionRequest], path: Path, model_id: str,
                     predictor_factory: Callable[[], Predictor], settings: GenerationSettings,
-                    batch_size: int = 32, desc: str = "predict") -> PredictRunSummary:
+                    batch_size: int = 32, desc: str = "predict", key_of: KeyOf = by_id) -> PredictRunSummary:
     """Answer every request not yet in `path`, appending each answer as soon as its batch is done.
 
-    The model is loaded only when something is left to answer, so re-running a finished run is free.
+    The model is loaded only when something is left to answer, so re-running a finished run is free. A
+    question asked twice (same key, prompt and image) is answered once.
     """
     from .predict import question_hash
 
-    keys = [request.key for request in requests]
-    if len(set(keys)) != len(keys):
-        duplicate = next(key for key in keys if keys.count(key) > 1)
-        raise PredictionFileError(f"question id {duplicate!r} is asked twice; question ids must be unique")
     wanted = asdict(settings)
-    state = _read(path)
+    state = _read(path, key_of)
     _check_same_run(path, state.records, model_id, wanted)
     digests: dict[Path, str] = {}
-    hashes = {request.key: question_hash(request, digests) for request in requests}
+    hashes: dict[str, str] = {}
+    unique: list[PredictionRequest] = []
+    for request in requests:
+        digest = question_hash(request, digests)
+        if request.key not in hashes:
+            hashes[request.key] = digest
+            unique.append(request)
+        elif hashes[request.key] != digest:
+            raise PredictionFileError(
+                f"question id {request.key!r} is asked twice with different prompts or images; question ids "
+                "must tell questions apart (check the question file)")
+    requests = unique
     stale = _stale(state.records, requests, hashes)
     if stale:
         raise PredictionFileError(
@@ -182,21 +217,28 @@ def run_predictions(requests: Sequence[PredictionRequest], path: Path, model_id:
     return summary
 
 
-def answers_for(question_ids: Sequence[str], path: Path, allow_partial: bool = False,
-                hint: str = "") -> tuple[dict[str, str], list[str]]:
-    """Answer text per question id, and the ids left unanswered (only allowed with `allow_partial`)."""
+def records_for(keys: Sequence[str], path: Path, allow_partial: bool = False, hint: str = "",
+                key_of: KeyOf = by_id) -> tuple[dict[str, PredictionRecord], list[str]]:
+    """The answer record per question key, and the keys left unanswered (only allowed with `allow_partial`)."""
     if not path.is_file():
         raise PredictionFileError(f"no predictions file at {path}; run the benchmark's `predict` phase first")
-    records, _ = read_predictions(path)
-    wanted = set(question_ids)
+    records, _ = read_predictions(path, key_of)
+    wanted = set(keys)
     unknown = sorted(set(records) - wanted)
     if unknown:
         raise PredictionFileError(
             f"{path} answers {len(unknown)} question(s) this benchmark does not ask (first: {unknown[:3]}); "
             "check that the predictions and the question files (and split) belong together" + hint)
-    missing = [qid for qid in question_ids if qid not in records]
+    missing = list(dict.fromkeys(key for key in keys if key not in records))
     if missing and not allow_partial:
         raise PredictionFileError(
-            f"{path} answers {len(records)} of {len(question_ids)} questions (first missing: {missing[:3]}); "
+            f"{path} answers {len(records)} of {len(wanted)} questions (first missing: {missing[:3]}); "
             "run `predict` again to finish (it resumes), or pass --allow-partial to score the answered ones")
-    return {qid: records[qid].text for qid in question_ids if qid in records}, missing
+    return {key: records[key] for key in keys if key in records}, missing
+
+
+def answers_for(keys: Sequence[str], path: Path, allow_partial: bool = False, hint: str = "",
+                key_of: KeyOf = by_id) -> tuple[dict[str, str], list[str]]:
+    """Answer text per question key, and the keys left unanswered (only allowed with `allow_partial`)."""
+    records, missing = records_for(keys, path, allow_partial, hint, key_of)
+    return {key: record.text for key, record in records.items()}, missing

@@ -1,7 +1,5 @@
-"""Published LLaVA numbers, set beside ours in every results table (percent; higher is better).
-
-Judge-based scores (LLaVA-Bench) depend on the judge model's version: compare them only with care.
-"""
+"""Published LLaVA numbers, set beside ours in every results table (percent, MME in points; higher is better).
+Judge-based scores (LLaVA-Bench, MM-Vet) depend on the judge model's version: compare them only with care."""
 
 from __future__ import annotations
 
@@ -37,3 +35,44 @@ LLAVA_BENCH: dict[str, dict[str, tuple[Published, ...]]] = {
 POPE: dict[str, tuple[Published, ...]] = {
     "mean F1": (Published("LLaVA-1.5 7B", 85.9), Published("LLaVA-1.5 7B LoRA", 86.4)),
 }
+
+
+# LLaVA-1.5's benchmark table, as LLaVA's Model Zoo lists it (docs/MODEL_ZOO.md, table "LLaVA-v1.5"; the two
+# judged columns as corrected on 2023-10-13). Columns in the paper's order.
+TABLE_SOURCE = "LLaVA's Model Zoo (docs/MODEL_ZOO.md), table LLaVA-v1.5"
+TABLE_MODELS = ("LLaVA-1.5 7B", "LLaVA-1.5 13B", "LLaVA-1.5 7B LoRA", "LLaVA-1.5 13B LoRA")
+LLAVA_1_5: dict[str, tuple[float, float, float, float]] = {
+    "VQAv2": (78.5, 80.0, 79.1, 80.0),
+    "GQA": (62.0, 63.3, 63.0, 63.3),
+    "VizWiz": (50.0, 53.6, 47.8, 58.9),
+    "SQA-IMG": (66.8, 71.6, 68.4, 71.2),
+    "TextVQA": (58.2, 61.3, 58.2, 60.2),
+    "POPE": (85.9, 85.9, 86.4, 86.7),
+    "MME": (1510.7, 1531.3, 1476.9, 1541.7),
+    "MMB": (64.3, 67.7, 66.1, 68.5),
+    "MMB-CN": (58.3, 63.6, 58.9, 61.5),
+    "SEED": (58.6, 61.6, 60.1, 61.3),
+    "LLaVA-W": (65.4, 72.5, 67.9, 69.5),
+    "MM-Vet": (31.1, 36.1, 30.2, 38.3),
+}
+# What each column's figure is, as the table reports it.
+TABLE_NOTES: dict[str, str] = {
+    "VQAv2": "test-dev, VQA accuracy from the EvalAI server",
+    "GQA": "testdev-balanced accuracy (GQA's eval.py)",
+    "VizWiz": "test, VQA accuracy from the EvalAI server",
+    "SQA-IMG": "ScienceQA test, questions with an image",
+    "TextVQA": "val accuracy (M4C evaluator), OCR tokens in the prompt",
+    "POPE": "mean F1 over the three COCO splits",
+    "MME": "perception score (of 2000)",
+    "MMB": "MMBench dev, circular accuracy from the OpenCompass server",
+    "MMB-CN": "MMBench-CN dev, circular accuracy from the OpenCompass server",
+    "SEED": "SEED-Bench v1 total accuracy (image and video questions)",
+    "LLaVA-W": "LLaVA-Bench-in-the-Wild relative score, GPT-4 judge (7B: mean of 3 runs); 63.4 on release day",
+    "MM-Vet": "GPT-4 grader total (7B: mean of 3 runs, 13B: one run); 30.5 on release day",
+}
+
+
+def column(name: str, key: str = "all") -> dict[str, tuple[Published, ...]]:
+    """One column of LLaVA-1.5's table, filed under `key`, for a benchmark's comparison table."""
+    note = TABLE_NOTES[name]
+    return {key: tuple(Published(model, value, note) for model, value in zip(TABLE_MODELS, LLAVA_1_5[name]))}

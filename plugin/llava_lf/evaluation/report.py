@@ -1,5 +1,5 @@
 """What a results folder holds: `{name}.json` (everything), `{name}.md` (a table beside the published
-numbers) and `{name}.png` (a chart)."""
+numbers), `{name}.png` (a chart), and any files a benchmark's server or official tool reads (uploads)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class Report:
     markdown: str
     draw_chart: Callable[[Path], Path]
     summary: str  # what the CLI prints
+    files: tuple[tuple[str, Callable[[Path], None]], ...] = ()  # (name in OUT_DIR, writer): uploads, converted files
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,13 @@ class WrittenReport:
     json: Path
     markdown: Path
     chart: Path
+    files: tuple[Path, ...] = ()
+
+
+def listing(ids: Sequence[str], limit: int = 20) -> str:
+    """The first `limit` ids, and how many more (all of them are in the JSON)."""
+    shown = ", ".join(ids[:limit])
+    return shown + (f", ... ({len(ids) - limit} more; all in the JSON)" if len(ids) > limit else "")
 
 
 def _cell(value: float | None, digits: int = 1) -> str:
@@ -74,7 +82,13 @@ def write_report(report: Report, out_dir: Path) -> WrittenReport:
     json_path.write_text(json.dumps(report.payload, indent=2, ensure_ascii=False), encoding="utf-8")
     md_path.write_text(f"# {report.title}\n\n{report.markdown}\n", encoding="utf-8")
     report.draw_chart(png_path)
-    return WrittenReport(json_path, md_path, png_path)
+    files = []
+    for name, write in report.files:
+        path = out_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+        files.append(path)
+    return WrittenReport(json_path, md_path, png_path, tuple(files))
 
 
 def bar_chart(rows: Sequence[Row], published: dict[str, tuple[Published, ...]], out: Path, title: str,

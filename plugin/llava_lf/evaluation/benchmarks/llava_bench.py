@@ -8,17 +8,22 @@ the format restated) and, if still unreadable, counted and listed; they never en
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from llava_lf.common.jsonl import read_json_rows
 from llava_lf.errors import LlavaLfError
-from llava_lf.evaluation.judge import JudgeClient
+from llava_lf.evaluation import published
+from llava_lf.evaluation.judge import JudgeClient, add_judge_arguments, judge_client, write_reviews
 from llava_lf.evaluation.predict import PredictionRequest
+from llava_lf.evaluation.prediction_file import answers_for
+from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
+from llava_lf.evaluation.task import TableColumn, Task
 
 CATEGORIES = ("conv", "detail", "complex")
 CATEGORY_NAMES = {"conv": "conversation", "detail": "detail description", "complex": "complex reasoning",
@@ -214,3 +219,73 @@ def judge_all(client: JudgeClient, items: Sequence[BenchQuestion], answers: dict
         futures = [pool.submit(judge_one, client, item, answers[item.question_id], reasks, instruction)
                    for item in answered]
         return [future.result() for future in tqdm(futures, desc="judge", unit="question")]
+
+
+# The command: `llava-lf eval llava-bench {predict,score}` --------------------------------------------
+
+def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
+    parser.add_argument("--questions", type=Path, required=True, help="questions JSONL (question_id, image, text, category)")
+    parser.add_argument("--variant", choices=sorted(published.LLAVA_BENCH), default="wild",
+                        help="which published numbers to compare with (In-the-Wild or COCO)")
+    if phase == "predict":
+        parser.add_argument("--image-folder", type=Path, required=True)
+        return
+    parser.add_argument("--contexts", type=Path, required=True, help="image descriptions JSONL (context.jsonl / caps_boxes)")
+    parser.add_argument("--answers", type=Path, required=True, help="reference answers JSONL (answers_gpt4.jsonl)")
+    add_judge_arguments(parser, required=True)
+    parser.add_argument("--judge-prompt", type=Path, default=None,
+                        help="file with the judge instruction ({boxes} marks where the box note goes)")
+    parser.add_argument("--reasks", type=int, default=1, help="times an unreadable reply is asked again")
+
+
+def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
+    return prediction_requests(args.questions, args.image_folder)
+
+
+def _report(args: argparse.Namespace) -> Report:
+    items = load_bench(args.questions, args.contexts, args.answers)
+    answers, missing = answers_for([item.question_id for item in items], args.predictions, args.allow_partial)
+    client = judge_client(args)
+    instruction = args.judge_prompt.read_text(encoding="utf-8") if args.judge_prompt else INSTRUCTION
+    judgements = judge_all(client, items, answers, args.reasks, args.judge_workers, instruction)
+    categories = summarise(judgements)
+    unparsable = [j.question_id for j in judgements if j.scores is None]
+    result = LlavaBenchResult(args.variant, args.judge_model,
+                                          sorted({j.served_model for j in judgements if j.served_model}),
+                                          categories, unparsable, missing, client.stats.as_dict())
+    write_reviews(args.out_dir / f"llava_bench_{args.variant}_reviews.jsonl", judgements)
+
+    reference = published.LLAVA_BENCH[args.variant]
+    rows = [Row(key, CATEGORY_NAMES[key], score.questions, score.relative) for key, score in categories.items()]
+    detail = markdown_table(
+        ["", "scored", "unparsable", "reference mean", "candidate mean", "relative (%)"],
+        [[CATEGORY_NAMES[k], str(s.scored), str(s.unparsable),
+          "–" if s.reference_mean is None else f"{s.reference_mean:.2f}",
+          "–" if s.candidate_mean is None else f"{s.candidate_mean:.2f}",
+          "–" if s.relative is None else f"{s.relative:.1f}"] for k, s in categories.items()])
+    markdown = "\n\n".join(filter(None, [
+        f"LLaVA-Bench ({args.variant}), relative score in percent; judge: `{args.judge_model}`"
+        + (f" (served as {', '.join(result.judge_served_models)})" if result.judge_served_models else "") + ".",
+        comparison_table(rows, reference), notes(reference), detail,
+        f"Judge never gave readable scores ({len(unparsable)}, left out of the means): {listing(unparsable)}"
+        if unparsable else "",
+        f"Not answered ({len(missing)}): {listing(missing)}" if missing else "",
+    ]))
+    overall = categories.get("all")
+    summary = (f"LLaVA-Bench {args.variant}: relative score "
+               f"{'n/a' if overall is None or overall.relative is None else f'{overall.relative:.1f}%'} "
+               f"({0 if overall is None else overall.scored} scored, {len(unparsable)} unparsable) "
+               f"by judge {args.judge_model}; judge requests {client.stats.requests}, cache hits {client.stats.cache_hits}")
+    return Report(f"llava_bench_{args.variant}", f"LLaVA-Bench ({args.variant})", asdict(result), markdown,
+                  lambda out: bar_chart(rows, reference, out, f"LLaVA-Bench {args.variant} (judge {args.judge_model})",
+                                        "relative score (%)", ymax=max([100.0] + [r.value or 0 for r in rows])),
+                  summary)
+
+
+def _headline(payload: dict) -> float | None:
+    overall = payload["categories"].get("all")
+    return None if overall is None else overall["relative"]
+
+
+TASK = Task("llava-bench", "LLaVA-Bench relative score through a judge model", 1024, _arguments, _requests, _report,
+            column=TableColumn("LLaVA-W", _headline))

@@ -12,6 +12,7 @@ image and question text (never by position).
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,11 @@ from typing import Literal
 
 from llava_lf.common.jsonl import read_json_rows
 from llava_lf.errors import LlavaLfError
+from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
+from llava_lf.evaluation.prediction_file import answers_for
+from llava_lf.evaluation.report import Report, Row, comparison_table, grouped_bar_chart, listing, markdown_table
+from llava_lf.evaluation.task import TableColumn, Task
 
 # LLaVA-1.5's instruction for short answers.
 SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
@@ -217,3 +222,57 @@ def score(questions: Sequence[PopeQuestion], answers: dict[str, str], missing: S
     unclear = [q.key for q in questions if q.key in answers and not read_yes_no(answers[q.key])[1]]
     mean_f1 = sum(m.f1 for m in result.values()) / len(result) if result else 0.0
     return PopeResult(result, mean_f1, unclear, list(missing))
+
+
+# The command: `llava-lf eval pope {predict,score}` ---------------------------------------------------
+
+def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
+    parser.add_argument("--annotations", type=Path, default=None, help="folder of coco_{split}.json files")
+    parser.add_argument("--questions", type=Path, default=None,
+                        help="LLaVA-1.5's llava_test.jsonl (all splits, a category each, unique ids); "
+                             "labels come from --annotations unless its lines carry them")
+    if phase == "predict":
+        parser.add_argument("--image-folder", type=Path, required=True, help="COCO val2014 images")
+        parser.add_argument("--no-instruction", action="store_true",
+                            help="leave out LLaVA-1.5's 'Answer the question using a single word or phrase.'")
+
+
+def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
+    return prediction_requests(load_pope(args.annotations, args.questions, labels=False), args.image_folder,
+                                    not args.no_instruction)
+
+
+def _report(args: argparse.Namespace) -> Report:
+    questions = load_pope(args.annotations, args.questions)
+    hint = "" if args.questions else "; an answer file made from LLaVA-1.5's llava_test.jsonl needs --questions"
+    answers, missing = answers_for([q.key for q in questions], args.predictions, args.allow_partial, hint)
+    result = score(questions, answers, missing)
+    splits = list(result.splits.values())
+    table = markdown_table(
+        ["split", "n", "accuracy", "precision", "recall", "F1", "yes-ratio", "unclear"],
+        [[m.split, str(m.questions)] + [f"{100 * v:.1f}" for v in (m.accuracy, m.precision, m.recall, m.f1, m.yes_ratio)]
+         + [str(m.unclear)] for m in splits])
+    rows = [Row("mean F1", "mean F1 over splits", sum(m.questions for m in splits), 100 * result.mean_f1)]
+    markdown = "\n\n".join(filter(None, [
+        "POPE, in percent.", table, comparison_table(rows, published.POPE),
+        "LLaVA-1.5 reports one POPE figure over the three COCO splits; it is set beside our mean F1.",
+        f"Answers naming neither yes nor no ({len(result.unclear)}, read as yes as published): "
+        f"{listing(result.unclear)}" if result.unclear else "",
+        f"Not answered ({len(missing)}): {listing(missing)}" if missing else "",
+    ]))
+    payload = {"splits": {m.split: m.as_dict() for m in splits}, "mean_f1": result.mean_f1,
+               "unclear": result.unclear, "missing": missing}
+    summary = "POPE: " + "; ".join(f"{m.split} acc {100 * m.accuracy:.1f} F1 {100 * m.f1:.1f} yes {100 * m.yes_ratio:.1f}"
+                                   for m in splits) + f"; mean F1 {100 * result.mean_f1:.1f}"
+    series = {name: [100 * getattr(m, attr) for m in splits] for name, attr in
+              (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
+               ("yes-ratio", "yes_ratio"))}
+    return Report("pope", "POPE", payload, markdown,
+                  lambda out: grouped_bar_chart([m.split for m in splits], series, out, "POPE", "percent",
+                                                lines={f"{p.model}: POPE {p.value:g} (published)": p.value
+                                                       for p in published.POPE["mean F1"]}),
+                  summary)
+
+
+TASK = Task("pope", "POPE accuracy, precision, recall, F1 and yes-ratio per split", 128, _arguments, _requests, _report,
+            column=TableColumn("POPE", lambda payload: 100 * payload["mean_f1"]))

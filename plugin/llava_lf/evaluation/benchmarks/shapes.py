@@ -8,11 +8,12 @@ line: a reordered file scores the same, and `predict` resumes it correctly.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,8 @@ from llava_lf.common.jsonl import read_json_rows
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import GenerationSettings, PredictionRequest, Predictor, model_id
 from llava_lf.evaluation.prediction_file import PredictRunSummary, answers_for, run_predictions
+from llava_lf.evaluation.report import Report, Row, bar_chart, listing, markdown_table
+from llava_lf.evaluation.task import Task
 
 COLOR_NAMES = ("red", "green", "blue", "yellow", "purple", "orange")
 KINDS = ("circle", "square", "triangle", "cross")
@@ -144,3 +147,35 @@ def evaluate_demo(model_dir: Path, questions_path: Path, image_dir: Path, predic
                  batch_size=batch_size)
     scores, _ = score_demo(questions_path, predictions)
     return scores
+
+
+# The command: `llava-lf eval demo {predict,score}` ---------------------------------------------------
+
+def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
+    parser.add_argument("--questions", type=Path, required=True, help="the demo's shapes_test_questions.jsonl")
+    if phase == "predict":
+        parser.add_argument("--image-folder", type=Path, required=True, help="the demo's data/images")
+
+
+def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
+    return demo_requests(load_questions(args.questions), args.image_folder)
+
+
+def _report(args: argparse.Namespace) -> Report:
+    scores, missing = score_demo(args.questions, args.predictions, args.allow_partial)
+    rows = [Row(key, key, s.questions, 100 * s.accuracy) for key, s in scores.items()]
+    table = markdown_table(["question type", "n", "chance", "accuracy"],
+                           [[k, str(s.questions), f"{100 * s.chance:.1f}", f"{100 * s.accuracy:.1f}"]
+                            for k, s in scores.items()])
+    markdown = "Demo held-out questions, exact answer match in percent.\n\n" + table
+    if missing:
+        markdown += f"\n\nNot answered ({len(missing)}): {listing(missing)}"
+    chance = {key: 100 * s.chance for key, s in scores.items()}
+    payload = {"scores": {k: asdict(s) | {"accuracy": s.accuracy} for k, s in scores.items()}, "missing": missing}
+    summary = "demo: " + ", ".join(f"{k} {100 * s.accuracy:.1f}% (chance {100 * s.chance:.1f})" for k, s in scores.items())
+    return Report("demo", "Demo held-out questions", payload, markdown,
+                  lambda out: bar_chart(rows, {}, out, "demo held-out accuracy", "accuracy (%)", baseline=chance),
+                  summary)
+
+
+TASK = Task("demo", "the demo's held-out shape questions", 8, _arguments, _requests, _report)
