@@ -98,3 +98,34 @@ def line_panels(panels: dict[str, tuple[Sequence[float], Sequence[float]]], out:
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
     return _save(plt, figure, out)
+
+
+def bar_panels(panels: dict[str, Sequence[tuple[str, float | None]]], out: Path, title: str,
+               notes: dict[str, str] | None = None, columns: int = 4) -> Path:
+    """One small bar chart per panel, each on its own scale (e.g. a benchmark table whose columns are percents
+    and points); the first bar of each panel is highlighted; a missing value leaves its bar out and the panel's
+    note (e.g. "upload") is written in its place."""
+    plt = pyplot()
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    flat = [axis for row in axes for axis in row]
+    for axis, (name, bars) in zip(flat, panels.items()):
+        labels = [label for label, _ in bars]
+        values = [value or 0.0 for _, value in bars]
+        colours = ["tab:blue" if index == 0 else "tab:gray" for index in range(len(bars))]
+        axis.bar(range(len(bars)), values, 0.7, color=colours)
+        top = max(values) or 1.0
+        for index, (_, value) in enumerate(bars):
+            if value is not None:
+                axis.text(index, value + top * 0.02, f"{value:g}", ha="center", va="bottom", fontsize=6)
+        if bars and bars[0][1] is None and notes and name in notes:
+            axis.text(0, top * 0.05, notes[name], ha="center", va="bottom", fontsize=7, rotation=90, color="tab:blue")
+        axis.set_xticks(range(len(bars)), labels, rotation=40, ha="right", fontsize=6)
+        axis.set_ylim(0, top * 1.2)
+        axis.set_title(name, fontsize=9)
+        axis.tick_params(axis="y", labelsize=6)
+        axis.grid(axis="y", alpha=0.3)
+    for axis in flat[len(panels):]:
+        axis.set_visible(False)
+    figure.suptitle(title, fontsize=10)
+    return _save(plt, figure, out)
