@@ -16,7 +16,8 @@ pytestmark = pytest.mark.host
 
 YAML_DIR = REPO / "yaml"
 # yaml/assemble/ holds `llava-lf assemble` presets (tested with the assembler), not host configs.
-HOST_YAMLS = sorted(path for path in YAML_DIR.rglob("*.yaml") if "assemble" not in path.relative_to(YAML_DIR).parts)
+# assemble/ and eval/ hold our own commands' YAMLs, not the host's
+HOST_YAMLS = sorted(path for path in YAML_DIR.rglob("*.yaml") if not {"assemble", "eval"} & set(path.relative_to(YAML_DIR).parts))
 RECIPE_YAMLS = sorted(YAML_DIR.glob("*.yaml"))
 HEADER_FIELDS = ("Purpose", "Prerequisites", "Command", "Override example")
 
