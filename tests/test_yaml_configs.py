@@ -15,7 +15,6 @@ import yaml
 pytestmark = pytest.mark.host
 
 YAML_DIR = REPO / "yaml"
-# yaml/assemble/ holds `llava-lf assemble` presets (tested with the assembler), not host configs.
 # assemble/ and eval/ hold our own commands' YAMLs, not the host's
 HOST_YAMLS = sorted(path for path in YAML_DIR.rglob("*.yaml") if not {"assemble", "eval"} & set(path.relative_to(YAML_DIR).parts))
 RECIPE_YAMLS = sorted(YAML_DIR.glob("*.yaml"))
