@@ -9,7 +9,8 @@ import tracemalloc
 import pytest
 
 from llava_lf.data.convert import reader
-from llava_lf.data.convert.reader import SourceFormatError, iter_records
+from llava_lf.data.convert.reader import iter_records
+from llava_lf.errors import LlavaLfError
 
 
 def _records(n: int, seed: int = 0) -> list[object]:
@@ -62,16 +63,15 @@ def test_syntax_errors_name_line_and_column(tmp_path, monkeypatch, text, line, c
     monkeypatch.setattr(reader, "CHUNK_CHARS", 4)
     path = tmp_path / "bad.json"
     path.write_text(text)
-    with pytest.raises(SourceFormatError) as caught:
+    with pytest.raises(LlavaLfError) as caught:
         list(iter_records(path))
-    assert (caught.value.line, caught.value.column) == (line, column), caught.value
-    assert says in caught.value.message and f"line {line}, column {column}" in str(caught.value)
+    assert f"bad.json: line {line}, column {column}: " in str(caught.value) and says in str(caught.value)
 
 
 def test_invalid_utf8_is_a_format_error(tmp_path):
     path = tmp_path / "latin1.json"
     path.write_bytes('[{"a": "caf\xe9"}]'.encode("latin-1"))
-    with pytest.raises(SourceFormatError, match="not UTF-8"):
+    with pytest.raises(LlavaLfError, match="not UTF-8"):
         list(iter_records(path))
 
 

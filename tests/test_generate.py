@@ -41,7 +41,7 @@ def test_context_renders_captions_then_normalised_boxes(tmp_path):
 
 
 def test_annotation_problems_are_listed_together_with_fixes(tmp_path):
-    from llava_lf.data.generate.coco import CocoError, load_contexts
+    from llava_lf.data.generate.coco import load_contexts
 
     captions, instances = _write_coco(
         tmp_path,
@@ -50,7 +50,7 @@ def test_annotation_problems_are_listed_together_with_fixes(tmp_path):
         [{"id": 1, "image_id": 7, "category_id": 5, "bbox": [0, 0, 1, 1]},
          {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0, 0, 1]}],
     )
-    with pytest.raises(CocoError) as error:
+    with pytest.raises(LlavaLfError) as error:
         load_contexts(captions, instances)
     message = str(error.value)
     assert "4 problem(s)" in message
@@ -90,25 +90,25 @@ def test_packaged_prompts_load_and_messages_alternate():
 
 
 def test_example_files_are_parsed_and_checked(tmp_path):
-    from llava_lf.data.generate.tasks import PromptError, parse_examples
+    from llava_lf.data.generate.tasks import parse_examples
 
     text = "header\n=== context\ncap one\ncap two\n=== reply\nQuestion: a?\nAnswer: b\n\n=== context\nc\n=== reply\nd\n"
     examples = parse_examples(text, "f.txt")
     assert [(e.context, e.reply) for e in examples] == [("cap one\ncap two", "Question: a?\nAnswer: b"), ("c", "d")]
-    with pytest.raises(PromptError, match="f.txt: the example ending at line 2 needs"):
+    with pytest.raises(LlavaLfError, match="f.txt: the example ending at line 2 needs"):
         parse_examples("=== context\nonly context\n=== context\nx\n=== reply\ny\n", "f.txt")
-    with pytest.raises(PromptError, match="f.txt:1: '=== reply' must follow"):
+    with pytest.raises(LlavaLfError, match="f.txt:1: '=== reply' must follow"):
         parse_examples("=== reply\nx\n", "f.txt")
 
 
 def test_prompt_folder_missing_a_file_names_it(tmp_path):
-    from llava_lf.data.generate.tasks import PACKAGED_PROMPTS, PromptError, load_prompts
+    from llava_lf.data.generate.tasks import PACKAGED_PROMPTS, load_prompts
 
     for source in PACKAGED_PROMPTS.iterdir():
         (tmp_path / source.name).write_text(source.read_text())
     assert load_prompts(tmp_path).tasks["detail"].system == load_prompts().tasks["detail"].system
     os.remove(tmp_path / "complex_examples.txt")
-    with pytest.raises(PromptError, match="has no complex_examples.txt"):
+    with pytest.raises(LlavaLfError, match="has no complex_examples.txt"):
         load_prompts(tmp_path)
 
 
@@ -170,14 +170,14 @@ def test_appender_recovers_torn_tail_and_keeps_complete_rows(tmp_path):
 
 
 def test_appender_refuses_damage_before_the_last_line_and_a_second_writer(tmp_path):
-    from llava_lf.common.jsonl import JsonlAppender, OutputError
+    from llava_lf.common.jsonl import JsonlAppender
 
     path = tmp_path / "out.jsonl"
     path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
-    with pytest.raises(OutputError, match="out.jsonl:2: not a JSON object"):
+    with pytest.raises(LlavaLfError, match="out.jsonl:2: not a JSON object"):
         JsonlAppender(path).__enter__()
     path.write_text('{"id": "a"}\n')
-    with JsonlAppender(path), pytest.raises(OutputError, match="being written by another run"):
+    with JsonlAppender(path), pytest.raises(LlavaLfError, match="being written by another run"):
         JsonlAppender(path).__enter__()
     with JsonlAppender(path) as log:  # the lock went with the first writer
         assert len(log.rows) == 1

@@ -95,11 +95,11 @@ def test_collator_leaves_out_images_of_dropped_samples(tmp_path):
 def test_collator_refuses_a_row_with_part_of_an_image(tmp_path):
     from test_templates import build_golden_processor, write_image
 
-    from llava_lf.common.turn_fit import TruncationError
+    from llava_lf.errors import LlavaLfError
 
     processor = build_golden_processor(tmp_path / "processor")
     image = write_image(tmp_path / "red.png")
-    with pytest.raises(TruncationError, match=r"batch row 1 holds 5 image tokens .* part of an image was cut"):
+    with pytest.raises(LlavaLfError, match=r"batch row 1 holds 5 image tokens .* part of an image was cut"):
         _batch_inputs(processor, image, [[1, *[3] * 9], [1, *[3] * 5]], [1, 1])
 
 

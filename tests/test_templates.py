@@ -135,6 +135,16 @@ def test_llava_plain_keeps_only_the_image_and_caption(golden):
         assert labels == [IGNORE] * 10 + [9, 5, 35, 5, 44, 6]  # the caption and its newline only
 
 
+def test_llava_plain_refuses_other_turns_naming_the_fix(golden):
+    from llava_lf.errors import LlavaLfError
+
+    processor, image = golden
+    messages = [{"role": "user", "content": "<image>Look."}, {"role": "function", "content": "lookup()"},
+                {"role": "assistant", "content": "A red circle."}]
+    with pytest.raises(LlavaLfError, match=r"turn 2 has role 'function' \('lookup\(\)'\).*--template llava_plain"):
+        encode_like_training(processor, "llava_plain", messages, [image])
+
+
 def test_tiny_llava_tokenizer_renders_vicuna_v1(tiny_llava, demo_data):
     """The same rendering with the BPE tokenizer of an assembled checkpoint (no hand-written vocabulary)."""
     from transformers import AutoProcessor

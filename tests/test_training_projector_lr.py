@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments, get_scheduler
 
+from llava_lf.errors import LlavaLfError
 from llava_lf.training.projector_lr import (
-    ProjectorLrError,
     build_projector_optimizer,
     check_projector_rates,
     projector_param_groups,
@@ -135,13 +135,13 @@ def test_projector_lr_refuses_runs_it_cannot_apply_to(tmp_path):
     args = _args(tmp_path)
     model = TinyComposite()
     model.model["multi_modal_projector"].requires_grad_(False)
-    with pytest.raises(ProjectorLrError, match="no parameter of multi_modal_projector is trained.*additional_target"):
+    with pytest.raises(LlavaLfError, match="no parameter of multi_modal_projector is trained.*additional_target"):
         build_projector_optimizer(model, args, ["multi_modal_projector"], PROJECTOR_LR)
     stage1 = TinyComposite()
     stage1.model["language_model"].requires_grad_(False)
-    with pytest.raises(ProjectorLrError, match="only trained module .*set learning_rate instead"):
+    with pytest.raises(LlavaLfError, match="only trained module .*set learning_rate instead"):
         build_projector_optimizer(stage1, args, ["multi_modal_projector"], PROJECTOR_LR)
-    with pytest.raises(ProjectorLrError, match="no optimizer group has that rate"):
+    with pytest.raises(LlavaLfError, match="no optimizer group has that rate"):
         check_projector_rates([{"lr": LR, "initial_lr": LR}], PROJECTOR_LR)
 
 

@@ -13,9 +13,9 @@ import contextlib
 import pytest
 import torch
 
+from llava_lf.errors import LlavaLfError
 from llava_lf.training.options import TrainingOptionsError, parse_training_options
 from llava_lf.training.speed import (
-    SpeedOptionError,
     compile_decoder_layers,
     decoder_layers,
     recompute_only_first,
@@ -71,7 +71,7 @@ def test_partial_recompute_keeps_losses_and_gradients_bit_for_bit():
     (loss_a, grads_a), (loss_b, grads_b) = _loss_and_grads(full, ids), _loss_and_grads(partial, ids)
     assert torch.equal(loss_a, loss_b)
     assert all(torch.equal(grads_a[name], grads_b[name]) for name in grads_a)
-    with pytest.raises(SpeedOptionError, match="gradient checkpointing is off"):
+    with pytest.raises(LlavaLfError, match="gradient checkpointing is off"):
         recompute_only_first(_tiny_llama(), 1)
 
 
@@ -89,9 +89,9 @@ def test_sdpa_kernel_matches_eager_attention(backend):
 
 
 def test_sdpa_selection_refuses_what_cannot_run():
-    with pytest.raises(SpeedOptionError, match="needs SDPA attention, and the model uses eager"):
+    with pytest.raises(LlavaLfError, match="needs SDPA attention, and the model uses eager"):
         select_sdpa("flash", _tiny_llama("eager").config, "cpu", contextlib.ExitStack())
-    with pytest.raises(SpeedOptionError, match="cudnn needs a CUDA device"):
+    with pytest.raises(LlavaLfError, match="cudnn needs a CUDA device"):
         sdpa_backends("cudnn", "cpu")
     from torch.nn.attention import SDPBackend
 

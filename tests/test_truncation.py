@@ -69,14 +69,14 @@ def test_outside_the_host_loader_pairs_are_whole_and_fitting_refuses(golden):
     """Token counting (the converter's --cutoff-len) takes whole pairs; fitting without a bound run refuses loudly."""
     from llamafactory.data.template import TEMPLATES
 
-    from llava_lf.common.turn_fit import TruncationError
+    from llava_lf.errors import LlavaLfError
 
     processor, image = golden
     template = TEMPLATES["llava_v1"]
     messages = template.mm_plugin.process_messages(TWO_TURNS, [image], [], [], processor)
     pairs = template.encode_pairs(processor.tokenizer, messages)
     assert [len(source) + len(target) for source, target in pairs] == [73, 16]
-    with pytest.raises(TruncationError, match=r"outside the host's dataset preprocessing.*_get_preprocessed_dataset"):
+    with pytest.raises(LlavaLfError, match=r"outside the host's dataset preprocessing.*_get_preprocessed_dataset"):
         template.encode_multiturn(processor.tokenizer, messages)
 
 
@@ -144,14 +144,15 @@ def test_every_seam_fits_this_host():
 
 
 def test_a_seam_that_does_not_fit_names_itself_and_stops_its_feature(capsys):
-    from llava_lf.host.patches import Seam, SeamMissing, has_parameters
+    from llava_lf.errors import LlavaLfError
+    from llava_lf.host.patches import Seam, has_parameters
 
     def create_custom_optimizer(model, args):  # a host that changed the signature
         return None
 
     seam = Seam(feature="mm_projector_lr", symbol="llamafactory.train.trainer_utils.create_custom_optimizer",
                 checks=lambda: has_parameters(create_custom_optimizer, ["model", "training_args", "finetuning_args"]))
-    with pytest.raises(SeamMissing, match=r"mm_projector_lr needs the host function .*create_custom_optimizer.*takes "
+    with pytest.raises(LlavaLfError, match=r"mm_projector_lr needs the host function .*create_custom_optimizer.*takes "
                                           r"\['model', 'args'\]"):
         seam.require()
     seam.say_once(seam.check())
@@ -168,7 +169,7 @@ def test_fitting_stops_when_the_loader_seam_is_absent(golden, tmp_path):
     from llamafactory.hparams import DataArguments
 
     from datasets import Dataset
-    from llava_lf.common.turn_fit import TruncationError
+    from llava_lf.errors import LlavaLfError
     from llava_lf.host.patches.dataset_run import _WRAPPED
 
     processor, image = golden
@@ -177,7 +178,7 @@ def test_fitting_stops_when_the_loader_seam_is_absent(golden, tmp_path):
                                     should_log=False)
     template = get_template_and_fix_tokenizer(processor.tokenizer, data_args)
     unwrapped = getattr(loader._get_preprocessed_dataset, _WRAPPED)
-    with pytest.raises(TruncationError, match="_get_preprocessed_dataset"):
+    with pytest.raises(LlavaLfError, match="_get_preprocessed_dataset"):
         unwrapped(Dataset.from_dict(_host_rows([(ONE_TURN, [image])])), data_args, training_args, "sft", template,
                   processor.tokenizer, processor)
 

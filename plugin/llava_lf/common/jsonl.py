@@ -35,10 +35,6 @@ def read_json_rows(path: Path, error: type[Exception], allow_array: bool = False
     return rows
 
 
-class OutputError(LlavaLfError):
-    """An output file we cannot safely append to (held by another run, or damaged before its last line)."""
-
-
 def _parse_row(line: bytes) -> dict | None:
     try:
         row = json.loads(line)
@@ -60,7 +56,7 @@ class JsonlAppender:
         try:
             self._lock.acquire()
         except Timeout:
-            raise OutputError(f"{self.path} is being written by another run; wait for it or choose another "
+            raise LlavaLfError(f"{self.path} is being written by another run; wait for it or choose another "
                               "--out") from None
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -86,7 +82,7 @@ class JsonlAppender:
                 continue
             row = _parse_row(line)
             if row is None:
-                raise OutputError(f"{self.path}:{number}: not a JSON object, and not the last line, so not a torn "
+                raise LlavaLfError(f"{self.path}:{number}: not a JSON object, and not the last line, so not a torn "
                                   "write; the file was changed by something else: fix or delete that line")
             self.rows.append(row)
         kept = len(data) - len(tail)
@@ -102,7 +98,7 @@ class JsonlAppender:
 
     def append(self, row: dict) -> None:
         if self._fd is None:
-            raise OutputError(f"{self.path} is not open; use JsonlAppender as a context manager")
+            raise LlavaLfError(f"{self.path} is not open; use JsonlAppender as a context manager")
         data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         view = memoryview(data)
         while view:

@@ -19,10 +19,6 @@ Action = Literal["kept", "trimmed", "dropped"]
 Pairs = list[tuple[list[int], list[int]]]
 
 
-class TruncationError(LlavaLfError):
-    """The tokenizer or the tokenised data cannot be fitted without cutting an image (says what to change)."""
-
-
 @dataclass(frozen=True)
 class TurnFit:
     pair_lengths: tuple[int, ...]
@@ -57,7 +53,7 @@ def dropped_placeholder(bos_token_id: int | None, eos_token_id: int | None) -> P
     """What a dropped sample becomes: one masked token (never empty: a batch of them must still run)."""
     token = bos_token_id if bos_token_id is not None else eos_token_id
     if token is None:
-        raise TruncationError("the tokenizer has neither a BOS nor an EOS token to stand in for a dropped sample")
+        raise LlavaLfError("the tokenizer has neither a BOS nor an EOS token to stand in for a dropped sample")
     return [([token], [])]
 
 
@@ -77,7 +73,7 @@ def complete_image_blocks(images: list, imglens: list[int], batch_ids: list[list
         tokens = ids.count(image_token_id)
         blocks, partial = divmod(tokens, seqlen)
         if partial or blocks > count_images:
-            raise TruncationError(
+            raise LlavaLfError(
                 f"batch row {row} holds {tokens} image tokens for {count_images} image(s) of {seqlen} tokens: part of "
                 "an image was cut, and the model would fail with 'Image features and image tokens do not match'. "
                 "Tokenise with template llava_v1 or llava_plain (they trim whole turns), and rebuild any "

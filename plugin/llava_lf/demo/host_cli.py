@@ -14,16 +14,12 @@ from llava_lf.errors import LlavaLfError
 TRAINER_LOG = "trainer_log.jsonl"  # the host's own per-log-step record (llamafactory.extras.constants.TRAINER_LOG)
 
 
-class HostCommandError(LlavaLfError):
-    pass
-
-
 def host_cli() -> str:
     """The `llamafactory-cli` of this interpreter's environment (never another one on PATH)."""
     beside = Path(sys.executable).with_name("llamafactory-cli")
     found = str(beside) if beside.exists() else shutil.which("llamafactory-cli")
     if not found:
-        raise HostCommandError("llamafactory-cli not found; install the project with `make install`")
+        raise LlavaLfError("llamafactory-cli not found; install the project with `make install`")
     return found
 
 
@@ -86,4 +82,4 @@ def run_host(command: str, config: Path, overrides: dict[str, object], log: Path
         _echo_rows(tail)
     if code != 0:
         tail = "".join(log.read_text(encoding="utf-8").splitlines(keepends=True)[-25:])
-        raise HostCommandError(f"llamafactory-cli {command} {config} failed (exit {code}); log: {log}\n{tail}")
+        raise LlavaLfError(f"llamafactory-cli {command} {config} failed (exit {code}); log: {log}\n{tail}")

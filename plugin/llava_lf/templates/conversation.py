@@ -30,7 +30,8 @@ from llava_lf.common.fit_report import (
     record_sample,
     sample_fingerprint,
 )
-from llava_lf.common.turn_fit import TruncationError, TurnFit, dropped_placeholder, fit_turns, image_tokens_in
+from llava_lf.common.turn_fit import TurnFit, dropped_placeholder, fit_turns, image_tokens_in
+from llava_lf.errors import LlavaLfError
 from llava_lf.formats import IMAGE_TOKEN, LLAVA_PLAIN_CHAT_TEMPLATE, VICUNA_V1_SYSTEM, llava_v1_chat_template
 
 from .fast_encode import encode_text, encode_with_image_runs
@@ -66,7 +67,7 @@ class LlavaTemplate(Template):
         """The host's pairs fitted into the bound run's cutoff_len at turn boundaries (what its processor calls)."""
         run: PreprocessRun | None = self.__dict__.get(RUN)
         if run is None:
-            raise TruncationError(UNBOUND.format(name=type(self).__name__))
+            raise LlavaLfError(UNBOUND.format(name=type(self).__name__))
         pairs = super().encode_multiturn(tokenizer, messages, system, tools, discarding_history_cot)
         note_tokenising(run)
         budget = run.cutoff_len - (1 if self.efficient_eos else 0)
@@ -214,12 +215,20 @@ class PlainTemplate(LlavaTemplate):
             elif message["role"] == Role.ASSISTANT:
                 elements += self.format_assistant.apply(content=message["content"])
             else:
-                raise ValueError(f"the llava_plain template takes user/assistant turns only, got {message['role']!r}")
+                raise LlavaLfError(_plain_role_problem(index, message, given_sample(self.mm_plugin, messages)))
             encoded.append(self._convert_elements_to_ids(tokenizer, elements))
         return encoded
 
     def _get_jinja_template(self, tokenizer: PreTrainedTokenizer) -> str:
         return LLAVA_PLAIN_CHAT_TEMPLATE
+
+
+def _plain_role_problem(index: int, message: dict[str, str], given: GivenSample | None) -> str:
+    images = f" with images {image_names(given.images)}" if given is not None and given.images else ""
+    text = " ".join(message["content"].split())[:QUESTION_CHARS]
+    return (f"a training sample{images}: turn {index + 1} has role {message['role']!r} ({text!r}), and the "
+            f"llava_plain template (stage 1) takes user and assistant turns only; convert the dataset with "
+            f"`llava-lf convert --template llava_plain` (it rejects such records) or train with template: llava_v1")
 
 
 def register_llava_v1() -> None:

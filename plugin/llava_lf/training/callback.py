@@ -18,14 +18,14 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from llava_lf.host.patches import SeamMissing
+from llava_lf.errors import LlavaLfError
 from llava_lf.host.patches.optimizer import install as install_optimizer_seam
 
 from .data_order import image_flags, sampling
 from .modality import check_grouping
 from .model_parts import ModuleKeys
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options
-from .projector_lr import ProjectorLrError, check_projector_rates, optimizer_for_run, projector_param_groups
+from .projector_lr import check_projector_rates, optimizer_for_run, projector_param_groups
 from .report import (
     TrainingReport,
     attention_backends,
@@ -34,7 +34,7 @@ from .report import (
     trainable_by_module,
 )
 from .resume import choose_resume_point
-from .speed import SpeedOptionError, apply_speed_options
+from .speed import apply_speed_options
 
 
 def _check_modality_order(args: Any, train_dataloader: Any) -> dict:
@@ -87,7 +87,7 @@ class LlavaTrainingCallback(TrainerCallback):
                     projector_param_groups(model.named_parameters(), (), ModuleKeys.of(model).projector,
                                            self.options.mm_projector_lr, 0.0)
                 install_optimizer_seam(optimizer_for_run)
-            except (ProjectorLrError, SeamMissing) as error:
+            except LlavaLfError as error:  # the host shows it in a traceback: under our options' heading
                 raise TrainingOptionsError([str(error)]) from None
         return control
 
@@ -99,13 +99,13 @@ class LlavaTrainingCallback(TrainerCallback):
         if self.options.mm_projector_lr is not None:
             try:
                 check_projector_rates(optimizer.param_groups, self.options.mm_projector_lr)
-            except ProjectorLrError as error:
+            except LlavaLfError as error:
                 raise TrainingOptionsError([str(error)]) from None
             notes.append(f"projector in its own group(s) at mm_projector_lr={self.options.mm_projector_lr:g} "
                          f"from optimizer creation")
         try:
             applied = apply_speed_options(self.options, model, args.device.type, self._speed)
-        except SpeedOptionError as error:
+        except LlavaLfError as error:
             raise TrainingOptionsError([str(error)]) from None
         if applied != type(applied)(decoder_layers=applied.decoder_layers):
             notes.append(f"speed options: {applied}")

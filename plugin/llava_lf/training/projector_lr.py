@@ -23,10 +23,6 @@ from .options import parse_training_options
 _OWN_GROUPS = ("params", "model", "optimizer_dict")
 
 
-class ProjectorLrError(LlavaLfError):
-    """The projector learning rate cannot be applied to this run; the message says why and what to change."""
-
-
 def projector_param_groups(named_parameters: Iterable[tuple[str, Any]], decay_names: Iterable[str],
                            projector_keys: Iterable[str], projector_lr: float,
                            weight_decay: float) -> list[dict]:
@@ -36,11 +32,11 @@ def projector_param_groups(named_parameters: Iterable[tuple[str, Any]], decay_na
     trainable = [(name, p) for name, p in named_parameters if p.requires_grad]
     projector = [name for name, _ in trainable if is_projector(name)]
     if not projector:
-        raise ProjectorLrError(f"mm_projector_lr is set but no parameter of {'/'.join(keys)} is trained; for LoRA add "
+        raise LlavaLfError(f"mm_projector_lr is set but no parameter of {'/'.join(keys)} is trained; for LoRA add "
                                f"`additional_target: {keys[0]}`, for full or freeze tuning set "
                                f"`freeze_multi_modal_projector: false`, or drop mm_projector_lr")
     if len(projector) == len(trainable):
-        raise ProjectorLrError("mm_projector_lr is set but the projector is the only trained module (stage 1); "
+        raise LlavaLfError("mm_projector_lr is set but the projector is the only trained module (stage 1); "
                                "set learning_rate instead and drop mm_projector_lr")
     groups = []
     for own_rate in (False, True):
@@ -61,7 +57,7 @@ def build_projector_optimizer(model: Any, training_args: Any, projector_keys: It
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
     own = [key for key in _OWN_GROUPS if key in optimizer_kwargs]
     if own or not isinstance(optimizer_cls, type):
-        raise ProjectorLrError(f"mm_projector_lr needs an optimizer built from parameter groups; optim="
+        raise LlavaLfError(f"mm_projector_lr needs an optimizer built from parameter groups; optim="
                                f"{training_args.optim} builds its own; use adamw_torch (the default)")
     decay_names = Trainer.get_decay_parameter_names(None, model)  # uses no state of the trainer
     groups = projector_param_groups(model.named_parameters(), decay_names, projector_keys, projector_lr,
@@ -73,7 +69,7 @@ def check_projector_rates(param_groups: list[dict], projector_lr: float) -> None
     """Refuse a run whose optimizer has no group at `mm_projector_lr` (our optimizer was not the one built)."""
     rates = [group.get("initial_lr", group.get("lr")) for group in param_groups]
     if projector_lr not in rates:
-        raise ProjectorLrError(f"mm_projector_lr={projector_lr:g} is set but no optimizer group has that rate "
+        raise LlavaLfError(f"mm_projector_lr={projector_lr:g} is set but no optimizer group has that rate "
                                f"(group rates: {rates}); another optimizer replaced ours: drop loraplus_lr_ratio, "
                                f"GaLore/APOLLO/BAdam/Adam-mini/Muon, or a DeepSpeed `optimizer` section")
 
@@ -87,7 +83,7 @@ def optimizer_for_run(model: Any, training_args: Any, host_optimizer: Any) -> An
     if projector_lr is None:
         return None
     if host_optimizer is not None:
-        raise ProjectorLrError(f"mm_projector_lr cannot be combined with the host's own optimizer "
+        raise LlavaLfError(f"mm_projector_lr cannot be combined with the host's own optimizer "
                                f"({type(host_optimizer).__name__}: LoRA+, GaLore, APOLLO, BAdam, Adam-mini or Muon); "
                                f"drop one of them")
     return build_projector_optimizer(model, training_args, ModuleKeys.of(model).projector, projector_lr)

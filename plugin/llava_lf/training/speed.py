@@ -19,10 +19,6 @@ from typing import Any
 from llava_lf.errors import LlavaLfError
 
 
-class SpeedOptionError(LlavaLfError):
-    """A speed option cannot be applied to this run; the message says why and what to change."""
-
-
 @dataclass(frozen=True)
 class Applied:
     recomputed_layers: int | None = None  # decoder layers still checkpointed
@@ -44,7 +40,7 @@ def recompute_only_first(model: Any, count: int) -> int:
     """Switch checkpointing off for every decoder layer after the first `count`; return how many keep it."""
     layers = decoder_layers(model)
     if not any(getattr(layer, "gradient_checkpointing", False) for layer in layers):
-        raise SpeedOptionError("recompute_layers is set but gradient checkpointing is off "
+        raise LlavaLfError("recompute_layers is set but gradient checkpointing is off "
                                "(disable_gradient_checkpointing: true); drop one of them")
     for index, layer in enumerate(layers):
         layer.gradient_checkpointing = index < count and layer.gradient_checkpointing
@@ -58,7 +54,7 @@ def sdpa_backends(name: str, device_type: str) -> list[Any]:
     table = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
              "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
     if name == "cudnn" and device_type != "cuda":
-        raise SpeedOptionError(f"sdpa_backend=cudnn needs a CUDA device; this run is on {device_type}")
+        raise LlavaLfError(f"sdpa_backend=cudnn needs a CUDA device; this run is on {device_type}")
     return [table[name]]
 
 
@@ -73,7 +69,7 @@ def select_sdpa(name: str, config: Any, device_type: str, stack: contextlib.Exit
 
     implementation = attention_implementation(config)
     if implementation != "sdpa":
-        raise SpeedOptionError(f"sdpa_backend={name} needs SDPA attention, and the model uses {implementation} "
+        raise LlavaLfError(f"sdpa_backend={name} needs SDPA attention, and the model uses {implementation} "
                                f"(set flash_attn: sdpa; fa2 needs the flash-attn package and ignores this option)")
     stack.enter_context(sdpa_kernel(sdpa_backends(name, device_type)))
     return name

@@ -1,8 +1,7 @@
 """LLaVA JSON -> LLaMA-Factory sharegpt datasets, validated record by record, streamed."""
 
 from .convert import ConvertOptions, check_file, convert_file, convert_records
-from .reader import SourceFormatError
 from .report import ConversionReport, Problem, Rejection
 
-__all__ = ["ConversionReport", "ConvertOptions", "Problem", "Rejection", "SourceFormatError", "check_file",
-           "convert_file", "convert_records"]
+__all__ = ["ConversionReport", "ConvertOptions", "Problem", "Rejection", "check_file", "convert_file",
+           "convert_records"]

@@ -158,9 +158,9 @@ def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str,
                  options: ConvertOptions | None = None) -> ConversionReport:
     """Convert a LLaVA JSON/JSONL file to `out_dir/name.jsonl` and register it in `out_dir/dataset_info.json`.
 
-    Raises `LlavaLfError` (`SourceFormatError` when the file is not JSON, `OutputError` for the outputs,
-    `NothingKeptError` when no record passed); earlier output is then untouched. The name, folders and
-    `dataset_info.json` are checked before anything is written.
+    Raises `LlavaLfError` when the file is not JSON, an output cannot be written or no record passed;
+    earlier output is then untouched. The name, folders and `dataset_info.json` are checked before anything
+    is written.
     """
     options = options or ConvertOptions()
     src = Path(src)
@@ -184,7 +184,7 @@ def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str,
             else:
                 dataset.write(item.record)
         if report.written == 0:
-            raise NothingKeptError(report)
+            raise nothing_kept(report)
     except BaseException:
         dataset.discard()
         rejected.discard()
@@ -200,23 +200,20 @@ def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str,
     return report
 
 
-class NothingKeptError(LlavaLfError):
+def nothing_kept(report: ConversionReport) -> LlavaLfError:
     """Every record was rejected (or there were none): an empty dataset must not replace a good one."""
-
-    def __init__(self, report: ConversionReport):
-        if report.total == 0:
-            lines = [f"{report.source} holds no records (an empty array or file): nothing to convert"]
-        else:
-            lines = [f"{report.source}: {report.total} records read, none kept: nothing was written"]
-        if report.output is not None:
-            lines[0] += f"; {report.output} and its registration are as they were"
-        lines += [line.strip() for line in report.summary().splitlines()[1:]
-                  if not line.lstrip().startswith("every rejected record")]
-        if report.rejected:
-            lines.append("when every record fails alike, an option is likely wrong (--image-folder, --template); "
-                         "`llava-lf check SRC ... --report FILE` lists every rejected record")
-        super().__init__(lines)
-        self.report = report
+    if report.total == 0:
+        lines = [f"{report.source} holds no records (an empty array or file): nothing to convert"]
+    else:
+        lines = [f"{report.source}: {report.total} records read, none kept: nothing was written"]
+    if report.output is not None:
+        lines[0] += f"; {report.output} and its registration are as they were"
+    lines += [line.strip() for line in report.summary().splitlines()[1:]
+              if not line.lstrip().startswith("every rejected record")]
+    if report.rejected:
+        lines.append("when every record fails alike, an option is likely wrong (--image-folder, --template); "
+                     "`llava-lf check SRC ... --report FILE` lists every rejected record")
+    return LlavaLfError(lines)
 
 
 def check_file(src: Path, image_folder: Path, options: ConvertOptions | None = None,
@@ -240,7 +237,7 @@ def check_file(src: Path, image_folder: Path, options: ConvertOptions | None = N
             if rejected is not None and isinstance(item, Rejection):
                 rejected.write_json_line(item.to_json())
         if report.total == 0:
-            raise NothingKeptError(report)
+            raise nothing_kept(report)
     except BaseException:
         if rejected is not None:
             rejected.discard()

@@ -24,10 +24,6 @@ from .validate import too_long_problem
 LLAVA_15_IMAGE_TOKENS = 576  # CLIP ViT-L/14 at 336 px, CLS dropped
 
 
-class CutoffError(LlavaLfError):
-    """The tokenizer or processor could not be loaded; says what to pass instead."""
-
-
 @dataclass(frozen=True)
 class CutoffSpec:
     cutoff_len: int
@@ -65,7 +61,7 @@ class TurnBudget:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer)
         except (OSError, ValueError) as error:
-            raise CutoffError(f"cannot load a tokenizer from {spec.tokenizer} ({error}); pass --tokenizer with the "
+            raise LlavaLfError(f"cannot load a tokenizer from {spec.tokenizer} ({error}); pass --tokenizer with the "
                               "language model's or the assembled Llava model's folder") from None
         self.cutoff_len = spec.cutoff_len
         self.image_tokens, note = _image_tokens(spec.tokenizer, spec.image_tokens)

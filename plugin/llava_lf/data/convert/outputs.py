@@ -21,10 +21,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _RESERVED = frozenset({"dataset_info"})
 
 
-class OutputError(LlavaLfError):
-    """An output that cannot or must not be written (bad name, not a folder, an input's own path)."""
-
-
 @dataclass(frozen=True)
 class ConvertOutputs:
     folder: Path
@@ -86,7 +82,7 @@ def check_not_inputs(outputs: list[Path], inputs: list[Path]) -> list[str]:
 
 
 def plan_convert_outputs(src: Path, image_folder: Path, out_dir: Path, name: str) -> ConvertOutputs:
-    """The paths `convert` will write, once every check passed; raises `OutputError` listing every problem."""
+    """The paths `convert` will write, once every check passed; raises `LlavaLfError` listing every problem."""
     out_dir = Path(out_dir)
     problems = check_name(name) + check_readable(src) + check_image_folder(image_folder)
     if os.path.lexists(out_dir) and not out_dir.is_dir():
@@ -101,17 +97,17 @@ def plan_convert_outputs(src: Path, image_folder: Path, out_dir: Path, name: str
         except LlavaLfError as error:
             problems += error.problems
     if problems:
-        raise OutputError(problems)
+        raise LlavaLfError(problems)
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"--out {out_dir}: cannot create the folder ({error.strerror or error}); pass a folder "
+        raise LlavaLfError(f"--out {out_dir}: cannot create the folder ({error.strerror or error}); pass a folder "
                           "you can write in") from None
     return replace(outputs, created=created)
 
 
-def open_failed(folder: Path, error: OSError) -> OutputError:
+def open_failed(folder: Path, error: OSError) -> LlavaLfError:
     """A temporary output could not be created: the folder is not writable (or full)."""
-    return OutputError(f"{folder}: cannot write there ({error.strerror or error}); pass a folder you can write in "
+    return LlavaLfError(f"{folder}: cannot write there ({error.strerror or error}); pass a folder you can write in "
                        "(nothing was changed)")

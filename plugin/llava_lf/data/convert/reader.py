@@ -2,7 +2,7 @@
 
 The text is decoded a chunk at a time and each record is parsed with the C JSON scanner where it lies in
 the buffer, so memory holds about two chunks plus the largest record, whatever the file size. A syntax
-error raises `SourceFormatError` with the line and column, the way a person would look it up.
+error raises `LlavaLfError` with the line and column, the way a person would look it up.
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ _BOUNDARY_MARGIN = 64
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
-class SourceFormatError(LlavaLfError):
-    """The file is not a JSON array of records nor JSON Lines; says where and what was expected."""
-
-    def __init__(self, path: Path, line: int, column: int, message: str):
-        super().__init__(f"{path}: line {line}, column {column}: {message}\n  the file must be a JSON array of "
-                         "records or JSON Lines; fix it at that line and column and run again (no earlier output "
-                         "was changed)")
-        self.path, self.line, self.column, self.message = path, line, column, message
+def format_error(path: Path, line: int, column: int, message: str) -> LlavaLfError:
+    """The file is not a JSON array of records nor JSON Lines: where, what was expected, and the fix."""
+    return LlavaLfError(f"{path}: line {line}, column {column}: {message}\n  the file must be a JSON array of "
+                        "records or JSON Lines; fix it at that line and column and run again (no earlier output "
+                        "was changed)")
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class _Buffer:
             new = self._decoder.decode(raw, final=not raw)
         except UnicodeDecodeError as error:
             line, column = self.where(len(self.text))
-            raise SourceFormatError(self._path, line, column, f"the file is not UTF-8 text ({error.reason})") from None
+            raise format_error(self._path, line, column, f"the file is not UTF-8 text ({error.reason})") from None
         self._drop_consumed()
         self.text += new
         self.eof = not raw
@@ -103,9 +100,9 @@ class _Buffer:
             if not self.fill():
                 return ""
 
-    def error(self, message: str, offset: int | None = None) -> SourceFormatError:
+    def error(self, message: str, offset: int | None = None) -> LlavaLfError:
         line, column = self.where(self.pos if offset is None else offset)
-        return SourceFormatError(self._path, line, column, message)
+        return format_error(self._path, line, column, message)
 
 
 _decode = json.JSONDecoder().raw_decode
@@ -255,7 +252,7 @@ def _concatenated(buffer: _Buffer) -> Iterator[SourceRecord]:
     first = _parse_value(buffer)
     if type(first) is dict and "conversations" not in first and buffer.skip_whitespace() == "":
         keys = ", ".join(repr(key) for key in list(first)[:5]) or "none"
-        raise SourceFormatError(buffer._path, line, 1, f"the file is one JSON object (keys: {keys:.200}), not "
+        raise format_error(buffer._path, line, 1, f"the file is one JSON object (keys: {keys:.200}), not "
                                 "records: expected a JSON array of records or JSON Lines (one record per line); "
                                 "if the records sit under one key, write that list out as the file")
     yield SourceRecord(0, line, first)

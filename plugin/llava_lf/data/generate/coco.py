@@ -16,10 +16,6 @@ from llava_lf.errors import LlavaLfError
 MAX_LISTED_PROBLEMS = 20
 
 
-class CocoError(LlavaLfError):
-    """Annotation files that cannot be read; the message lists every problem found, with its fix."""
-
-
 @dataclass(frozen=True)
 class Box:
     category: str
@@ -51,12 +47,12 @@ def _load(path: Path, kind: str) -> dict:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CocoError(f"{kind} file {path} does not exist") from None
+        raise LlavaLfError(f"{kind} file {path} does not exist") from None
     except json.JSONDecodeError as error:
-        raise CocoError(f"{kind} file {path} is not JSON ({error}); pass a COCO {kind}_*.json file") from None
+        raise LlavaLfError(f"{kind} file {path} is not JSON ({error}); pass a COCO {kind}_*.json file") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("images"), list) \
             or not isinstance(payload.get("annotations"), list):
-        raise CocoError(f"{kind} file {path}: expected an object with 'images' and 'annotations' lists "
+        raise LlavaLfError(f"{kind} file {path}: expected an object with 'images' and 'annotations' lists "
                         f"(the COCO {kind}_*.json layout)")
     return payload
 
@@ -70,7 +66,7 @@ class _Problems(list):
         if self:
             listed = "\n".join(f"  - {problem}" for problem in self[:MAX_LISTED_PROBLEMS])
             more = f"\n  ... and {len(self) - MAX_LISTED_PROBLEMS} more" if len(self) > MAX_LISTED_PROBLEMS else ""
-            raise CocoError(f"{len(self)} problem(s) in the annotation files:\n{listed}{more}")
+            raise LlavaLfError(f"{len(self)} problem(s) in the annotation files:\n{listed}{more}")
 
 
 def _images(payload: dict, source: str, problems: _Problems) -> dict[int, dict]:
@@ -119,7 +115,7 @@ def load_contexts(captions: Path, instances: Path | None) -> tuple[list[ImageCon
     """Every image of the captions file with its captions (and boxes when `instances` is given), by id.
 
     Returns the contexts and the ids of images that have no caption (they cannot be described).
-    Raises CocoError listing all problems at once.
+    Raises LlavaLfError listing all problems at once.
     """
     problems = _Problems()
     caption_payload = _load(captions, "captions")

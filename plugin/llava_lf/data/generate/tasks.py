@@ -24,10 +24,6 @@ PACKAGED_PROMPTS = Path(__file__).with_name("prompts")
 CONTEXT_MARK, REPLY_MARK = "=== context", "=== reply"
 
 
-class PromptError(LlavaLfError):
-    """A prompt folder that is missing a file or whose examples file does not follow the block format."""
-
-
 @dataclass(frozen=True)
 class Example:
     context: str
@@ -58,7 +54,7 @@ def parse_task_types(text: str) -> list[TaskType]:
 def _read(folder: Path, name: str) -> str:
     path = folder / name
     if not path.is_file():
-        raise PromptError(f"prompt folder {folder} has no {name}; copy it from {PACKAGED_PROMPTS}")
+        raise LlavaLfError(f"prompt folder {folder} has no {name}; copy it from {PACKAGED_PROMPTS}")
     return path.read_text(encoding="utf-8")
 
 
@@ -69,7 +65,7 @@ def parse_examples(text: str, source: str) -> tuple[Example, ...]:
     def close(line_number: int) -> None:
         context, reply = ("\n".join(buffers[mark]).strip() for mark in (CONTEXT_MARK, REPLY_MARK))
         if not context or not reply:
-            raise PromptError(f"{source}: the example ending at line {line_number} needs a non-empty "
+            raise LlavaLfError(f"{source}: the example ending at line {line_number} needs a non-empty "
                               f"'{CONTEXT_MARK}' block followed by a non-empty '{REPLY_MARK}' block")
         examples.append(Example(context, reply))
 
@@ -81,7 +77,7 @@ def parse_examples(text: str, source: str) -> tuple[Example, ...]:
             section, buffers = CONTEXT_MARK, {CONTEXT_MARK: [], REPLY_MARK: []}
         elif mark == REPLY_MARK:
             if section != CONTEXT_MARK:
-                raise PromptError(f"{source}:{line_number}: '{REPLY_MARK}' must follow a '{CONTEXT_MARK}' block")
+                raise LlavaLfError(f"{source}:{line_number}: '{REPLY_MARK}' must follow a '{CONTEXT_MARK}' block")
             section = REPLY_MARK
         elif section is not None:
             buffers[section].append(line)
@@ -95,13 +91,13 @@ def load_prompts(folder: Path = PACKAGED_PROMPTS) -> PromptSet:
     for task in TASK_TYPES:
         system = _read(folder, f"{task}_system.txt").strip()
         if not system:
-            raise PromptError(f"{folder / f'{task}_system.txt'} is empty")
+            raise LlavaLfError(f"{folder / f'{task}_system.txt'} is empty")
         examples = parse_examples(_read(folder, f"{task}_examples.txt"), str(folder / f"{task}_examples.txt"))
         tasks[task] = TaskPrompt(system, examples)
     lines = _read(folder, "detail_instructions.txt").splitlines()
     instructions = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
     if not instructions:
-        raise PromptError(f"{folder / 'detail_instructions.txt'} lists no instruction")
+        raise LlavaLfError(f"{folder / 'detail_instructions.txt'} lists no instruction")
     return PromptSet(tasks, instructions)
 
 

@@ -16,10 +16,6 @@ from llava_lf.errors import LlavaLfError
 from llava_lf.training.modality import GroupedOrder, grouped_order
 
 
-class RegroupError(LlavaLfError):
-    """The source dataset cannot be regrouped; the message names the dataset, the field and the fix."""
-
-
 @dataclass(frozen=True)
 class RegroupReport:
     source: Path
@@ -41,19 +37,19 @@ class RegroupReport:
 def _source_entry(dataset_dir: Path, name: str) -> tuple[dict, Path, str]:
     info_path = dataset_dir / "dataset_info.json"
     if not info_path.is_file():
-        raise RegroupError(f"{info_path} not found; --dataset-dir must be the folder `llava-lf convert --out` wrote")
+        raise LlavaLfError(f"{info_path} not found; --dataset-dir must be the folder `llava-lf convert --out` wrote")
     info = json.loads(info_path.read_text(encoding="utf-8"))
     if name not in info:
         known = ", ".join(sorted(info)) or "none"
-        raise RegroupError(f"dataset {name!r} is not in {info_path} (registered: {known})")
+        raise LlavaLfError(f"dataset {name!r} is not in {info_path} (registered: {known})")
     entry = info[name]
     file_name = entry.get("file_name")
     if not isinstance(file_name, str) or not file_name.endswith(".jsonl"):
-        raise RegroupError(f"dataset {name!r}: file_name {file_name!r} is not one JSON Lines file; "
+        raise LlavaLfError(f"dataset {name!r}: file_name {file_name!r} is not one JSON Lines file; "
                            f"convert the data with `llava-lf convert` first")
     images_column = entry.get("columns", {}).get("images")
     if not images_column:
-        raise RegroupError(f"dataset {name!r} has no columns.images in {info_path}, so every row would count "
+        raise LlavaLfError(f"dataset {name!r} has no columns.images in {info_path}, so every row would count "
                            f"as text-only; add \"images\": \"images\" to its columns")
     return entry, dataset_dir / file_name, images_column
 
@@ -73,12 +69,12 @@ def _scan(path: Path, images_column: str) -> tuple[list[int], list[bool]]:
                 try:
                     row = orjson.loads(line)
                 except orjson.JSONDecodeError as error:
-                    raise RegroupError(f"{path}:{number}: not valid JSON ({error}); fix or re-convert that row") from error
+                    raise LlavaLfError(f"{path}:{number}: not valid JSON ({error}); fix or re-convert that row") from error
                 if not isinstance(row, dict):
-                    raise RegroupError(f"{path}:{number}: a row must be a JSON object, got {type(row).__name__}")
+                    raise LlavaLfError(f"{path}:{number}: a row must be a JSON object, got {type(row).__name__}")
                 images = row.get(images_column)
                 if images is not None and not isinstance(images, list | str):
-                    raise RegroupError(f"{path}:{number}: field {images_column!r} must be a list of image paths")
+                    raise LlavaLfError(f"{path}:{number}: field {images_column!r} must be a list of image paths")
                 offsets.append(offset)
                 has_image.append(bool(images))
             offset += len(line)
@@ -95,10 +91,10 @@ def regroup_dataset(dataset_dir: Path, name: str, out_name: str | None = None, b
     dataset_dir = Path(dataset_dir)
     out_name = out_name or f"{name}_grouped"
     if out_name == name:
-        raise RegroupError("--out-name must differ from the source name; the source is left as it is")
+        raise LlavaLfError("--out-name must differ from the source name; the source is left as it is")
     entry, source, images_column = _source_entry(dataset_dir, name)
     if not source.is_file():
-        raise RegroupError(f"dataset {name!r}: {source} does not exist; run `llava-lf convert` again")
+        raise LlavaLfError(f"dataset {name!r}: {source} does not exist; run `llava-lf convert` again")
     offsets, has_image = _scan(source, images_column)
     grouping = grouped_order(has_image, batch, seed)
     output = dataset_dir / f"{out_name}.jsonl"

@@ -24,10 +24,6 @@ from dataclasses import dataclass, field
 from llava_lf.errors import LlavaLfError
 
 
-class SeamMissing(LlavaLfError):
-    """A feature the run asked for enters through a host function this host does not have in the expected shape."""
-
-
 @dataclass
 class Seam:
     """One host function we wrap: where it is, what it serves, and the checks of the shape we rely on."""
@@ -58,7 +54,7 @@ class Seam:
         """Stop a run that asked for this feature when the seam does not fit."""
         misfits = self.check()
         if misfits:
-            raise SeamMissing(self.problem(misfits))
+            raise LlavaLfError(self.problem(misfits))
 
 
 def has_parameters(function: Callable, names: list[str]) -> list[str]:

@@ -60,7 +60,7 @@ def install(build: Builder) -> int:
     """Wrap the host's `create_custom_optimizer` wherever it is bound, asking `build` first; return how many
     bindings were wrapped (a second install replaces the builder of the first).
 
-    Raises `SeamMissing` (naming the function and what differs) when this host lacks the shape: a run that set
+    Raises `LlavaLfError` (naming the function and what differs) when this host lacks the shape: a run that set
     mm_projector_lr stops before its first step instead of training the projector at the wrong rate.
     """
     from llamafactory.train import trainer_utils
