@@ -15,7 +15,7 @@ import pytest
 from conftest import BIN
 from helpers.standins import VICUNA_GENERATION_CONFIG, build_openai_clip, build_vicuna
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.host]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.host]
 
 HUB_PREFIXES = ("language_model.model.", "language_model.lm_head.weight", "multi_modal_projector.linear_1.",
                 "multi_modal_projector.linear_2.", "vision_tower.vision_model.")

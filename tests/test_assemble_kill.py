@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_assemble_cli import llava_lf
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 KILLS_AT_RANDOM_TIMES = 6  # bounded for `make test`; LLAVA_LF_KILLS raises it for a longer run
 

@@ -25,7 +25,7 @@ from PIL import Image
 
 from llava_lf.data.convert.writer import TMP_PREFIX
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 KILLS = int(os.environ.get("LLAVA_LF_KILLS", "6"))
 
 # Runs the real command line, killing itself with SIGKILL at the K-th call of os.replace or os.fsync.

@@ -14,7 +14,7 @@ import torch
 from conftest import BIN
 from helpers.standins import VICUNA_GENERATION_CONFIG
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 VISION_WIDTH, TEXT_WIDTH = 96, 128  # the tiny CLIP's and tiny LLaMA's hidden sizes (conftest's tiny_parts)
 LLAVA_1_5_KEYS = {
