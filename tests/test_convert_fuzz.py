@@ -194,6 +194,7 @@ def _argv_flags(drawn: list[str]) -> list[str]:
     return [part for flag in drawn for part in flag.split("=", 1)]
 
 
+@pytest.mark.slow  # 40 examples: ~15 s
 @FUZZ
 @given(values=records, jsonl=st.booleans(), name=st.sampled_from(NAMES), drawn=flags, existing=st.booleans())
 def test_fuzz_convert_and_check_in_process(values, jsonl, name, drawn, existing):

@@ -45,6 +45,7 @@ def _run(marker, **env_overrides):
     return done, marker.exists()
 
 
+@pytest.mark.slow  # a fresh interpreter that loads torch and the host: 5-10 s
 def test_exit_waits_for_the_generation_thread(tmp_path):
     done, finished = _run(tmp_path / "finished")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -52,6 +53,7 @@ def test_exit_waits_for_the_generation_thread(tmp_path):
     assert "terminate called" not in done.stderr
 
 
+@pytest.mark.slow
 def test_without_the_plugin_the_same_exit_aborts(tmp_path):
     # The host's own behaviour, which the exit handler exists for: if torch stops aborting here, the
     # handler can go.

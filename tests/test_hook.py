@@ -15,6 +15,9 @@ from conftest import REPO
 
 pytestmark = pytest.mark.host
 
+# Each test marked slow starts a fresh interpreter that imports the host (5-15 s on two shared cores); the fast
+# tier still goes through the hook in process: its first `import llamafactory` registers our templates.
+
 CHECK_REGISTERED = (
     "import llamafactory.data.template as t; "
     "print(sorted(name for name in ('llava_v1', 'llava_plain') if name in t.TEMPLATES))"
@@ -32,6 +35,7 @@ def test_pth_file_sits_at_site_packages_root():
     assert pth.read_text().startswith("import sys; exec(")
 
 
+@pytest.mark.slow
 def test_fresh_interpreter_sees_our_templates():
     result = run_python(CHECK_REGISTERED)
     assert result.returncode == 0, result.stderr
@@ -46,12 +50,14 @@ def test_interpreter_start_imports_nothing_heavy():
     assert "llava_lf._hook" in run_python("import sys; print(list(sys.modules))").stdout
 
 
+@pytest.mark.slow
 def test_opt_out_environment_variable():
     result = run_python(CHECK_REGISTERED, LLAVA_LF_DISABLE_HOOK="1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_registration_is_idempotent():
     code = "import llamafactory.data.template; from llava_lf.host.registration import register_all; print(register_all())"
     result = run_python(code)
@@ -60,6 +66,7 @@ def test_registration_is_idempotent():
 
 
 # Each imports the host from inside our package: the hook must still register once everything has loaded.
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["llava_lf.templates.conversation", "llava_lf.templates.mm_plugin", "llava_lf.host.registration"])
 def test_importing_our_modules_first_still_registers(module):
     result = run_python(f"import {module}; {CHECK_REGISTERED}")
@@ -68,6 +75,7 @@ def test_importing_our_modules_first_still_registers(module):
     assert "llava-lf:" not in result.stderr
 
 
+@pytest.mark.slow
 def test_doctor_exits_4_when_the_host_sees_none_of_our_templates():
     doctor = "from llava_lf.cli import main; main(['doctor'])"
     seen, unseen = run_python(doctor), run_python(doctor, LLAVA_LF_DISABLE_HOOK="1")

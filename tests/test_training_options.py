@@ -59,6 +59,7 @@ def test_projector_lr_refused_with_8bit_optimizers_naming_the_fix(optim):
     assert parse_training_options("group_by_modality=true", optim).group_by_modality  # only the projector rate
 
 
+@pytest.mark.slow  # a fresh interpreter that loads the host: ~6 s
 def test_report_to_llava_lf_fails_loudly_without_the_plugin():
     # A YAML naming our callback in an environment where the plugin is off must not train differently in silence.
     code = ("from transformers.integrations.integration_utils import get_reporting_integration_callbacks as get\n"

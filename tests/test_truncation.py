@@ -88,7 +88,7 @@ def _host_rows(samples):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("start_method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])  # spawn: ~17 s
 def test_map_workers_report_every_trim_and_drop_with_its_row(golden, tmp_path, start_method):
     """Through the host's own loader function (our seam wraps it), two map workers forked or spawned."""
     import multiprocess
