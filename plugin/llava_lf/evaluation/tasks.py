@@ -10,6 +10,7 @@ from .task import Task
 BENCHMARK_MODULES: tuple[str, ...] = (
     "llava_bench",
     "pope",
+    "mmbench",
     "scienceqa",
     "shapes",
 )
