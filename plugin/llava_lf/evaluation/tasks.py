@@ -9,6 +9,7 @@ from .task import Task
 # In the order of LLaVA-1.5's table, then the demo's own questions.
 BENCHMARK_MODULES: tuple[str, ...] = (
     "llava_bench",
+    "mm_vet",
     "pope",
     "mmbench",
     "scienceqa",
