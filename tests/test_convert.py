@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from llava_lf.data.convert import ConvertOptions, convert_file
-from llava_lf.data.convert.report import REASONS
+from llava_lf.data.convert.report import Reason
 
 pytestmark = pytest.mark.host
 
@@ -132,7 +132,7 @@ def test_every_structural_reject_reason_is_reported_with_field_and_fix(tmp_path,
         assert (row["reason"], row["field"]) == (reason, field), row
         assert row["message"] and row["fix"] and row["line"] >= 1
     assert [row["index"] for row in rejected] == list(range(1, len(records)))
-    assert sum(report.counts_by_reason().values()) == len(cases)
+    assert sum(report.reasons.values()) == len(cases)
     summary = report.summary()
     for reason in {reason for _, reason, _ in cases}:
         assert f"rejected {reason}: " in summary
@@ -250,7 +250,7 @@ def _one_input_per_reason(tmp_path: Path, folder: Path, tokenizer: Path) -> dict
     return cases
 
 
-@pytest.mark.parametrize("reason", REASONS)
+@pytest.mark.parametrize("reason", Reason.__args__)
 def test_each_reason_is_produced_by_some_input(tmp_path, folder, tiny_llava, reason):
     """A reason no input produces is dead code or an untested path: each must come out of a real conversion."""
     cases = _one_input_per_reason(tmp_path, folder, tiny_llava)

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
+from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.benchmarks.vqa_answers import (
     CONTRACTIONS,
-    VqaAnswerError,
     normalize_answer,
     processing_counts,
     read_latest_answers,
@@ -181,7 +181,7 @@ def test_latest_answers_a_later_line_wins_as_in_llava_s_converters(tmp_path):
 def test_latest_answers_bad_lines_name_the_line(tmp_path, body, needle):
     path = tmp_path / "bad.jsonl"
     path.write_text(body, encoding="utf-8")
-    with pytest.raises(VqaAnswerError, match=needle):
+    with pytest.raises(LlavaLfError, match=needle):
         read_latest_answers(path)
-    with pytest.raises(VqaAnswerError, match="predict"):
+    with pytest.raises(LlavaLfError, match="predict"):
         read_latest_answers(tmp_path / "absent.jsonl")

@@ -61,21 +61,6 @@ class TrainingOptions:
     def active(self) -> bool:
         return self != TrainingOptions()
 
-    def as_optim_args(self) -> str:
-        """The `optim_args` string that expresses these options."""
-        parts = []
-        if self.mm_projector_lr is not None:
-            parts.append(f"mm_projector_lr={self.mm_projector_lr:g}")
-        if self.group_by_modality:
-            parts.append("group_by_modality=true")
-        if self.recompute_layers is not None:
-            parts.append(f"recompute_layers={self.recompute_layers}")
-        if self.sdpa_backend is not None:
-            parts.append(f"sdpa_backend={self.sdpa_backend}")
-        if self.compile_layers:
-            parts.append("compile_layers=true")
-        return ",".join(parts)
-
     def as_dict(self) -> dict[str, object]:
         return {key: getattr(self, key) for key in OPTION_HELP}
 

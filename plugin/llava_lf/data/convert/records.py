@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import TypedDict
 
 from llava_lf.formats import IMAGE_TOKEN
 
@@ -12,12 +12,6 @@ ROLE_HUMAN, ROLE_GPT, ROLE_SYSTEM = "human", "gpt", "system"
 
 # "from" is a Python keyword, so these use the functional TypedDict syntax.
 LlavaTurn = TypedDict("LlavaTurn", {"from": str, "value": str})
-
-
-class LlavaRecord(TypedDict):
-    id: NotRequired[str]
-    image: NotRequired[str | list[str]]
-    conversations: list[LlavaTurn]
 
 
 class SharegptRecord(TypedDict):

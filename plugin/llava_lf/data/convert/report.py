@@ -23,16 +23,6 @@ Reason = Literal[
     "image_too_large",  # more pixels than the limit (decompression bomb)
     "too_long",  # the first turn alone exceeds the cutoff length
 ]
-REASONS: tuple[str, ...] = Reason.__args__
-
-# Changes made to records that were kept, counted so that nothing changes silently either.
-Change = Literal[
-    "image_moved_to_front",  # '<image>' moved to the start of its turn as '<image>\n', as LLaVA does
-    "leading_gpt_dropped",  # a conversation opening with a gpt turn, as LLaVA drops it
-    "trailing_human_dropped",  # an unanswered last question (nothing to learn from)
-    "turns_trimmed",  # later turns cut at a turn boundary to fit the cutoff length
-    "moved_to_front_for_schema",  # the first image record written first (see convert.writer)
-]
 
 
 @dataclass(frozen=True)
@@ -88,7 +78,7 @@ class ConversionReport:
     rejections: list[Rejection] = field(default_factory=list)  # the first `keep` of them; the file has all
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
-    changes: Counter[str] = field(default_factory=Counter)
+    changes: Counter[str] = field(default_factory=Counter)  # repairs to kept records, by name (docs/data.md)
     rejected_path: str | None = None
     notes: list[str] = field(default_factory=list)  # how options were resolved (e.g. image tokens used)
     keep: int = 1000  # rejections held in memory, so memory does not grow with a bad file
@@ -98,9 +88,6 @@ class ConversionReport:
         self.reasons[rejection.reason] += 1
         if len(self.rejections) < self.keep:
             self.rejections.append(replace(rejection, record=None))  # records go to the file, not to memory
-
-    def counts_by_reason(self) -> Counter[str]:
-        return Counter(self.reasons)
 
     def summary(self) -> str:
         target = f"{self.written} written to {self.output}" if self.output else f"{self.written} valid"

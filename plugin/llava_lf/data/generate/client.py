@@ -41,4 +41,3 @@ class TeacherClient(OpenAIClient):
             timeout_s=config.timeout_s, max_retries=config.max_retries, backoff_s=config.backoff_s,
             backoff_cap_s=config.backoff_cap_s, requests_per_minute=config.requests_per_minute,
             temperature=config.temperature, max_tokens=config.max_tokens, label="teacher", options=TEACHER_OPTIONS))
-        self.teacher_config = config

@@ -1,16 +1,19 @@
 """EvalAI's answer normalisation (MMF's EvalAIAnswerProcessor, which LLaVA's m4c_evaluator.py uses for VQAv2,
 VizWiz and TextVQA) and M4C's TextVQA soft accuracy, rule for rule, quirks included; plus the answer-file
-reader of LLaVA's VQAv2 and VizWiz converters (a dict by question_id: a later line wins)."""
+reader, upload writer and change counts of LLaVA's VQAv2 and VizWiz converters (a later line wins)."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
+
+from ..report import markdown_table
 
 # MMF's table, entry for entry, its oddities kept: keys with capitals ("Im", "Ive") never match because the
 # text is lower-cased first, "let's"/"she's" map to themselves, and "somebody'd" maps to "somebodyd".
@@ -60,10 +63,6 @@ _PERIOD_WITHOUT_DIGIT = re.compile(r"\.(?!\d)")
 MAX_PERIODS_DELETED = int(re.UNICODE)
 
 SOFT_SCORE_ANSWERS = 10  # M4C asserts exactly 10 human answers per question
-
-
-class VqaAnswerError(LlavaLfError):
-    pass
 
 
 def _tokenized(text: str) -> str:
@@ -126,7 +125,7 @@ class LatestAnswers:
 
 def read_latest_answers(path: Path) -> LatestAnswers:
     if not path.is_file():
-        raise VqaAnswerError(f"no predictions file at {path}; run the benchmark's `predict` phase first")
+        raise LlavaLfError(f"no predictions file at {path}; run the benchmark's `predict` phase first")
     rows = path.read_text(encoding="utf-8").split("\n")
     texts: dict[str, str] = {}
     overridden: list[str] = []
@@ -144,9 +143,9 @@ def read_latest_answers(path: Path) -> LatestAnswers:
             if number == len(rows):  # no newline after it: a write cut short; that question is unanswered
                 torn = True
                 continue
-            raise VqaAnswerError(f"{path}, line {number}: not JSON ({error}); fix or delete that line") from None
+            raise LlavaLfError(f"{path}, line {number}: not JSON ({error}); fix or delete that line") from None
         except (KeyError, TypeError, AttributeError) as error:
-            raise VqaAnswerError(f"{path}, line {number}: not an answer record ({type(error).__name__}: {error}); "
+            raise LlavaLfError(f"{path}, line {number}: not an answer record ({type(error).__name__}: {error}); "
                                  "each line needs question_id and text") from None
         key = str(question_id)
         if key in texts and texts[key] != text:
@@ -183,3 +182,32 @@ def processing_counts(pairs: Sequence[tuple[str, str]], examples: int = 10) -> P
                 shown.append((answer, processed))
         emptied += bool(answer.strip()) and not processed
     return ProcessingCounts(unchanged, spacing, rewritten, emptied, shown)
+
+
+def processing_table(counts: ProcessingCounts) -> str:
+    table = markdown_table(["the EvalAI processor", "answers"], [
+        ["left them as they were", str(counts.unchanged)],
+        ["only lower-cased or re-spaced them", str(counts.case_or_spacing)],
+        ["rewrote them (punctuation, periods, number words, articles, contractions)", str(counts.rewritten)],
+        ["left nothing (uploaded as \"\")", str(counts.emptied)]])
+    examples = "; ".join(f"{a!r} -> {p!r}" for a, p in counts.examples)
+    return table + (f"\n\nRewritten, e.g.: {examples}" if examples else "")
+
+
+def answer_chart(answer_counts: Counter, total: int, out: Path, title: str) -> Path:
+    from llava_lf.common import charts
+
+    top = answer_counts.most_common(10)
+    labels = [(a or '""')[:24].replace("$", r"\$") for a, _ in top]  # a "$" pair would start mathtext
+    return charts.bar_chart(labels, [100 * n / max(total, 1) for _, n in top], out, title, "percent of answers")
+
+
+def answer_table(answer_counts: Counter, limit: int = 10) -> str:
+    return markdown_table(["most common answers (processed)", "n"],
+                          [[(a or '""').replace("|", "\\|"), str(n)] for a, n in answer_counts.most_common(limit)])
+
+
+def write_json_upload(rows: list[dict], path: Path) -> None:
+    """As LLaVA's converters write it: one JSON array, json.dump's default separators."""
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(rows, handle)

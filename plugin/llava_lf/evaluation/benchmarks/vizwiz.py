@@ -1,0 +1,108 @@
+"""VizWiz test, scored by the EvalAI server: `score` writes the upload LLaVA's convert_vizwiz_for_submission.py
+writes (`{"image", "answer"}` per question, in question-file order, answers EvalAI-processed)."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from llava_lf.errors import LlavaLfError
+
+from ..predict import PredictionRequest
+from ..questions import LlavaQuestion, loader_requests, read_question_file
+from ..report import Report, listing, markdown_table
+from ..task import TableColumn, Task
+from .vqa_answers import (
+    LatestAnswers,
+    ProcessingCounts,
+    answer_chart,
+    answer_table,
+    normalize_answer,
+    processing_counts,
+    processing_table,
+    read_latest_answers,
+    write_json_upload,
+)
+
+QUESTION_FILE = "llava_test.jsonl"
+UPLOAD = "vizwiz_upload.json"
+SERVER = "EvalAI challenge 2185 (VizWiz VQA)"
+
+
+@dataclass(frozen=True)
+class VizWizUpload:
+    rows: list[dict]  # {"image": file name, "answer": processed}
+    missing: list[str]  # unanswered question ids: "" in the upload, only with --allow-partial
+    counts: ProcessingCounts
+    answer_counts: Counter
+
+
+def build_upload(questions: Sequence[LlavaQuestion], answers: LatestAnswers, predictions: Path,
+                 allow_partial: bool) -> VizWizUpload:
+    ids = {str(q.question_id) for q in questions}
+    unknown = sorted(set(answers.texts) - ids)
+    if unknown:
+        raise LlavaLfError(f"{predictions} answers {len(unknown)} question(s) not in --questions (first: {unknown[:3]}); "
+                          "check that the predictions and the question file belong together")
+    missing = [str(q.question_id) for q in questions if str(q.question_id) not in answers.texts]
+    if missing and not allow_partial:
+        # LLaVA's converter stops on an assert here; the server wants every test image answered.
+        raise LlavaLfError(f"{predictions} leaves {len(missing)} of {len(questions)} questions unanswered (first: "
+                          f"{missing[:3]}); run `predict` again to finish (it resumes), or pass --allow-partial to "
+                          "upload \"\" for them (the server scores them 0)")
+    processed = {key: normalize_answer(text) for key, text in answers.texts.items()}
+    rows = [{"image": q.image, "answer": processed.get(str(q.question_id), "")} for q in questions]
+    counts = processing_counts([(answers.texts[key], processed[key]) for key in processed])
+    return VizWizUpload(rows, missing, counts, Counter(processed.values()))
+
+
+# The command: `llava-lf eval vizwiz {predict,score}` -------------------------------------------------------
+
+def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
+    parser.add_argument("--questions", type=Path, required=True, help=f"LLaVA's VizWiz {QUESTION_FILE}")
+    if phase == "predict":
+        parser.add_argument("--image-folder", type=Path, required=True, help="VizWiz's test images")
+
+
+def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
+    return loader_requests(read_question_file(args.questions), args.image_folder)
+
+
+def _report(args: argparse.Namespace) -> Report:
+    questions = read_question_file(args.questions)
+    answers = read_latest_answers(args.predictions)
+    upload = build_upload(questions, answers, args.predictions, args.allow_partial)
+    answered = len(questions) - len(upload.missing)
+    lines = [
+        f"VizWiz is scored by the server: upload `{UPLOAD}` to {SERVER}. No accuracy is computed here.",
+        markdown_table(["", "questions"], [["answered", str(answered)],
+                                           ["unanswered (uploaded as \"\")", str(len(upload.missing))],
+                                           ["in the upload", str(len(upload.rows))]]),
+        processing_table(upload.counts),
+        answer_table(upload.answer_counts),
+    ]
+    if upload.missing:
+        lines.append(f"Partial (--allow-partial): {len(upload.missing)} questions have no answer and are uploaded as "
+                     f"\"\"; LLaVA's converter refuses such a file: {listing(upload.missing)}")
+    if answers.overridden:
+        lines.append(f"{len(answers.overridden)} question(s) answered twice, differently; the later line is used, as "
+                     f"in LLaVA's converter: {listing(answers.overridden)}")
+    if answers.torn_tail:
+        lines.append("The predictions file ends in an unfinished line (a killed run); it was skipped.")
+    payload = {"server": SERVER, "upload": UPLOAD, "answered": answered, "missing": upload.missing,
+               "upload_questions": len(upload.rows), "processor": upload.counts.as_dict(),
+               "most_common_answers": upload.answer_counts.most_common(20), "answered_twice": answers.overridden,
+               "torn_last_line": answers.torn_tail}
+    summary = (f"VizWiz: {answered} of {len(questions)} answered -> {UPLOAD} ({upload.counts.rewritten} answers "
+               f"rewritten by the EvalAI processor" + (f"; {len(upload.missing)} uploaded as \"\"" if upload.missing
+                                                       else "") + f"); upload it to {SERVER}")
+    return Report("vizwiz", "VizWiz (test upload)", payload, "\n\n".join(lines),
+                  lambda out: answer_chart(upload.answer_counts, answered, out, "VizWiz: most common answers (processed)"),
+                  summary, files=((UPLOAD, lambda path: write_json_upload(upload.rows, path)),))
+
+
+TASK = Task("vizwiz", "VizWiz test: the EvalAI upload (answers EvalAI-processed, in question-file order)", 128,
+            _arguments, _requests, _report, column=TableColumn("VizWiz", lambda payload: None, upload=UPLOAD))
