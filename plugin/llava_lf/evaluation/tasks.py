@@ -8,6 +8,9 @@ from .task import Task
 
 # In the order of LLaVA-1.5's table, then the demo's own questions.
 BENCHMARK_MODULES: tuple[str, ...] = (
+    "vqav2",
+    "vizwiz",
+    "textvqa",
     "llava_bench",
     "mm_vet",
     "pope",
