@@ -11,11 +11,14 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "vqav2",
     "vizwiz",
     "textvqa",
+    "gqa",
     "llava_bench",
     "mm_vet",
     "pope",
+    "mme",
     "mmbench",
     "scienceqa",
+    "seed",
     "shapes",
 )
 
