@@ -177,8 +177,8 @@ def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
         return
     parser.add_argument("--annotations", type=Path, required=True, help="GQA's testdev_balanced_questions.json")
     parser.add_argument("--questions", type=Path, default=None,
-                        help="LLaVA's llava_gqa_testdev_balanced.jsonl: score only the questions it asks "
-                             "(default: every question of --annotations)")
+                        help="LLaVA's llava_gqa_testdev_balanced.jsonl: answers must be to its questions (default: "
+                             "to questions of --annotations); every balanced question is scored, as eval.py does")
 
 
 def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
