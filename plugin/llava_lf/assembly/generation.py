@@ -15,7 +15,7 @@ from .spec import AssemblyError
 # Values that only sampling uses, and values that only beam search uses (validate() refuses them otherwise).
 SAMPLING_ONLY = ("temperature", "top_p", "top_k", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff")
 BEAM_ONLY = ("early_stopping", "length_penalty")
-NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+NEUTRAL_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
            "early_stopping": False, "length_penalty": 1.0}
 
 
@@ -36,7 +36,7 @@ def load_generation_config(path: Path, config, role: str):
 def _unused(generation_config) -> dict[str, list[str]]:
     """Settings that the generation mode the file selects ignores, by the mode they belong to."""
     def set_apart(names: tuple[str, ...]) -> list[str]:
-        return [name for name in names if getattr(generation_config, name, None) not in (None, NEUTRAL.get(name))]
+        return [name for name in names if getattr(generation_config, name, None) not in (None, NEUTRAL_SAMPLING.get(name))]
 
     unused = {}
     if generation_config.do_sample is not True:

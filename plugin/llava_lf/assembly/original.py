@@ -13,7 +13,7 @@ from typing import Any
 from .build import AssemblyReport, Recipe, StoredWeights, build_checkpoint, check_destination
 from .generation import load_generation_config
 from .language import check_text_type, finish_text, llm_key, load_tokenizer, text_config_from
-from .projector import MARKER, read_original
+from .projector import PROJECTOR_KEY_PART, read_original
 from .spec import DTYPE_NAMES, AssemblyError, ImportSpec, ProjectorKind, SelectStrategy
 from .tensor_files import weight_source
 from .vision import load_vision, original_tower_key, read_config, tower_key
@@ -110,7 +110,7 @@ def import_original(spec: ImportSpec) -> AssemblyReport:
     has_tower = any(key.startswith("model.vision_tower.") for key in source)
 
     def decoder_key(key: str) -> str | None:
-        return None if MARKER in key or key.startswith("model.vision_tower.") else llm_key(key)
+        return None if PROJECTOR_KEY_PART in key or key.startswith("model.vision_tower.") else llm_key(key)
 
     stored = StoredWeights(
         vision=source if has_tower else weight_source(spec.vision, f"--vision {spec.vision}"),

@@ -16,7 +16,7 @@ from .spec import PROJECTOR_KINDS, AssemblyError, ProjectorKind
 from .tensor_files import WeightSource
 
 ACTIVATIONS: dict[str, str] = {"mlp2x_gelu": "gelu", "linear": "linear"}
-MARKER = "mm_projector."
+PROJECTOR_KEY_PART = "mm_projector."
 # Parameter suffixes after the marker -> (kind, {HF name: suffix}).
 ORIGINAL_LAYOUTS: dict[frozenset[str], tuple[ProjectorKind, dict[str, str]]] = {
     frozenset({"0.weight", "0.bias", "2.weight", "2.bias"}): (
@@ -42,7 +42,7 @@ def _complete_linear(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def projector_keys(source: WeightSource) -> list[str]:
-    return [key for key in source if MARKER in key]
+    return [key for key in source if PROJECTOR_KEY_PART in key]
 
 
 def read_original(source: WeightSource, asked: ProjectorKind | None) -> ProjectorWeights:
@@ -52,7 +52,7 @@ def read_original(source: WeightSource, asked: ProjectorKind | None) -> Projecto
     if not keys:
         raise AssemblyError(f"{where}: holds no mm_projector.* tensors; give LLaVA's stage-1 mm_projector.bin "
                             "(or a checkpoint that contains model.mm_projector)")
-    by_suffix = {key.rpartition(MARKER)[2]: key for key in keys}
+    by_suffix = {key.rpartition(PROJECTOR_KEY_PART)[2]: key for key in keys}
     layout = ORIGINAL_LAYOUTS.get(frozenset(by_suffix))
     if layout is None:
         raise AssemblyError(f"{where}: projector tensors {', '.join(sorted(by_suffix))} match neither linear "

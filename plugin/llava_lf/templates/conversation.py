@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from llava_lf.common.turn_fit import Pairs
 
-RUN = "_preprocess_run"  # bound by the dataset seam on the copy the host tokenises with; pickled with it
+RUN_ATTR = "_preprocess_run"  # bound by the dataset seam on the copy the host tokenises with; pickled with it
 MEMO, MEMO_MAX_CHARS, MEMO_MAX_ENTRIES = "_encoded_texts", 400, 512  # never pickled
 QUESTION_CHARS = 80
 UNBOUND = ("{name}.encode_multiturn was called outside the host's dataset preprocessing "
@@ -65,7 +65,7 @@ class LlavaTemplate(Template):
         discarding_history_cot: bool = False,
     ) -> Pairs:
         """The host's pairs fitted into the bound run's cutoff_len at turn boundaries (what its processor calls)."""
-        run: PreprocessRun | None = self.__dict__.get(RUN)
+        run: PreprocessRun | None = self.__dict__.get(RUN_ATTR)
         if run is None:
             raise LlavaLfError(UNBOUND.format(name=type(self).__name__))
         pairs = super().encode_multiturn(tokenizer, messages, system, tools, discarding_history_cot)
@@ -89,7 +89,7 @@ class LlavaTemplate(Template):
     def for_preprocessing(self, run: PreprocessRun) -> LlavaTemplate:
         """A copy of this template that fits samples into `run.cutoff_len` and reports to its output folder."""
         bound = copy.copy(self)
-        bound.__dict__[RUN] = run
+        bound.__dict__[RUN_ATTR] = run
         return bound
 
     def registered_name(self) -> str:

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from llamafactory.data.mm_plugin import AudioInput, ImageInput, MMProcessor, VideoInput
 
 PLUGIN_NAME = "llava_lf"
-SEQLEN = "_seqlen_memo"  # (processor, tokens per image), never pickled
-GIVEN = "_given_sample"  # the last sample this process expanded (for the template's trim/drop record), never pickled
+SEQLEN_MEMO_ATTR = "_seqlen_memo"  # (processor, tokens per image), never pickled
+GIVEN_SAMPLE_ATTR = "_given_sample"  # the last sample this process expanded (for the template's trim/drop record), never pickled
 API_MODULE = "llamafactory.api.app"  # imported only by `llamafactory-cli api`
 
 logger = get_logger(f"llamafactory.{__name__}")  # the host's handler and format
@@ -53,7 +53,7 @@ class GivenSample:
 
 def given_sample(plugin: Any, expanded_messages: list[dict[str, str]]) -> GivenSample | None:
     """The sample whose expansion is `expanded_messages` (the very list we returned), if this plugin made it."""
-    given = getattr(plugin, "__dict__", {}).get(GIVEN)
+    given = getattr(plugin, "__dict__", {}).get(GIVEN_SAMPLE_ATTR)
     return given if given is not None and given.returned is expanded_messages else None
 
 
@@ -82,7 +82,7 @@ class LlavaFastPlugin(LlavaPlugin):
             tokens = self.image_token * seqlen
             expanded = [{**message, "content": message["content"].replace(IMAGE_PLACEHOLDER, tokens)}
                         for message in messages]
-        self.__dict__[GIVEN] = GivenSample(messages=given, images=images, returned=expanded)
+        self.__dict__[GIVEN_SAMPLE_ATTR] = GivenSample(messages=given, images=images, returned=expanded)
         return expanded
 
     def get_mm_inputs(
@@ -105,16 +105,16 @@ class LlavaFastPlugin(LlavaPlugin):
     def _image_seqlen(self, processor: MMProcessor | None) -> int | None:
         if not self.expand_mm_tokens:
             return 1
-        owner, seqlen = self.__dict__.get(SEQLEN) or (None, None)
+        owner, seqlen = self.__dict__.get(SEQLEN_MEMO_ATTR) or (None, None)
         if owner is not processor:  # read once per processor: its attribute lookups are slow
             owner, seqlen = processor, image_seqlen_from_config(processor)
-            self.__dict__[SEQLEN] = (owner, seqlen)
+            self.__dict__[SEQLEN_MEMO_ATTR] = (owner, seqlen)
         return seqlen
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop(SEQLEN, None)
-        state.pop(GIVEN, None)
+        state.pop(SEQLEN_MEMO_ATTR, None)
+        state.pop(GIVEN_SAMPLE_ATTR, None)
         return state
 
 

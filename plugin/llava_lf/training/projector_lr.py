@@ -20,7 +20,7 @@ from .model_parts import ModuleKeys, name_matcher
 from .options import parse_training_options
 
 # Keys of `get_optimizer_cls_and_kwargs` that mean the optimizer brings its own parameter groups.
-_OWN_GROUPS = ("params", "model", "optimizer_dict")
+_SELF_GROUPING_KEYS = ("params", "model", "optimizer_dict")
 
 
 def projector_param_groups(named_parameters: Iterable[tuple[str, Any]], decay_names: Iterable[str],
@@ -39,13 +39,13 @@ def projector_param_groups(named_parameters: Iterable[tuple[str, Any]], decay_na
         raise LlavaLfError("mm_projector_lr is set but the projector is the only trained module (stage 1); "
                                "set learning_rate instead and drop mm_projector_lr")
     groups = []
-    for own_rate in (False, True):
+    for at_projector_lr in (False, True):
         for decays in (True, False):
-            params = [p for name, p in trainable if is_projector(name) == own_rate and (name in decay) == decays]
-            if own_rate and not params:
+            params = [p for name, p in trainable if is_projector(name) == at_projector_lr and (name in decay) == decays]
+            if at_projector_lr and not params:
                 continue
             group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
-            groups.append({**group, "lr": projector_lr} if own_rate else group)
+            groups.append({**group, "lr": projector_lr} if at_projector_lr else group)
     return groups
 
 
@@ -55,8 +55,8 @@ def build_projector_optimizer(model: Any, training_args: Any, projector_keys: It
     from transformers import Trainer
 
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
-    own = [key for key in _OWN_GROUPS if key in optimizer_kwargs]
-    if own or not isinstance(optimizer_cls, type):
+    self_grouping = [key for key in _SELF_GROUPING_KEYS if key in optimizer_kwargs]
+    if self_grouping or not isinstance(optimizer_cls, type):
         raise LlavaLfError(f"mm_projector_lr needs an optimizer built from parameter groups; optim="
                                f"{training_args.optim} builds its own; use adamw_torch (the default)")
     decay_names = Trainer.get_decay_parameter_names(None, model)  # uses no state of the trainer

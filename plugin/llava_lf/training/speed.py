@@ -20,7 +20,7 @@ from llava_lf.errors import LlavaLfError
 
 
 @dataclass(frozen=True)
-class Applied:
+class AppliedSpeedOptions:
     recomputed_layers: int | None = None  # decoder layers still checkpointed
     decoder_layers: int = 0
     sdpa_backend: str | None = None
@@ -83,10 +83,10 @@ def compile_decoder_layers(model: Any, backend: str = "inductor") -> int:
     return len(layers)
 
 
-def apply_speed_options(options: Any, model: Any, device_type: str, stack: contextlib.ExitStack) -> Applied:
+def apply_speed_options(options: Any, model: Any, device_type: str, stack: contextlib.ExitStack) -> AppliedSpeedOptions:
     config = getattr(model, "config", None)
     layers = decoder_layers(model)
     recomputed = recompute_only_first(model, options.recompute_layers) if options.recompute_layers is not None else None
     backend = select_sdpa(options.sdpa_backend, config, device_type, stack) if options.sdpa_backend else None
     compiled = compile_decoder_layers(model) if options.compile_layers else 0
-    return Applied(recomputed, len(layers), backend, compiled)
+    return AppliedSpeedOptions(recomputed, len(layers), backend, compiled)

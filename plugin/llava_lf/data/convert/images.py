@@ -19,7 +19,7 @@ from typing import TypeVar
 from .report import Problem
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (about 0.25 GB as RGB)
-_BATCH = 32  # records per task
+_RECORDS_PER_TASK = 32  # records per task
 _IN_FLIGHT_PER_WORKER = 4
 
 T = TypeVar("T")
@@ -92,7 +92,7 @@ class ImageVerifier:
             batch: list[T] = []
             for item in items:
                 batch.append(item)
-                if len(batch) == _BATCH:
+                if len(batch) == _RECORDS_PER_TASK:
                     window.append((batch, pool.submit(_inspect_batch, [paths_of(i) for i in batch], self.max_pixels)))
                     batch = []
                     if len(window) >= self.workers * _IN_FLIGHT_PER_WORKER:

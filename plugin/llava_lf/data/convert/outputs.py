@@ -17,8 +17,8 @@ from llava_lf.errors import LlavaLfError
 from .writer import read_dataset_info
 
 # Letters, digits, '_', '-', '.', '+'; starts with a letter or digit (no '.x' hidden files, no '..').
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-_RESERVED = frozenset({"dataset_info"})
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_RESERVED_NAMES = frozenset({"dataset_info"})
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ConvertOutputs:
 
 def check_name(name: str) -> list[str]:
     """Problems with a dataset name ([] when it is a plain file stem)."""
-    if _NAME.fullmatch(name) and name not in _RESERVED and not name.endswith("."):
+    if _DATASET_NAME.fullmatch(name) and name not in _RESERVED_NAMES and not name.endswith("."):
         return []
     shown = f"{name!r:.80}" + ("..." if len(name) > 78 else "")
     return [f"--name {shown} is not a plain dataset name: use letters, digits, '_', '-', '.' and '+' (starting with a "

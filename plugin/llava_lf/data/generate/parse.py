@@ -16,7 +16,7 @@ from .tasks import TaskType
 
 MIN_DETAIL_WORDS = 10
 EXCHANGES: dict[TaskType, tuple[int, int | None]] = {"conversation": (2, None), "complex": (1, 1)}  # min, max
-_LABEL = re.compile(r"^\s*(?:\*\*)?\s*(question|answer|q|a)\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*", re.IGNORECASE)
+_QA_LABEL = re.compile(r"^\s*(?:\*\*)?\s*(question|answer|q|a)\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*", re.IGNORECASE)
 # The student sees pixels, not our symbols: a reply that talks about them would teach it to.
 _CONTEXT_LEAKS = re.compile(
     r"\bcaptions?\b|\bbounding box(es)?\b|\bcoordinates?\b|\[\s*[01]?\.\d{2,3}\s*,", re.IGNORECASE)
@@ -40,7 +40,7 @@ def _labelled_blocks(text: str) -> tuple[str, list[tuple[str, str]]]:
     """(text before the first label, [(label, body), ...]) with labels folded to 'question' / 'answer'."""
     preamble, blocks = [], []
     for line in text.splitlines():
-        match = _LABEL.match(line)
+        match = _QA_LABEL.match(line)
         if match:
             label = "question" if match.group(1).lower() in ("question", "q") else "answer"
             blocks.append((label, [line[match.end():]]))
@@ -77,7 +77,7 @@ def parse_exchanges(text: str, task: TaskType) -> list[Exchange]:
 
 def parse_detail(text: str) -> str:
     description = text.strip()
-    if _LABEL.match(description):
+    if _QA_LABEL.match(description):
         raise ReplyRejected("labelled_detail", "a description was asked for but the reply is a Question/Answer list")
     words = len(description.split())
     if words < MIN_DETAIL_WORDS:

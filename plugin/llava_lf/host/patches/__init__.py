@@ -31,7 +31,7 @@ class Seam:
     feature: str
     symbol: str
     checks: Callable[[], list[str]]
-    _said: bool = field(default=False, repr=False)
+    _warned: bool = field(default=False, repr=False)
 
     def check(self) -> list[str]:
         """What does not fit on this host (empty: the seam is there as we rely on it)."""
@@ -46,8 +46,8 @@ class Seam:
 
     def say_once(self, misfits: list[str]) -> None:
         """One stderr line per process for a seam that does not fit (its feature stays off)."""
-        if not self._said:
-            self._said = True
+        if not self._warned:
+            self._warned = True
             sys.stderr.write(f"llava-lf: {self.feature} is off: {self.problem(misfits)}\n")
 
     def require(self) -> None:
