@@ -51,3 +51,20 @@ def tiny_llava(tmp_path_factory, tiny_parts):
 
     clip, llama = tiny_parts
     return assemble(AssemblySpec(vision=clip, llm=llama, out=tmp_path_factory.mktemp("tiny_llava") / "model"))
+
+
+@pytest.fixture(scope="session")
+def recipe_chain(tmp_path_factory, tiny_llava, demo_data):
+    """The shipped LLaVA-1.5 stage 1 and stage 2 (plus a killed-and-resumed stage 2) on the tiny model, through
+    `llamafactory-cli train`, once per session (helpers/recipe_chain.py); for tests that read its outputs."""
+    from helpers.recipe_chain import build_recipe_chain
+
+    return build_recipe_chain(tmp_path_factory.mktemp("recipe"), tiny_llava, demo_data)
+
+
+@pytest.fixture(scope="session")
+def recipe_export(recipe_chain):
+    """`llamafactory-cli export` of the session's stage 1 + stage-2 adapter (yaml/llava1_5_lora_export.yaml)."""
+    from helpers.recipe_chain import export_chain
+
+    return export_chain(recipe_chain)

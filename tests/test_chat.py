@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO, free_port, wait_for_port
-from test_recipe_stages import cli
+from helpers.recipe_chain import cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.host]
 

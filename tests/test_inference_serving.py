@@ -1,4 +1,5 @@
-"""Export and inference with the shipped YAMLs on the tiny model trained by test_recipe_stages:
+"""Export and inference with the shipped YAMLs on the session's tiny recipe runs (conftest's `recipe_chain`, which
+test_recipe_stages checks, and `recipe_export`):
 `llamafactory-cli export` gives a standalone llava-hf folder that plain transformers answers from exactly as
 the host answers from base + adapter; `webchat` is driven in headless Chromium (upload, ask, read);
 `api` answers an image question from the official `openai` client. All greedy, so all answers must agree."""
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, free_port, wait_for_port
-from test_recipe_stages import cli, recipe_chain
+from helpers.recipe_chain import Chain, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.host]
 
@@ -27,17 +28,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, tiny_llava, demo_data):
-    return recipe_chain(tmp_path_factory, tiny_llava, demo_data)
+def chain(recipe_chain) -> Chain:
+    return recipe_chain
 
 
 @pytest.fixture(scope="module")
-def exported(chain) -> Path:
-    out = chain.root / "export"
-    cli("export", REPO / "yaml/llava1_5_lora_export.yaml",
-        {"model_name_or_path": chain.stage1, "adapter_name_or_path": chain.stage2, "export_dir": out},
-        chain.root / "export.log")
-    return out
+def exported(recipe_export) -> Path:
+    return recipe_export
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from test_recipe_stages import TINY, cli
+from helpers.recipe_chain import TINY, cli
 
 import yaml
 

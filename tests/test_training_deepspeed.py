@@ -42,8 +42,8 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO
+from helpers.recipe_chain import cli
 from helpers.training_runs import DEEPSPEED_CPU_FIX, first_step_sizes
-from test_recipe_stages import cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.host]
 

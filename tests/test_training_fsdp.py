@@ -10,8 +10,8 @@ import os
 
 import pytest
 from conftest import BIN, REPO
+from helpers.recipe_chain import TINY, cli
 from helpers.training_runs import first_step_sizes
-from test_recipe_stages import TINY, cli
 
 LR, PROJECTOR_LR = 2e-4, 2e-5
 pytestmark = [pytest.mark.slow, pytest.mark.host]

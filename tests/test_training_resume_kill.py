@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from test_recipe_stages import TINY, cli
+from helpers.recipe_chain import TINY, cli
 
 from llava_lf.training.resume import choose_resume_point
 
