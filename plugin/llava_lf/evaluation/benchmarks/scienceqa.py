@@ -1,9 +1,10 @@
-"""ScienceQA from its public files: the LLaVA prompt, the published answer extraction, grouped accuracy.
+"""ScienceQA: the LLaVA prompt, the published answer extraction, grouped accuracy.
 
-Files: `problems.json` (pid -> problem), `pid_splits.json` (split -> pids) and images at
-`{image_root}/{split}/{pid}/{problem["image"]}`. Groups follow the ScienceQA paper: subject (NAT, SOC,
-LAN), context modality (TXT: has a hint, IMG: has an image, NO: neither) and grade (G1-6, G7-12);
-IMG is the "with image" accuracy LLaVA-1.5 reports as SQA-IMG.
+Two question files. LLaVA-1.5's `llava_test_CQM-A.json` (`--questions`, read in `scienceqa_cqma`) holds
+each prompt as LLaVA-1.5 asks it. ScienceQA's own `problems.json` with `pid_splits.json` (`--data`, images
+at `{image_root}/{split}/{pid}/{problem["image"]}`) is asked in LLaVA v1's format. Groups follow the
+ScienceQA paper: subject (NAT, SOC, LAN), context modality (TXT: has a hint, IMG: has an image, NO:
+neither) and grade (G1-6, G7-12); IMG is the "with image" accuracy LLaVA-1.5 reports as SQA-IMG.
 """
 
 from __future__ import annotations
@@ -52,20 +53,22 @@ class Problem:
     choices: tuple[str, ...]
     answer: int  # index into choices
     hint: str
-    image: str | None  # file name inside {split}/{pid}/
-    subject: str
-    grade: int
+    image: str | None  # file name inside {split}/{pid}/ (problems.json), or inside --image-folder (CQM-A)
+    subject: str | None  # None where the question file does not say (CQM-A)
+    grade: int | None
+    prompt_text: str | None = None  # the question file's own prompt (CQM-A), asked as it is
 
     @property
     def groups(self) -> list[str]:
-        groups = ["all", SUBJECTS.get(self.subject, self.subject)]
+        groups = ["all"] + ([] if self.subject is None else [SUBJECTS.get(self.subject, self.subject)])
         if self.hint:
             groups.append("TXT")
         if self.image:
             groups.append("IMG")
         if not self.hint and not self.image:
             groups.append("NO")
-        groups.append("G1-6" if self.grade <= 6 else "G7-12")
+        if self.grade is not None:
+            groups.append("G1-6" if self.grade <= 6 else "G7-12")
         return groups
 
 
@@ -102,9 +105,14 @@ def load_problems(data_dir: Path, split: str = "test") -> list[Problem]:
 
 
 def build_prompt(problem: Problem, letter_instruction: bool = True) -> str:
-    """`{question}\\nContext: {hint or N/A}\\nOptions: (A) ... (B) ...`, as LLaVA builds it."""
-    options = " ".join(f"({LETTERS[index]}) {choice}" for index, choice in enumerate(problem.choices))
-    prompt = f"{problem.question}\nContext: {problem.hint or 'N/A'}\nOptions: {options}"
+    """The question file's own prompt where it has one (CQM-A: `Context: {hint}\\n` when there is a hint,
+    the question, `A. ...` lines); else LLaVA v1's `{question}\\nContext: {hint or N/A}\\nOptions: (A) ...
+    (B) ...`. Then LLaVA-1.5's letter line (its `--single-pred-prompt`)."""
+    if problem.prompt_text is not None:
+        prompt = problem.prompt_text
+    else:
+        options = " ".join(f"({LETTERS[index]}) {choice}" for index, choice in enumerate(problem.choices))
+        prompt = f"{problem.question}\nContext: {problem.hint or 'N/A'}\nOptions: {options}"
     return f"{prompt}\n{LETTER_INSTRUCTION}" if letter_instruction else prompt
 
 
@@ -205,21 +213,42 @@ def score(problems: Sequence[Problem], answers: dict[str, str], split: str,
 # The command: `llava-lf eval scienceqa {predict,score}` ----------------------------------------------
 
 def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="folder holding problems.json and pid_splits.json")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--questions", type=Path, default=None,
+                        help="LLaVA-1.5's llava_test_CQM-A.json, asked as it is (the paper's SQA-IMG)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="instead: folder holding ScienceQA's problems.json and pid_splits.json, asked in "
+                             "LLaVA v1's format")
+    parser.add_argument("--split", default="test", help="with --data: which split (with --questions: a label)")
     if phase == "predict":
+        parser.add_argument("--image-folder", type=Path, default=None,
+                            help="with --questions: the folder its `image` paths start from (scienceqa/images/test)")
         parser.add_argument("--images", type=Path, default=None,
-                            help="folder holding {split}/{pid}/image.png (default: DATA/images)")
+                            help="with --data: folder holding {split}/{pid}/image.png (default: DATA/images)")
         parser.add_argument("--no-letter-instruction", action="store_true",
                             help="leave out LLaVA-1.5's 'Answer with the option's letter ...' line")
     else:  # optional: a text-only judge decides where it and the model disagree (the paper's 92.53)
         add_judge_arguments(parser, required=False)
 
 
+def _problems(args: argparse.Namespace) -> list[Problem]:
+    if (args.questions is None) == (args.data is None):
+        raise ScienceQADataError("pass either --questions llava_test_CQM-A.json (LLaVA-1.5's prompts) or --data "
+                                 "DIR holding problems.json and pid_splits.json (LLaVA v1's format), not both")
+    if args.questions is not None:
+        from .scienceqa_cqma import load_cqma
+
+        return load_cqma(args.questions)
+    return load_problems(args.data, args.split)
+
+
 def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
-    problems = load_problems(args.data, args.split)
+    problems = _problems(args)
+    if args.questions is not None:
+        from .scienceqa_cqma import cqma_requests
+
+        return cqma_requests(problems, args.image_folder, not args.no_letter_instruction)
     return prediction_requests(problems, args.images or args.data / "images", args.split,
-                                         not args.no_letter_instruction)
+                               not args.no_letter_instruction)
 
 
 def _judged(args: argparse.Namespace, problems: list, answers: dict[str, str]) -> tuple[dict, Row, str, str]:
@@ -249,19 +278,22 @@ def _judged(args: argparse.Namespace, problems: list, answers: dict[str, str]) -
 
 
 def _report(args: argparse.Namespace) -> Report:
-    problems = load_problems(args.data, args.split)
+    problems = _problems(args)
+    source = (f"LLaVA-1.5's `{args.questions.name}` (its prompts as they are; no subject or grade in it)"
+              if args.questions is not None else "ScienceQA's problems.json, asked in LLaVA v1's format")
     answers, missing = answers_for([p.pid for p in problems], args.predictions, args.allow_partial)
     result = score(problems, answers, args.split, missing)
     rows = [Row(key, f"{GROUP_NAMES.get(key, key)} ({key})" if key != "all" else "overall",
                 group.questions, group.accuracy) for key, group in result.groups.items()]
-    payload = asdict(result) | {"accuracy": {key: group.accuracy for key, group in result.groups.items()}}
+    payload = asdict(result) | {"accuracy": {key: group.accuracy for key, group in result.groups.items()},
+                                "questions_file": (args.questions or args.data / "problems.json").name}
     judged_text = judged_summary = ""
     if args.judge_base_url:
         payload["judge"], row, judged_text, judged_summary = _judged(args, problems, answers)
         rows.insert(1, row)
     rules = ", ".join(f"{name}: {count}" for name, count in result.rules.items())
     markdown = "\n\n".join(filter(None, [
-        f"ScienceQA `{args.split}` split, accuracy in percent.",
+        f"ScienceQA `{args.split}` split, accuracy in percent. Questions: {source}.",
         comparison_table(rows, published.SCIENCEQA, digits=2),
         notes(published.SCIENCEQA), judged_text,
         f"Answers read by rule: {rules}.",
