@@ -29,7 +29,8 @@ def _step(step):
 
 
 def _run_table(args: argparse.Namespace) -> int:
-    from .table import load_table_config, run_table
+    from .table import run_table
+    from .table_config import load_table_config
 
     result = run_table(load_table_config(args.config, args.out_dir))
     print(result.summary)

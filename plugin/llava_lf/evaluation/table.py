@@ -172,7 +172,8 @@ def _write(config: TableConfig, outcomes: list[ColumnOutcome]) -> TableResult:
         indent=2, ensure_ascii=False), encoding="utf-8")
     labels = ["this run", "7B", "13B", "7B LoRA", "13B LoRA"]
     panels = {o.column: list(zip(labels, [o.value] + list(published.LLAVA_1_5[o.column]))) for o in outcomes}
-    bar_panels(panels, png_path, f"{model} beside LLaVA-1.5", notes={o.column: o.status for o in outcomes})
+    short = "/".join(Path(str(config.predict.get("model"))).parts[-2:])
+    bar_panels(panels, png_path, f"{short} beside LLaVA-1.5 (published)", notes={o.column: o.status for o in outcomes})
     counts = {status: sum(o.status == status for o in outcomes) for status in ("scored", "upload", "skipped", "failed")}
     summary = (f"table: {counts['scored']} scored, {counts['upload']} to upload, {counts['skipped']} skipped, "
                f"{counts['failed']} failed\ntable:   {md_path}\nchart:   {png_path}")
