@@ -1,4 +1,5 @@
-"""`llava-lf assemble` presets and flags, and the assembled checkpoint in plain transformers and `llamafactory-cli`."""
+"""`llava-lf assemble` presets and flags, and the assembled checkpoint in plain transformers and `llamafactory-cli`.
+`llava-lf` runs in process (helpers/cli.py); `llamafactory-cli` as the user's subprocess."""
 
 from __future__ import annotations
 
@@ -8,18 +9,13 @@ import subprocess
 
 import pytest
 from conftest import BIN, REPO
+from helpers.cli import llava_lf
 
 import yaml
 
 pytestmark = pytest.mark.host
 
 PRESETS = sorted((REPO / "yaml" / "assemble").glob("*.yaml"))
-
-
-def llava_lf(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([str(BIN / "llava-lf"), *args], capture_output=True, text=True, env=env, timeout=300,
-                          check=False)
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[path.stem for path in PRESETS])

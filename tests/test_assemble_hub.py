@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN
+from helpers.cli import llava_lf
 from helpers.standins import VICUNA_GENERATION_CONFIG, build_openai_clip, build_vicuna
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.host]
@@ -38,12 +39,6 @@ print(json.dumps({"version": transformers.__version__, "missing": list(info["mis
 """
 
 
-def llava_lf(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([str(BIN / "llava-lf"), *args], capture_output=True, text=True, env=env, timeout=600,
-                          check=False)
-
-
 def tensor_names(directory: Path) -> list[str]:
     with (directory / "model.safetensors").open("rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
@@ -61,7 +56,7 @@ def presets_in(directory: Path) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory) -> dict[str, object]:
-    """The README's headline command on Vicuna and openai CLIP stand-ins, through the real CLI."""
+    """The README's headline command on Vicuna and openai CLIP stand-ins, through `llava-lf`'s parser (in process)."""
     root = tmp_path_factory.mktemp("hub")
     vicuna, clip = build_vicuna(root / "vicuna"), build_openai_clip(root / "clip")
     result = llava_lf("assemble", "--preset", "llava1_5_7b", "--vision", str(clip), "--llm", str(vicuna),

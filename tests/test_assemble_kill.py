@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_assemble_cli import llava_lf
+from helpers.cli import llava_lf
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO, free_port, wait_for_port
+from helpers.cli import llava_lf
 from helpers.recipe_chain import cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.host]
@@ -76,9 +77,10 @@ def test_llava_lf_chat_talks_about_the_picture_and_changes_it(tiny_llava, pictur
 
 def test_llava_lf_chat_refuses_what_it_cannot_read_before_loading(tmp_path):
     (tmp_path / "notes.png").write_text("not a picture")
-    missing = _llava_lf("chat", "--model", tmp_path, "--image", tmp_path / "gone.png")
-    broken = _llava_lf("chat", "--model", tmp_path, "--image", tmp_path / "notes.png")
-    no_model = _llava_lf("chat", "--model", tmp_path / "none", "temperature")
+    # In process: each is refused before a model or stdin is touched.
+    missing = llava_lf("chat", "--model", tmp_path, "--image", tmp_path / "gone.png")
+    broken = llava_lf("chat", "--model", tmp_path, "--image", tmp_path / "notes.png")
+    no_model = llava_lf("chat", "--model", tmp_path / "none", "temperature")
     assert missing.returncode == broken.returncode == no_model.returncode == 2
     assert f"image {tmp_path / 'gone.png'}: no such file" in missing.stderr
     assert "not a readable picture" in broken.stderr

@@ -1,20 +1,15 @@
-"""`llava-lf convert` / `llava-lf check` as a user runs them: exit codes, messages, atomic output."""
+"""`llava-lf convert` / `llava-lf check` as a user runs them: exit codes, messages, atomic output. In process
+(helpers/cli.py); test_convert_hostile and test_convert_fuzz run the console script itself."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN
+from helpers.cli import llava_lf as _llava_lf
 from PIL import Image
-
-
-def _llava_lf(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "llava-lf"), *map(str, args)], check=False, capture_output=True, text=True,
-                          timeout=120)
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 from conftest import BIN
+from helpers.cli import llava_lf
 
 import yaml
 
@@ -33,10 +34,8 @@ def test_converted_mixed_data_trains_with_llava_v1(tmp_path, tiny_llava, demo_da
     src = tmp_path / "mixed.jsonl"
     src.write_text("\n".join(json.dumps(record) for record in records) + "\n")
     datasets = tmp_path / "datasets"
-    convert = subprocess.run(
-        [str(BIN / "llava-lf"), "convert", str(src), "--image-folder", str(data.image_dir), "--out", str(datasets),
-         "--name", "mixed", "--template", "llava_v1", "--cutoff-len", "128", "--model", str(tiny_llava),
-         "--strict"], check=False, capture_output=True, text=True, timeout=300)
+    convert = llava_lf("convert", src, "--image-folder", data.image_dir, "--out", datasets, "--name", "mixed",
+                       "--template", "llava_v1", "--cutoff-len", "128", "--model", tiny_llava, "--strict")
     assert convert.returncode == 0, convert.stdout + convert.stderr
     written = [json.loads(line) for line in (datasets / "mixed.jsonl").read_text().splitlines()]
     assert sorted(bool(record["images"]) for record in written) == [False, False, True, True]

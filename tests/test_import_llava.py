@@ -4,14 +4,12 @@ original key names, convert to the same llava-hf model that direct assembly of t
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN
+from helpers.cli import llava_lf
 from helpers.standins import VICUNA_GENERATION_CONFIG
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -90,10 +88,8 @@ def test_import_gives_the_logits_of_direct_assembly(tmp_path, original):
 
     from llava_lf.assembly import AssemblySpec, assemble
 
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run([str(BIN / "llava-lf"), "import-llava", str(original["src"]), "--vision",
-                             str(original["clip"]), "--out", str(tmp_path / "imported"), "--quiet"],
-                            capture_output=True, text=True, env=env, timeout=300, check=False)
+    result = llava_lf("import-llava", original["src"], "--vision", original["clip"], "--out", tmp_path / "imported",
+                      "--quiet")
     assert result.returncode == 0, result.stderr
     assert "projector mlp2x_gelu from SRC" in result.stdout and "pad to square: yes" in result.stdout
     direct = assemble(AssemblySpec(vision=original["clip"], llm=original["llm"], out=tmp_path / "direct",

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from conftest import BIN
+from helpers.cli import llava_lf
 
 from llava_lf.training.modality import check_grouping, grouped_order
 from llava_lf.training.options import TrainingOptions, TrainingOptionsError, parse_training_options
@@ -161,9 +162,8 @@ def _converted_mixed(tmp_path, demo_data) -> tuple:
 
 def test_group_modality_cli_writes_and_registers_every_row(tmp_path, demo_data):
     datasets, records = _converted_mixed(tmp_path, demo_data)
-    command = [str(BIN / "llava-lf"), "group-modality", "--dataset-dir", str(datasets), "--name", "mixed",
-               "--batch", "8", "--seed", "1"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    command = ["group-modality", "--dataset-dir", datasets, "--name", "mixed", "--batch", "8", "--seed", "1"]
+    result = llava_lf(*command)  # in process (helpers/cli.py)
     assert result.returncode == 0, result.stderr
     assert "40 rows (30 with images, 10 text-only)" in result.stdout
     info = json.loads((datasets / "dataset_info.json").read_text())
@@ -173,7 +173,7 @@ def test_group_modality_cli_writes_and_registers_every_row(tmp_path, demo_data):
     assert check_grouping([bool(row["images"]) for row in rows], 8).grouped
     assert [bool(row["images"]) for row in rows[:8]] in ([True] * 8, [False] * 8)
 
-    missing = subprocess.run(command[:5] + ["nope"], capture_output=True, text=True, timeout=120, check=False)
+    missing = llava_lf(*command[:4], "nope")
     assert missing.returncode == 2
     assert "dataset 'nope' is not in" in missing.stderr and "registered: mixed, mixed_grouped" in missing.stderr
 
