@@ -1,11 +1,7 @@
-"""Lazy registration hook, installed by `llava_lf.pth` at interpreter start.
+"""Lazy registration hook, run by `llava_lf.pth` in every interpreter: it registers our templates as soon as
+`llamafactory.data.template` is imported, since the host re-launches itself (docs/design.md).
 
-LLaMA-Factory has no plugin entry point, and it re-launches itself (torchrun workers, web UI), so
-registering from a wrapper process is not enough. Every interpreter of the environment instead gets a
-meta-path finder that waits for `llamafactory.data.template` to be imported and registers our templates
-and mm plugins right after that module has executed. Nothing heavy is imported until then.
-
-Rules: stdlib only, never raise, one warning line on failure, `LLAVA_LF_DISABLE_HOOK=1` opts out.
+Stdlib only, never raises, one warning line on failure; `LLAVA_LF_DISABLE_HOOK=1` opts out.
 """
 
 import os

@@ -1,10 +1,5 @@
-"""Put a finished checkpoint at `--out` so that a kill at any moment leaves the old one or the new one there.
-
-The checkpoint is written into a staging folder `.OUT.partial-*` beside `--out`. A first checkpoint is one
-rename. Replacing one swaps the two folders in one step (Linux `renameat2(RENAME_EXCHANGE)`); where the
-filesystem cannot swap, the old folder moves into `.OUT.replaced-*` first, and the next run moves it back if
-a kill came between the two renames. A successful run deletes every staging folder an earlier kill left.
-One assembly per `--out` at a time: a second one's staging folder would be deleted as a leftover.
+"""Put a finished checkpoint at `--out` so that a kill at any moment leaves the old one or the new one there:
+a staging folder, then one rename or an atomic swap (docs/assemble.md). One assembly per `--out` at a time.
 """
 
 from __future__ import annotations

@@ -1,11 +1,5 @@
-"""The trim/drop report of a preprocessing run: one JSON line per touched sample, one summary log line.
-
-The host preprocesses a split in `_get_preprocessed_dataset`; our seam there (`llava_lf.host.patches.dataset_run`) binds a
-`PreprocessRun` to a copy of the template, and that copy is what the host's map function carries into every
-worker, forked or spawned. Each process that tokenises appends to a part file of its own (a random name) in the
-run's parts folder inside `output_dir`; when the host's map returns, the seam collects the parts, finds each
-touched sample's row in the dataset by its content fingerprint, writes `<output_dir>/llava_lf_truncation.jsonl`
-(summary first, then samples by row) and logs the totals. Only global rank 0 reports.
+"""The trim/drop report of a preprocessing run: every tokenising process appends what it trimmed or dropped to a
+part file, and the dataset seam merges them into `<output_dir>/llava_lf_truncation.jsonl` (docs/templates.md).
 """
 
 from __future__ import annotations

@@ -1,11 +1,5 @@
-"""JSON Lines: reading benchmark files as rows, and an append-only log that survives being killed.
-
-`read_json_rows` reads a whole file (blank lines skipped), naming a bad line by its number.
-`JsonlAppender` appends rows and reads back, on reopen, the rows written so far: each row goes out in
-one `write` on an O_APPEND descriptor, so a kill leaves at most one torn row, at the end without its
-newline; reopening cuts it off (the row is produced again) or, if it is a complete object that only
-lacks the newline, keeps it. A `filelock` lock beside the file (`<name>.lock`, left in place, as
-filelock does) stops two runs writing the same file.
+"""JSON Lines: `read_json_rows` for benchmark files, and `JsonlAppender`, an append-only log that a kill leaves
+readable (at most one torn last row, cut off on reopen) and a lock keeps to one writer (docs/generate.md).
 """
 
 from __future__ import annotations

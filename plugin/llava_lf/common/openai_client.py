@@ -1,15 +1,5 @@
-"""One client for OpenAI-compatible `/chat/completions` endpoints: the teacher of `generate`, the judge of `eval`.
-
-Built on httpx (one pool of keep-alive connections, shared by every thread). What is ours on top:
-- a requests-per-minute limiter shared by all threads, retries included;
-- retries on 408/409/429, 5xx, timeouts and dropped connections after a jittered exponential backoff;
-  a Retry-After (seconds or an HTTP date, capped) replaces the backoff and holds every thread back,
-  since a rate limit is shared;
-- 401/403/404 and any redirect fail at once, saying what to fix. Redirects are never followed: the key
-  goes to the base URL's origin and nowhere else, and a moved endpoint is a setting to correct;
-- the key is read from an environment variable, sent only in the Authorization header, and replaced by
-  `***` in every message, reply and cache entry this client produces (a server may echo it back);
-- an optional on-disk reply cache keyed by a hash of the request.
+"""One client for OpenAI-compatible `/chat/completions` endpoints, the teacher of `generate` and the judge of
+`eval`: a shared rate limit, retries, no redirects, the key redacted everywhere, a reply cache (docs/generate.md).
 """
 
 from __future__ import annotations

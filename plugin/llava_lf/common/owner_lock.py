@@ -1,10 +1,7 @@
-"""Leftovers told by an OS lock, not by a pid: a run holds an exclusive `flock` on a file of its own for as
-long as it uses it, and the kernel drops the lock when the run's processes end, `kill -9` included. A later
-run that can take the lock knows the owner is gone and may remove what it left; it removes while holding
-the lock, so two cleaners never both act.
+"""Leftovers told by an OS lock, not by a pid: a run holds a `flock` on a file of its own while it uses it and the
+kernel drops it when the run dies (`kill -9` too), so a later run that can take the lock may remove the leftovers.
 
-A `flock` belongs to the open file, not the process: a second open in the same process is refused too,
-and a forked child shares its parent's lock (a child still at work keeps the files it uses).
+A `flock` belongs to the open file: a second open in the same process is refused too, and a forked child shares it.
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
-"""Fit a tokenised conversation into cutoff_len at turn boundaries, so no image is ever cut.
-
-The host cuts each (prompt, answer) pair at token level once the sum passes `cutoff_len`; with 576 image
-tokens in the first prompt, that can leave part of an image, and the forward pass then fails ("Image
-features and image tokens do not match"). We keep the longest run of whole turn pairs that fits, so the
-host has nothing left to cut. A sample whose first pair alone does not fit is dropped: it reaches the
-model as one masked token with no image tokens, and the mm plugin leaves its images out of the batch
-(a masked row adds no gradient). Same rule as `llava-lf convert --cutoff-len`.
+"""Fit a tokenised conversation into cutoff_len at turn boundaries, so no image is ever cut: keep the longest run of
+whole turn pairs that fits, drop a sample whose first pair does not (docs/templates.md). The templates and
+`llava-lf convert --cutoff-len` share this rule.
 """
 
 from __future__ import annotations

@@ -1,15 +1,5 @@
-"""Let a chat process exit only after the host's generation thread has finished.
-
-The host streams an answer by running `model.generate` in a daemon thread and reading its
-`TextIteratorStreamer`; the streamer ends inside `generate`, a moment before the thread does. When the
-user types `exit` right after an answer (or a piped session ends), the interpreter can shut down while
-that thread is still in torch, and torch's C++ runtime aborts the process ("terminate called without an
-active exception", exit status 134), which measured 5 times in 45 piped `llamafactory-cli chat` sessions
-on a loaded 2-CPU machine. An exit handler that waits for the generation threads (a few milliseconds
-normally, at most WAIT_S after an interrupt mid-answer) closes that window without touching a host function.
-
-Installed by `registration.register_all`, so in every process that loads the host's templates; it only
-waits for live threads that run a `generate`, so training and other processes exit as before.
+"""An exit handler that waits for the host's generation threads, so a chat that ends right after an answer does not
+abort in torch's C++ runtime (exit status 134; docs/design.md). Other processes have no such thread and exit as before.
 """
 
 from __future__ import annotations

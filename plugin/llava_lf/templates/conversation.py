@@ -1,12 +1,8 @@
-"""The LLaVA conversation formats as LLaMA-Factory templates.
+"""The LLaVA conversation formats as LLaMA-Factory templates, which fit each sample into cutoff_len at turn
+boundaries and report what they trim (docs/templates.md):
 
-`llava_v1`: Vicuna v1 exactly as LLaVA-1.5 trains and evaluates with it:
-    <s>{system} USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>
-`llava_plain`: stage-1 feature alignment: <s><image>{caption}\\n (the human text is discarded).
-
-Both fit each training sample into cutoff_len at turn boundaries (`common.turn_fit`, with the cutoff the host's
-loader binds through `host.patches.dataset_run`), report what they trimmed or dropped (`common.fit_report`), and
-tokenise fast and exactly (`fast_encode`).
+`llava_v1`: <s>{system} USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>
+`llava_plain` (stage 1): <s><image>{caption}\\n
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
-"""Tokenise template text fast, with exactly the ids `tokenizer.encode(text, add_special_tokens=False)` gives.
-
-Two costs dominate once images are no longer decoded. After image-token expansion a LLaVA-1.5 prompt
-holds 576 `<image>` tokens in a row, which the tokenizer splits about 10x slower than the rest of the
-sample; `<image>` is an added special token, so the text around a run is tokenised the same whether the
-run holds one copy or 576 (added tokens split the text first, each piece is tokenised on its own): we
-tokenise with each run collapsed to one copy and widen that id again (the text before the first run, the
-same system text and `USER: ` in every sample, can be remembered the same way). And transformers' `encode` wraps the
-Rust tokenizer in per-call bookkeeping worth about a third of the time: we call the Rust tokenizer
-(its offset-free batch call) directly while its state is the one `encode` would set (no truncation or padding, the same special-token
-splitting), and fall back to `encode` otherwise or for a tokenizer without one.
+"""Tokenise template text fast, with exactly the ids `tokenizer.encode(text, add_special_tokens=False)` gives: a run
+of `<image>` tokens is tokenised as one and widened back, and the Rust tokenizer is called directly while its
+state is what `encode` would set (docs/templates.md has the costs this removes).
 """
 
 from __future__ import annotations

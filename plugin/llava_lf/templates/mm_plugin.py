@@ -1,19 +1,8 @@
-"""Image-token expansion for LLaVA that never opens an image during tokenisation.
+"""Image-token expansion for LLaVA that never opens an image while tokenising: the count comes from the processor's
+configuration and images are decoded once, in the collator (docs/templates.md).
 
-A user turn with one image is first put in LLaVA's form, `<image>\\n{text}` (what LLaVA's own preprocessing
-does, and what our converter writes), so a chat or API request that sends the image apart from the text,
-or after it, is prompted exactly as the model was trained.
-
-The host's `llava` plugin runs the full CLIP image processor on every sample just to learn that a
-336 px image gives 576 tokens. The count depends only on the processor's configuration, so we compute
-it from there; images are decoded once, in the collator (`get_mm_inputs`), where we also check that each
-batch row holds whole image blocks and leave out the images of samples the template trimmed or dropped.
-
-A chat (the engines call us before adding the answer slot; training samples end with the answer) whose text
-holds another number of `<image>` placeholders than images were given, typically a user typing `<image>`,
-would end `llamafactory-cli chat` with a traceback and make `llamafactory-cli api` answer 500. The API now
-answers 400 with what to change (a streamed request has sent its 200 by then: its stream ends); an
-interactive chat says so in one warning line and answers without the stray placeholder.
+It also puts a user turn in LLaVA's form (`<image>\\n{text}`) and answers a chat whose `<image>` placeholders do not
+match its images with what to change instead of a traceback (docs/recipe.md).
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""A template's formatter slots laid out once per tokenizer: the text around each turn's content.
-
-The host formats every message slot by slot (`StringFormatter.apply`) and tokenises each piece; for
-LLaVA's turns that is a third of the time left once images are not decoded. When every formatter is
-plain text around one `{{content}}` followed by BOS/EOS slots, a turn is `before + content + after` and
-then those ids, so the template can build it directly. Anything else (tools, other placeholders, text
-after a special token) returns None and the host's own path is used.
+"""A template's formatter slots laid out once per tokenizer (the text around each turn's content), so a turn is built
+directly instead of slot by slot; anything but plain text around `{{content}}` gets None and the host's path.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""The training callback that `report_to: [llava_lf]` adds to every host Trainer.
-
-It is registered in transformers' reporting-integration registry, so a YAML selects it by name; a YAML that
-names it in an environment without this plugin fails before training ("llava_lf is not supported").
-- `on_init_end`: parses our options out of `optim_args`, rejects what cannot work, and with `mm_projector_lr`
-  wraps the host's optimizer seam so the optimizer is created with the projector's own groups
-  (host/patches/optimizer.py); DDP, DeepSpeed ZeRO and FSDP then take that optimizer over as it is.
-  It also moves a resume from a half-written checkpoint back to the newest complete one (resume.py).
-- `on_train_begin`: checks the projector's rate is in the optimizer, checks the modality-grouped data order,
-  applies the speed options (speed.py), and writes `llava_lf_training.json` (trainable modules, param groups with their rates, attention backend).
+"""The training callback that `report_to: [llava_lf]` adds to the host's Trainer: it reads our options from
+`optim_args`, refuses what cannot work, moves a resume off a half-written checkpoint, installs the projector's
+optimizer, checks the data order, applies the speed options and writes `llava_lf_training.json` (docs/recipe.md).
 """
 
 from __future__ import annotations

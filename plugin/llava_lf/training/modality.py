@@ -1,9 +1,5 @@
-"""Modality grouping: the order LLaVA-1.5 trains in, and the check that a run really sees it.
-
-LLaVA-1.5 fills every global batch with image samples only or text-only samples only (reported about 25%
-faster, with no effect on results). The host has no such sampler, but with `disable_shuffling: true` it reads
-the training set in file order; so the order is written into the data (`llava-lf group-modality`) and, when
-`group_by_modality=true`, the training callback checks the order the host will actually use.
+"""Modality grouping: the order LLaVA-1.5 trains in (each global batch all-image or all-text), written into the data
+by `llava-lf group-modality` and checked by the training callback with `group_by_modality=true` (docs/recipe.md).
 """
 
 from __future__ import annotations

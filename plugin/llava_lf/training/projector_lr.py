@@ -1,12 +1,5 @@
-"""A learning rate of its own for the multimodal projector, built into the optimizer when it is created.
-
-transformers builds one optimizer with two groups (decay / no decay). With `mm_projector_lr` we build the
-same optimizer with the projector's parameters taken out of those two groups into groups of their own at
-`mm_projector_lr` (group order: host decay, host no-decay, projector decay, projector no-decay; empty
-projector groups left out). The host's LambdaLR then scales every group by one warmup/cosine curve from
-its own peak (LLaVA-1.5 LoRA: 2e-5 and 2e-4). Because the groups exist before DeepSpeed, FSDP or
-accelerate see the optimizer, ZeRO's flat buffers, the scheduler, `optimizer.pt` and resume are all the
-host's own (the layout is the same in the saved and the resumed run).
+"""A learning rate of its own for the multimodal projector, as optimizer groups that exist from the optimizer's
+creation, so DeepSpeed, FSDP, the scheduler and resume treat them as the host's own (docs/recipe.md).
 """
 
 from __future__ import annotations
@@ -26,7 +19,8 @@ _SELF_GROUPING_KEYS = ("params", "model", "optimizer_dict")
 def projector_param_groups(named_parameters: Iterable[tuple[str, Any]], decay_names: Iterable[str],
                            projector_keys: Iterable[str], projector_lr: float,
                            weight_decay: float) -> list[dict]:
-    """transformers' two groups with the projector's trainable parameters moved to groups at `projector_lr`."""
+    """transformers' two groups with the projector's trainable parameters moved to groups at `projector_lr`, in the
+    order host decay, host no-decay, projector decay, projector no-decay (an empty projector group left out)."""
     keys = list(projector_keys)
     is_projector, decay = name_matcher(keys), set(decay_names)
     trainable = [(name, p) for name, p in named_parameters if p.requires_grad]

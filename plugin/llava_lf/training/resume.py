@@ -1,11 +1,5 @@
-"""Never resume from a checkpoint that a kill left half-written.
-
-transformers writes `checkpoint-N/` in place: weights, `optimizer.pt`, `scheduler.pt`, RNG state, and
-`trainer_state.json` last. A run killed in between leaves a folder without a readable `trainer_state.json`.
-When a run is started again with the same command, the host picks the highest-numbered `checkpoint-N` of
-`output_dir` whatever it holds, and the resume then fails or loads a truncated file. Our callback sees the
-chosen checkpoint before training starts (the host passes `training_args.resume_from_checkpoint` to
-`trainer.train` after the Trainer exists) and moves it back to the newest complete one.
+"""Never resume from a checkpoint that a kill left half-written: the callback moves the host's choice back to the
+newest `checkpoint-N` whose `trainer_state.json` (written last) reads (docs/recipe.md).
 """
 
 from __future__ import annotations

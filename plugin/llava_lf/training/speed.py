@@ -1,13 +1,5 @@
-"""Stage-2 speed options, each off unless its `optim_args` key is set (docs/performance.md says why).
-
-- `recompute_layers=N`: the host checkpoints every decoder layer; keeping the activations of all but the
-  first N saves their recomputation (about a third of their backward cost) where memory allows. The math is
-  unchanged: gradients are the same.
-- `sdpa_backend=flash|cudnn|efficient|math`: with `flash_attn: sdpa`, allow PyTorch's SDPA only that kernel
-  for the whole run (FlashAttention kernels without the flash-attn package; cuDNN attention on Hopper).
-  A kernel that cannot run a call raises instead of falling back in silence.
-- `compile_layers=true`: `torch.compile` each decoder layer of the language model (regional compile), not the
-  PEFT-wrapped model: one compiled graph reused by every layer, no graph breaks from PEFT or the trainer.
+"""Stage-2 speed options (`recompute_layers`, `sdpa_backend`, `compile_layers`), each off unless its `optim_args` key
+is set; docs/performance.md says what each does and how it was checked.
 """
 
 from __future__ import annotations

@@ -1,12 +1,5 @@
-"""Fit conversations into `cutoff_len` tokens at turn boundaries, image tokens counted.
-
-The host truncates after expanding each `<image>` into its N image tokens, so a long sample can lose
-part of an image and crash the forward pass ("Image features and image tokens do not match"). We
-count each human/gpt pair with the host's own template and tokenizer, add N - 1 tokens per image
-(`<image>` is one special token; the plugin turns it into N), and keep the longest prefix of pairs
-that fits (`common.turn_fit.fit_turns`, the rule the templates apply at training time). The host then
-has nothing to truncate. N comes from the model's processor configuration
-(`llava_lf.common.image_tokens`) when the path holds one.
+"""`--cutoff-len` for the converter: count each human/gpt pair with the host's template and tokenizer, image tokens
+included, and keep the pairs that fit by the templates' own rule (`common.turn_fit`; docs/data.md).
 """
 
 from __future__ import annotations

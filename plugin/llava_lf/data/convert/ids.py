@@ -1,9 +1,5 @@
-"""Remember which record ids were seen, in 12-24 bytes per id instead of a Python string and set slot.
-
-A set of 665K id strings costs about 60 MB; this table keeps a 64-bit fingerprint per id in one flat
-array (open addressing, load at most two thirds): 8 MB for mix665k. Two different ids collide with
-probability about n^2 / 2^65, around 1e-8 for mix665k, in which case the later one is reported as a
-duplicate.
+"""Remember which record ids were seen in 12-24 bytes per id (a 64-bit fingerprint in one flat table) instead of a
+Python string in a set; the memory and the collision odds are in docs/data.md.
 """
 
 from __future__ import annotations

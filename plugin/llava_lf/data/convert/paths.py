@@ -1,9 +1,5 @@
-"""Resolve a record's image paths inside the image folder, refusing any that escape it.
-
-Cheap enough for 600K images: the path is checked as text first, each directory is resolved once
-(cached), and each file costs one `lstat`. The output path is relative to the dataset folder, which
-is where the host looks by default (`media_dir` defaults to `dataset_dir`), so the two can move
-together; `absolute=True` writes absolute paths instead.
+"""Resolve a record's image paths inside the image folder, refusing any that escape it, at one `lstat` per image;
+output paths are relative to the dataset folder (where the host looks) unless `absolute=True`.
 """
 
 from __future__ import annotations

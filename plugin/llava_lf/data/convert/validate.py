@@ -1,10 +1,5 @@
-"""Check one LLaVA record's structure and normalise it the way the original LLaVA code reads it.
-
-Every problem found in a record is collected (not just the first), each naming the field and the fix.
-Normalisation follows LLaVA: `<image>` moves to the front of its turn as `<image>\\n`, a leading gpt
-turn is dropped; we also drop an unanswered last human turn. Each such change is counted.
-The checks run over whole lists with C-level operations (`str.join`, `list.count`) because they run
-once per record of 665K-record files; the per-turn loops only run to explain a problem.
+"""Check one LLaVA record's structure, collecting every problem with its field and fix, and normalise it as the
+original LLaVA code reads it (docs/data.md). The checks run on whole lists; per-turn loops only explain a problem.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""Atomic output: the dataset, its rejection report, and the `dataset_info.json` entry.
-
-Each file is written beside its target under a temporary name and renamed over it only when complete,
-so an interrupted run leaves the previous output as it was. Temporary names start with `TMP_PREFIX`
-and a random part; the writer holds an OS lock on its file until it is renamed or removed
-(`owner_lock`), and the OS drops the lock when the writer dies, so a later run removes the ones whose
-lock it can take (a killed run's), never a live run's.
+"""Atomic output (the dataset, its rejection report, the `dataset_info.json` entry): each file is written under a
+locked temporary name and renamed when complete, so a killed run leaves the previous output (docs/data.md).
 """
 
 from __future__ import annotations

@@ -1,18 +1,5 @@
-"""Every place the plugin changes a host function, each checked by the shape it relies on.
-
-Registration (templates, mm plugins, the `report_to` callback) goes through the host's own registries and
-needs no patch. Three features have no seam in the host, so each wraps one named host function:
-
-| seam module      | host symbol                                              | feature                      |
-|------------------|----------------------------------------------------------|------------------------------|
-| `dataset_run`    | `llamafactory.data.loader._get_preprocessed_dataset`     | turn fitting and its report  |
-| `optimizer`      | `llamafactory.train.trainer_utils.create_custom_optimizer` | `mm_projector_lr`          |
-| `webui_labels`   | `llamafactory.webui.engine.Engine.resume`                | web UI labels on first load  |
-
-A seam module exposes `SEAM` (a `Seam`): `check()` returns what does not fit (empty when the host has the
-shape), and the module applies itself only when it fits. A seam that does not fit is reported once, by
-feature name; a feature a run asked for then stops the run with the missing seam named (`require`).
-No version string is consulted anywhere: the host's main branch and its release are told apart by shape.
+"""Every place the plugin changes a host function: one `Seam` per wrapped function (`dataset_run`, `optimizer`,
+`webui_labels`), applied only when the host has the shape it relies on, never by version (docs/compatibility.md).
 """
 
 from __future__ import annotations

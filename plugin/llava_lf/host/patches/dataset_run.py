@@ -1,11 +1,5 @@
-"""Turn fitting's seam: the host's `_get_preprocessed_dataset`, which tokenises one split.
-
-The host hands a template neither `cutoff_len` nor the run's output folder. `_get_preprocessed_dataset`
-(`llamafactory.data.loader`) holds both (`data_args`, `training_args`) and the template the split is tokenised
-with, and `get_dataset` looks it up by name at each call. The wrapper gives the host a copy of our template with
-a `PreprocessRun` bound to it (so the host's processor, and every map worker it is pickled into, fork or spawn,
-carries cutoff_len and the output folder), lets the host tokenise, then collects the trim/drop report.
-Other templates pass through untouched.
+"""Turn fitting's seam: wraps the host's `_get_preprocessed_dataset`, the one function that holds a split's template,
+`cutoff_len` and output folder, to bind them to a copy of our template and collect the trim/drop report.
 """
 
 from __future__ import annotations

@@ -1,14 +1,5 @@
-"""`mm_projector_lr`'s seam: the host's own hook for custom optimizers, `create_custom_optimizer`.
-
-LLaMA-Factory's trainers (0.9.5 and main) create their optimizer with
-`self.optimizer = create_custom_optimizer(model, args, finetuning_args)` and fall back to transformers'
-default when it returns None. transformers' DeepSpeed (`deepspeed_optim_sched`) and FSDP paths also create
-the optimizer through `trainer.create_optimizer()`, so an optimizer returned here is the one ZeRO and FSDP
-take over. We wrap that one function (each trainer module imported it by name) so that it returns the
-optimizer with the projector's own groups when a run asks for `mm_projector_lr`, and the host's answer
-otherwise. The wrap applies when the host has the shape it relies on (checked below, never by version):
-the function takes (model, training_args, finetuning_args), and the SFT trainer's `create_optimizer` calls it
-by the name its module bound (docs/design.md).
+"""`mm_projector_lr`'s seam: wraps the host's `create_custom_optimizer`, through which every trainer (DeepSpeed and
+FSDP included) gets its optimizer, so that it returns ours with the projector's groups (docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,17 +1,5 @@
-"""Label `llamafactory-cli webchat`'s page on first load.
-
-The host's web UI builds its widgets without labels and names them in `Engine.change_lang`, which runs
-when the language dropdown changes. `webchat` builds that dropdown without `value=None` (LlamaBoard's has
-it), and gradio 5 then preselects the first choice, "en"; the page's load sets "en" again, nothing changes,
-and every widget stays unlabelled ("Dropdown", "Slider", two "Run" buttons) until the user switches the
-language away and back. gradio 4 (no preselection) needs pillow < 11 and markupsafe 2, which the host's
-other pins rule out, so we name the widgets from here: the first update of `Engine.resume` (the page's load
-event) is followed by `Engine.change_lang` for the language it set, which is what the switch does.
-
-Installed by `registration.register_all`, in web UI processes only (`llamafactory.webui` being imported), when
-the engine has the shape this relies on (checked below, never by version): `Engine.resume` a generator method
-taking only `self`, `Engine.change_lang(lang)`, and the manager's `get_elem_by_id`. Otherwise the page stays as
-the host made it, said once on stderr.
+"""Label `llamafactory-cli webchat`'s widgets on first load: under gradio 5 the host never names them until the
+language is switched, so `Engine.resume` is wrapped to run `change_lang` after the page's first update (docs/design.md).
 """
 
 from __future__ import annotations
