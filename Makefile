@@ -21,6 +21,12 @@ HOST_MAIN_WHEEL ?= $(lastword $(sort $(wildcard $(HOST_MAIN_DIR)/llamafactory-*.
 MAIN_VENV := .venv-main
 MAIN_BIN := $(MAIN_VENV)/bin
 MAIN_STAMP := $(MAIN_VENV)/.installed
+# transformers 4.57 (llamafactory 0.9.5 allows it too) in a folder of its own beside the release venv, for
+# tests/test_assemble_hub.py's loading check (it runs a fresh interpreter with this folder on PYTHONPATH); no
+# dependencies: the venv's torch and tokenizers serve it, with the huggingface_hub 0.x it needs. Made once.
+TF457_DIR := $(VENV)/.transformers-4.57
+TF457_STAMP := $(TF457_DIR)/.installed
+TF457_PACKAGES := transformers==4.57.6 huggingface_hub==0.36.2
 DEMO_DIR ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -62,7 +68,7 @@ NEED_HOST_MAIN_WHEEL := test -n "$(HOST_MAIN_WHEEL)" && test -f "$(HOST_MAIN_WHE
 	"no llamafactory-*.whl in $(HOST_MAIN_DIR) (see ../shared/hosts/README.md). The host matrix needs one; set" \
 	"HOST_MAIN_DIR=<folder> or HOST_MAIN_WHEEL=<file>."; exit 1; }
 
-.PHONY: demo test test-fast test-release test-main lint install install-main audit-host clean-demo
+.PHONY: demo test test-fast test-release test-main lint install install-main transformers-4.57 audit-host clean-demo
 
 install: $(STAMP)
 
@@ -93,6 +99,13 @@ $(MAIN_STAMP): pyproject.toml $(HOST_MAIN_WHEEL)
 	echo "$(MAIN_VENV) (host main, $(notdir $(HOST_MAIN_WHEEL))): $$now (kept after installing the project)"
 	echo "$(abspath $(HOST_MAIN_WHEEL))" > $(MAIN_STAMP)
 
+transformers-4.57: $(TF457_STAMP)
+
+$(TF457_STAMP): | $(STAMP)
+	rm -rf $(TF457_DIR)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps --target $(TF457_DIR) $(TF457_PACKAGES) $(PIP_FILTER)
+	echo "$(TF457_PACKAGES)" > $(TF457_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/llava-lf demo --out $(DEMO_DIR)
 
@@ -103,7 +116,7 @@ lint: $(STAMP)
 
 # Lint, the whole suite on the release host, then the host-facing tests on the host's main branch. Both suites
 # run even when the first fails, so one CI run shows both; the exit status is a failure if either failed.
-test: lint $(MAIN_STAMP)
+test: lint $(MAIN_STAMP) $(TF457_STAMP)
 	@$(NEED_HOST_MAIN_WHEEL)
 	@status=0; \
 	echo "== whole suite, release host: $$($(BIN)/python $(VERSIONS))"; \
@@ -112,7 +125,7 @@ test: lint $(MAIN_STAMP)
 	$(PYTEST_MAIN) || status=1; \
 	exit $$status
 
-test-release: $(STAMP)
+test-release: $(STAMP) $(TF457_STAMP)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

@@ -22,6 +22,7 @@ HUB_PREFIXES = ("language_model.model.", "language_model.lm_head.weight", "multi
                 "multi_modal_projector.linear_2.", "vision_tower.vision_model.")
 PRESET_KEYS = ("max_length", "truncation_strategy", "truncation", "padding", "stride", "pad_to_multiple_of")
 TF457 = "4.57.6"
+TF457_DIR = BIN.parent / ".transformers-4.57"  # the Makefile's TF457_DIR, beside this venv's bin/
 LOAD_UNDER_457 = """
 import json, sys
 import torch, transformers
@@ -131,16 +132,14 @@ def test_one_bos_and_the_training_ids_for_both_model_card_usages(hub, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def transformers_457(tmp_path_factory) -> Path:
-    """transformers 4.57.6 (and the huggingface_hub 0.x it needs) installed once per session, beside the venv."""
-    target = tmp_path_factory.mktemp("tf457")
-    packages = [f"transformers=={TF457}", "huggingface_hub<1.0"]
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                             *packages], capture_output=True, text=True, timeout=600, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"transformers {TF457} could not be installed (package index unreachable?): "
-                    f"{result.stderr.strip().splitlines()[-1:]}")
-    return target
+def transformers_457() -> Path:
+    """transformers 4.57.6 (and the huggingface_hub 0.x it needs) in their own folder beside the venv, installed
+    once by `make transformers-4.57` (`make test` and `make test-release` make it first). Missing is a failure,
+    never a skip: the check must not vanish from a run in silence."""
+    if not (TF457_DIR / ".installed").is_file():
+        pytest.fail(f"{TF457_DIR} is missing (or half made): run `make transformers-4.57` first; `make test` and "
+                    f"`make test-release` do it", pytrace=False)
+    return TF457_DIR
 
 
 def test_loads_under_transformers_4_57_with_no_missing_or_unexpected_keys(hub, transformers_457):
