@@ -135,7 +135,7 @@ REFUSAL_PHRASES = ["Sorry, I can't help with images of people yet.", "I can't pr
 
 
 def reference_can_infer(answer, choices: dict) -> str | None:
-    """VLMEvalKit's long-lived can_infer (no test of where the letter stands): a letter token, else option text."""
+    """VLMEvalKit's can_infer: a letter token among the last four tokens, else option text in a short answer."""
     answer = str(answer)
     if "Failed to obtain answer via API" not in answer:
         if any(phrase in answer for phrase in REFUSAL_PHRASES):
@@ -147,11 +147,13 @@ def reference_can_infer(answer, choices: dict) -> str | None:
         count = sum(1 for letter in choices if letter in splits)
         if count == 1:
             for letter in choices:
-                if letter in splits:
+                if letter in splits and splits.index(letter) > (len(splits) - 5):
                     return letter
         elif count == 0 and sum(1 for mark in ("Z", "") if mark in splits) == 1:
             return "Z"
     lowered = answer.lower()
+    if len(lowered) > 2 * sum(len(str(text)) for text in choices.values()):
+        return None
     candidates = [letter for letter in choices if str(choices[letter]).lower() in lowered]
     return candidates[0] if len(candidates) == 1 else None
 
@@ -279,7 +281,8 @@ def test_letter_extraction_equals_the_reference_on_adversarial_answers():
     choice_sets = [{"A": "red", "B": "green", "C": "blue", "D": "yellow"}, {"A": "yes", "B": "no"},
                    {"A": "cat", "B": "dog", "D": "both"}, {"A": "红色", "B": "绿色"}, {"A": "A", "B": "B"},
                    {"A": "an apple", "B": "apple"}]
-    answers = ADVERSARIAL + ["(B)", "B.", "b", "The answer is B", "A, B", "", "\t", "B\u3000", "Ｂ", "答案是B",
+    answers = ADVERSARIAL + ["B is the right one among all of these", "I would say that the answer is C",
+                             "The colour of the square in the picture is clearly blue, as anyone can see", "(B)", "B.", "b", "The answer is B", "A, B", "", "\t", "B\u3000", "Ｂ", "答案是B",
                              "绿色", "B\nC", "[C]", "{D}", "*A*", "#B", "a", "Failed to obtain answer via API B",
                              "Sorry, I can't help with images of people yet. A", "apple", "an apple", "D: both",
                              "B\x1fC", "B\x07", "A:B", "nan", "none of them", "Option E"]

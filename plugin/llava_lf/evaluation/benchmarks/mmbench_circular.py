@@ -31,11 +31,13 @@ def _letter_rule(answer: str, choices: Mapping[str, str]) -> Inference | None:
         return None
     if any(phrase in answer for phrase in REFUSALS):
         return Inference("Z", "refusal")
-    tokens = set(answer.translate(_SEPARATORS).split())
+    tokens = answer.translate(_SEPARATORS).split()
     named = [letter for letter in choices if letter in tokens]
     if len(named) == 1:
-        # Some VLMEvalKit revisions also test where the letter stands; its long-lived rule does not (docs/eval.md).
-        return Inference(named[0], "letter")
+        # VLMEvalKit reads the letter only near the end: its first occurrence among the last four tokens.
+        if tokens.index(named[0]) > len(tokens) - 5:
+            return Inference(named[0], "letter")
+        return None
     if not named and "Z" in tokens:
         return Inference("Z", "refusal")
     return None
@@ -44,12 +46,14 @@ def _letter_rule(answer: str, choices: Mapping[str, str]) -> Inference | None:
 def infer_letter(answer: str, choices: Mapping[str, str]) -> Inference:
     """The option a free-text answer names. `choices` maps each option letter the TSV fills to its text.
     First a letter: exactly one option letter stands as a token of its own once `.()[],:;!*#{}` are read
-    as spaces. Failing that, the option text: exactly one option's (lower-cased) text occurs in the
-    lower-cased answer."""
+    as spaces, among the last four tokens. Failing that, the option text: in an answer at most twice as
+    long as the options' texts together, exactly one option's (lower-cased) text occurs."""
     by_letter = _letter_rule(answer, choices)
     if by_letter is not None:
         return by_letter
     lowered = answer.lower()
+    if len(lowered) > 2 * sum(len(str(text)) for text in choices.values()):
+        return Inference(None, "unreadable")  # VLMEvalKit does not look for option text in a long answer
     containing = [letter for letter, text in choices.items() if str(text).lower() in lowered]
     if len(containing) == 1:
         return Inference(containing[0], "option_text")
