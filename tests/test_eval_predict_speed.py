@@ -14,9 +14,9 @@ from conftest import REPO
 pytestmark = [pytest.mark.host, pytest.mark.timeout(180)]
 
 LINE = {
-    "header": re.compile(r"questions: (\d+)  max_new_tokens: (\d+)  device: cpu  torch threads: (\d+)"),
-    "single": re.compile(r"one at a time \(batch size 1\): ([\d.]+) s, ([\d.]+) questions/s"),
-    "batched": re.compile(r"batched \(batch size (\d+)\): ([\d.]+) s, ([\d.]+) questions/s"),
+    "header": re.compile(r"questions: (\d+)  max_new_tokens: (\d+)  device: cpu  torch threads: (\d+)  repeats: (\d+)"),
+    "single": re.compile(r"one at a time \(batch size 1\): ([\d.]+) s, ([\d.]+) questions/s \(best of ([\d. /]+) s\)"),
+    "batched": re.compile(r"batched \(batch size (\d+)\): ([\d.]+) s, ([\d.]+) questions/s \(best of ([\d. /]+) s\)"),
     "speedup": re.compile(r"speed-up: ([\d.]+)x"),
     "identical": re.compile(r"answers identical: (\d+) of (\d+)"),
 }
@@ -36,14 +36,16 @@ def test_the_benchmark_compares_equal_answers_and_prints_its_figures(tmp_path, t
     figures = tmp_path / "speed.json"
     code = script.main(["--model", str(tiny_llava), "--demo-questions", str(data.test_questions),
                         "--image-folder", str(data.image_dir), "--questions", "6", "--batch-size", "4",
-                        "--max-new-tokens", "3", "--json", str(figures)])
+                        "--max-new-tokens", "3", "--repeats", "2", "--json", str(figures)])
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0
     assert len(lines) == 5, lines  # no "differs" lines
     found = {name: pattern.fullmatch(line) for (name, pattern), line in zip(LINE.items(), lines, strict=True)}
     assert all(found.values()), lines
-    assert found["header"].group(1, 2) == ("6", "3")
+    assert found["header"].group(1, 2, 4) == ("6", "3", "2")
     assert found["batched"].group(1) == "4"
+    single_times = [float(t) for t in found["single"].group(3).split(" / ")]
+    assert len(single_times) == 2 and float(found["single"].group(1)) == min(single_times)
     assert found["identical"].group(1, 2) == ("6", "6")
     single_rate, batched_rate = float(found["single"].group(2)), float(found["batched"].group(3))
     assert single_rate > 0 and batched_rate > 0
@@ -52,6 +54,7 @@ def test_the_benchmark_compares_equal_answers_and_prints_its_figures(tmp_path, t
     written = json.loads(figures.read_text())
     assert written["questions"] == 6 and written["identical"] == 6 and written["differing"] == []
     assert written["one_at_a_time"]["batch_size"] == 1 and written["batched"]["batch_size"] == 4
+    assert len(written["batched"]["seconds"]) == 2
     assert written["speedup"] == pytest.approx(written["questions_per_s"]["batched"]
                                                / written["questions_per_s"]["one_at_a_time"])
 
@@ -72,7 +75,7 @@ def test_differing_answers_are_listed_and_fail_the_run(tiny_llava, demo_data, mo
     monkeypatch.setattr(Predictor, "predict", predict_with_a_flip)
     code = script.main(["--model", str(tiny_llava), "--demo-questions", str(data.test_questions),
                         "--image-folder", str(data.image_dir), "--questions", "3", "--batch-size", "3",
-                        "--max-new-tokens", "2"])
+                        "--max-new-tokens", "2", "--repeats", "1"])
     out = capsys.readouterr().out
     assert code == 1
     assert "answers identical: 2 of 3" in out
