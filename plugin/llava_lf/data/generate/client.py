@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llava_lf.common.openai_client import ChatReply, ClientConfig, ClientError, OpenAIClient, OptionNames
+from llava_lf.common.openai_client import ChatReply, ClientConfig, OpenAIClient, OptionNames
 
 Completion = ChatReply  # text, finish_reason, prompt/completion tokens, attempts
-TeacherError = ClientError  # .reason, .attempts, .fatal (a wrong key, model or URL: stop the run)
 
 TEACHER_OPTIONS = OptionNames(base_url="--teacher-base-url", model="--teacher-model", api_key_env="--api-key-env",
                               retries="--max-retries", timeout="--timeout")

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava_lf.common.jsonl import JsonlAppender
+from llava_lf.common.openai_client import ClientError
 from llava_lf.errors import LlavaLfError
 
-from .client import Completion, TeacherClient, TeacherConfig, TeacherError
+from .client import Completion, TeacherClient, TeacherConfig
 from .coco import ImageContext, load_contexts
 from .parse import ReplyRejected, parse_reply
 from .records import GeneratedRecord, RejectedRow, build_record, record_id, rejected_row
@@ -68,7 +69,7 @@ class _Work:
             return Outcome(pair_id, task)  # left unfinished: the run is stopping
         try:
             completion = self.client.complete(build_messages(self.prompts, task, context, self.job.shots))
-        except TeacherError as error:
+        except ClientError as error:  # .reason, .attempts, .fatal (a wrong key, model or URL: stop the run)
             if error.fatal:
                 self.stop.set()
             return Outcome(pair_id, task, failure=Failure(pair_id, error.reason, str(error), error.attempts),
