@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .scan import DatasetInput, InspectOptions, inspect_datasets
+from .options import DatasetInput, InspectOptions
+from .scan import inspect_datasets
 
 __all__ = ["DatasetInput", "InspectOptions", "inspect_datasets", "write_data_card"]
 
@@ -14,5 +15,5 @@ def write_data_card(datasets: dict[str, Path], image_folder: Path | None, out: P
     from .card import write_card
 
     card = inspect_datasets([DatasetInput(label, Path(path)) for label, path in datasets.items()],
-                            InspectOptions(image_folder=image_folder))
+                            InspectOptions(image_folder=image_folder), out)
     return write_card(card, out)[1]

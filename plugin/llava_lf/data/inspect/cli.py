@@ -11,7 +11,8 @@ from llava_lf.errors import EXIT_OK, LlavaLfError
 
 def run_inspect(args: argparse.Namespace) -> int:
     from .card import write_card
-    from .scan import DatasetInput, InspectOptions, inspect_datasets
+    from .options import DatasetInput, InspectOptions
+    from .scan import inspect_datasets
 
     datasets = [DatasetInput.parse(text) for text in args.data]
     folders = args.image_folder or []
@@ -24,7 +25,7 @@ def run_inspect(args: argparse.Namespace) -> int:
                              cutoff_len=args.cutoff_len, image_tokens=args.image_tokens,
                              image_headers=not args.no_image_headers, near_duplicates=args.near_duplicates,
                              max_distance=args.max_distance, workers=args.workers)
-    card = inspect_datasets(datasets, options)
+    card = inspect_datasets(datasets, options, args.out)
     written = write_card(card, args.out)
     for data in card["datasets"]:
         problems = data["problems"]

@@ -1,20 +1,18 @@
 """Image figures from file headers only: sizes, aspect ratios, formats, missing and unreadable files, reuse.
 
 `PIL.Image.open` parses the header and stops (the pixels are decoded only by `load()`, which we never
-call), so a 640x480 JPEG costs one open and a few small reads. Each distinct image is read once; how
-often each is used is counted through hashes (`RepeatCounter`), so memory stays flat.
+call), so a 640x480 JPEG costs one open and a few small reads. Each distinct image is read once.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .accumulators import Distribution, RepeatCounter
-from .seen import SeenHashes
+import duckdb
 
-EXAMPLES = 10  # missing/unreadable paths listed in the card
+from .store import Inserts, Table
+
 # Aspect ratio (width / height) buckets: LLaVA-1.5 pads every image to a square before the 336 px resize,
 # so the further from 1, the more of the 576 image tokens show padding.
 RATIO_EDGES = (0.5, 0.75, 0.95, 1.05, 1.34, 1.8, 2.5)
@@ -54,58 +52,20 @@ def ratio_bucket(width: int, height: int) -> str:
     return RATIO_LABELS[-1]
 
 
-@dataclass
-class ImageStats:
-    headers: bool = True  # read each distinct image's header (off: existence only)
-    uses: RepeatCounter = field(default_factory=RepeatCounter)
-    width: Distribution = field(default_factory=Distribution)
-    height: Distribution = field(default_factory=Distribution)
-    ratios: Counter[str] = field(default_factory=Counter)
-    formats: Counter[str] = field(default_factory=Counter)
-    missing_uses: int = 0  # record images the converter refused (missing, or outside the folder)
-    missing: int = 0  # distinct such paths
-    missing_examples: list[str] = field(default_factory=list)
-    unreadable: int = 0
-    unreadable_examples: list[tuple[str, str]] = field(default_factory=list)
-    readable: list[tuple[str, str]] | None = None  # (file, name) of distinct readable images, for near duplicates
-    _seen: SeenHashes = field(default_factory=SeenHashes)
-    _seen_missing: SeenHashes = field(default_factory=SeenHashes)
-
-    def add(self, written: str, full: str | None) -> None:
-        """One use of an image by a record: `full` is its absolute path, or None when it was refused."""
-        if full is None:
-            self.missing_uses += 1
-            if self._seen_missing.add(written):
-                self.missing += 1
-                if len(self.missing_examples) < EXAMPLES:
-                    self.missing_examples.append(written)
-            return
-        self.uses.update([written])
-        if not self._seen.add(full) or not self.headers:
-            return
-        header = read_header(full)
-        if isinstance(header, str):
-            self.unreadable += 1
-            if len(self.unreadable_examples) < EXAMPLES:
-                self.unreadable_examples.append((written, header))
-            return
-        self.width.add(header.width)
-        self.height.add(header.height)
-        self.ratios[ratio_bucket(header.width, header.height)] += 1
-        self.formats[header.format] += 1
-        if self.readable is not None:
-            self.readable.append((full, written))
-
-    def to_json(self, top: int) -> dict:
-        distinct, reused, most_used = self.uses.most_repeated(top)
-        width, height = self.width.summary(), self.height.summary()
-        return {
-            "uses": self.uses.total, "distinct": distinct, "used_by_several_records": reused, "headers_read": self.headers,
-            "width": width.to_json() if width else None, "height": height.to_json() if height else None,
-            "aspect_ratio": {label: self.ratios[label] for label in RATIO_LABELS if self.ratios[label]},
-            "formats": dict(self.formats.most_common()),
-            "missing": self.missing, "missing_uses": self.missing_uses, "missing_examples": self.missing_examples,
-            "unreadable": self.unreadable,
-            "unreadable_examples": [{"image": path, "why": why} for path, why in self.unreadable_examples],
-            "most_used": [{"image": path, "records": count} for path, count in most_used],
-        }
+def add_headers(con: duckdb.DuckDBPyConnection) -> None:
+    """A `headers` row per distinct image file the records use, in order of first use: each file is read once,
+    after the scan, however many records use it."""
+    inserts = Inserts(con.cursor())  # its own cursor: `files` is still being fetched
+    headers = Table(inserts, "headers")
+    files = con.execute("SELECT file, min(use) AS first, arg_min(written, use) FROM uses WHERE file IS NOT NULL "
+                        "GROUP BY file ORDER BY first")
+    while rows := files.fetchmany(4096):
+        for file, first, written in rows:
+            header = read_header(file)
+            if isinstance(header, str):
+                headers.add((file, first, written, None, None, None, None, header))
+            else:
+                headers.add((file, first, written, header.width, header.height,
+                             ratio_bucket(header.width, header.height), header.format, None))
+    headers.flush()
+    inserts.close()

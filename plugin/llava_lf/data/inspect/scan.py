@@ -1,162 +1,111 @@
-"""Read each dataset once, as a stream, and gather its card figures; several datasets make one card."""
+"""Read each dataset once, as a stream: the converter's reader and checks, then a row of figures per record.
+
+One pass gives each record its verdict (`verdict`), its tokens (`tokens`) and its figures (`figures`); the
+rows go to DuckDB (`store`), and the card is a set of queries over them (`queries`). Several datasets make
+one card, side by side.
+"""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from functools import partial
+import tempfile
+from dataclasses import asdict
+from itertools import repeat
 from pathlib import Path
 
+import duckdb
+
+from llava_lf.data.convert.reader import iter_records
 from llava_lf.errors import LlavaLfError
 
-from .accumulators import spill_folder, spilling_to
 from .figures import record_figures
-from .images import ImageStats
+from .images import add_headers
 from .kinds import TypeRule
-from .near_duplicates import DEFAULT_MAX_DISTANCE, near_duplicates
-from .plain_batch import plain_batch
-from .reading import Batch, HandOver, iter_batches
-from .split_scan import scan_split
-from .stats import DatasetStats
-from .tokens import TokenCounter, TokenSpec, TokenStats
-from .verdict import ConverterChecks, is_converted
-
-TEMPLATES = ("llava_v1", "llava_plain")
-ONE_BY_ONE = 16  # a batch that is not plain is split in halves down to this many records, then read one by one
+from .near_duplicates import near_duplicates
+from .options import DatasetInput, InspectOptions, not_a_folder
+from .queries import DatasetQueries
+from .store import Inserts, Table, connect, work_folder
+from .tokens import TokenCounter, TokenSpec
+from .verdict import ConverterChecks
 
 
-@dataclass(frozen=True)
-class InspectOptions:
-    image_folder: Path | None = None  # where a LLaVA file's image paths start; None: images are not looked at
-    template: str = "llava_v1"  # the training template: llava_plain applies the converter's stage-1 checks
-    tokenizer: Path | None = None  # a tokenizer or model folder: tokens per record
-    cutoff_len: int | None = None  # with a tokenizer: what this cutoff would cut
-    image_tokens: int | None = None  # tokens per image, when the tokenizer folder has no Llava processor config
-    image_headers: bool = True  # read image headers (sizes); off: only existence
-    near_duplicates: bool = False
-    max_distance: int = DEFAULT_MAX_DISTANCE
-    workers: int | None = None  # near-duplicate hashing processes
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.template not in TEMPLATES:
-            problems.append(f"--template {self.template!r} is not one of {', '.join(TEMPLATES)}")
-        if self.cutoff_len is not None and self.tokenizer is None:
-            problems.append("--cutoff-len needs --tokenizer: the cutoff is counted in the model's tokens")
-        if self.cutoff_len is not None and self.cutoff_len < 1:
-            problems.append(f"--cutoff-len must be positive, got {self.cutoff_len}")
-        if self.image_folder is not None and not self.image_folder.is_dir():
-            problems.append(_not_a_folder(self.image_folder))
-        if self.near_duplicates and not self.image_headers:
-            problems.append("--near-duplicates reads the images: leave out --no-image-headers")
-        if not 0 <= self.max_distance < 32:
-            problems.append(f"--max-distance must be between 0 and 31 bits, got {self.max_distance}")
-        if problems:
-            raise LlavaLfError(problems)
-
-
-def _not_a_folder(path: Path) -> str:
-    return f"--image-folder {path} is not a folder; pass the folder the records' 'image' paths start from"
-
-
-@dataclass(frozen=True)
-class DatasetInput:
-    label: str
-    path: Path
-    image_folder: Path | None = None  # this dataset's own image folder (else InspectOptions.image_folder)
-
-    @classmethod
-    def parse(cls, text: str) -> DatasetInput:
-        """`PATH` (labelled by its file name) or `LABEL=PATH`."""
-        label, sep, path = text.partition("=")
-        if sep and label and "/" not in label:
-            return cls(label, Path(path))
-        return cls(Path(text).stem, Path(text))
+def scan_dataset(data: DatasetInput, image_folder: Path | None, options: InspectOptions,
+                 counter: TokenCounter | None, con: duckdb.DuckDBPyConnection) -> None:
+    """Every record of `data` as rows of the `records`, `questions`, `answers` and `uses` tables."""
+    checks = ConverterChecks(image_folder, data.path.parent, stage_one=options.template == "llava_plain")
+    rule = TypeRule.for_file(data.path)
+    con.execute("BEGIN")  # one transaction: DuckDB writes large appends to the database file, not through its log
+    inserts = Inserts(con)
+    records, questions, answers, uses = (Table(inserts, name) for name in ("records", "questions", "answers", "uses"))
+    used = 0  # image uses so far: their order
+    for source in iter_records(data.path):
+        record, index = source.value, source.index
+        verdict = checks.check(record, index)
+        if verdict.files is not None:
+            uses.extend(range(used, used + len(verdict.files)), verdict.images, verdict.files)
+            used += len(verdict.files)
+        fit = None
+        if counter is not None and verdict.normalised is not None:
+            fit = counter.count(verdict.normalised.turns, verdict.problems)
+        problem = verdict.problems[0] if verdict.problems else None  # the reason the card counts
+        row = (index, source.line, verdict.record_id, verdict.converted)
+        verdict_row = (problem.reason, problem.field, problem.message, problem.fix) if problem else (None,) * 4
+        fit_row = (fit.tokens, fit.action, fit.pairs_cut) if fit is not None else (None,) * 3
+        figures = record_figures(record, verdict.images, rule)
+        if figures is None:  # no readable turns: counted, and rejected by the checks, but no figures
+            records.add((*row, False, *(None,) * 11, *verdict_row, *fit_row))
+            continue
+        records.add((*row, True, len(verdict.images), figures.source, figures.type, figures.told_by, figures.pairs,
+                     figures.words, figures.content, figures.refusals, figures.first_refusal, figures.empty_answers,
+                     figures.non_latin, *verdict_row, *fit_row))
+        questions.extend(figures.questions)
+        answers.extend(figures.answers, figures.answer_words, repeat(figures.type, len(figures.answers)))
+    for table in (records, questions, answers, uses):
+        table.flush()
+    inserts.close()
+    con.execute("COMMIT")
 
 
-def scan_dataset(data: DatasetInput, options: InspectOptions, counter: TokenCounter | None) -> DatasetStats:
+def _dataset_card(data: DatasetInput, options: InspectOptions, counter: TokenCounter | None, database: Path) -> dict:
     if not data.path.is_file():
         raise LlavaLfError(f"{data.path}: no such file; pass LLaVA JSON/JSONL or a dataset `llava-lf convert` wrote")
-    images = ImageStats(headers=options.image_headers)
-    if options.near_duplicates:
-        images.readable = []
-    tokens = TokenStats(options.cutoff_len) if counter is not None else None
-    stats = DatasetStats(data.label, str(data.path), images, tokens)
     image_folder = data.image_folder or options.image_folder
     if image_folder is not None and not image_folder.is_dir():
-        raise LlavaLfError(_not_a_folder(image_folder))
-    rule = TypeRule.for_file(data.path)
-    # The cyclic collector would walk the growing count tables again and again; records hold no cycles.
-    collecting = gc.isenabled()
-    gc.disable()
+        raise LlavaLfError(not_a_folder(image_folder))
+    con = connect(database)
     try:
-        split = None
-        if counter is None and image_folder is None and not options.near_duplicates:
-            split = scan_split(data.path, stats, lambda: _checks(image_folder, data, options), rule, _scan)
-        if split is None:
-            _scan(iter_batches(data.path), _checks(image_folder, data, options), rule, stats, counter)
-        else:
-            stats = split
+        # The cyclic collector would walk every parsed record again and again; records hold no cycles.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            scan_dataset(data, image_folder, options, counter, con)
+        finally:
+            if collecting:
+                gc.enable()
+        if options.image_headers:
+            add_headers(con)
+        queries = DatasetQueries(con)
+        card = queries.card(data.label, str(data.path), options.image_headers, counter is not None,
+                            options.cutoff_len)
+        card["image_folder"] = str(image_folder) if image_folder is not None else None
+        card["near_duplicates"] = None
+        if options.near_duplicates:
+            files = queries.readable_images()
+            hashed, groups = near_duplicates([file for file, _ in files], [name for _, name in files],
+                                             options.max_distance, options.workers)
+            card["near_duplicates"] = {"hashed": hashed, "max_distance": options.max_distance,
+                                       "images_in_groups": sum(len(group.images) for group in groups),
+                                       "groups": [{"images": list(group.images), "max_distance": group.max_distance}
+                                                  for group in groups]}
+        return card
     finally:
-        if collecting:
-            gc.enable()
-    return stats
+        con.close()
+        database.unlink(missing_ok=True)
 
 
-def _checks(image_folder: Path | None, data: DatasetInput, options: InspectOptions) -> ConverterChecks:
-    return ConverterChecks(image_folder, data.path.parent, options.template == "llava_plain")
-
-
-def _scan(batches: Iterable[Batch], checks: ConverterChecks, rule: TypeRule, stats: DatasetStats,
-          counter: TokenCounter | None, read_images: bool = True) -> None:
-    for batch in batches:
-        if counter is None:  # token counts need each record's turns as the converter writes them
-            _scan_plain(batch, 0, len(batch.values), checks, rule, stats, read_images)
-        else:
-            _scan_records(batch, 0, len(batch.values), checks, rule, stats, counter, read_images)
-
-
-def _scan_plain(batch: Batch, begin: int, end: int, checks: ConverterChecks, rule: TypeRule, stats: DatasetStats,
-                read_images: bool) -> None:
-    """Records [begin, end) of the batch as one plain batch; else its halves, down to `ONE_BY_ONE` records."""
-    if read_images or not checks.checks_paths:
-        plain = plain_batch(batch.values[begin:end], batch.start + begin, checks, rule)
-        if plain is not None:
-            stats.add_batch(batch.start + begin, plain)
-            return
-    if end - begin <= ONE_BY_ONE:
-        _scan_records(batch, begin, end, checks, rule, stats, None, read_images)
-        return
-    middle = (begin + end) // 2
-    _scan_plain(batch, begin, middle, checks, rule, stats, read_images)
-    _scan_plain(batch, middle, end, checks, rule, stats, read_images)
-
-
-def _scan_records(batch: Batch, begin: int, end: int, checks: ConverterChecks, rule: TypeRule, stats: DatasetStats,
-                  counter: TokenCounter | None, read_images: bool) -> None:
-    """Records [begin, end) of the batch, one by one."""
-    images, tokens = stats.images, stats.tokens
-    check, add_figures, add_problems = checks.check, stats.add_figures, stats.add_problems
-    formats = stats.formats
-    for position in range(begin, end):
-        value, index = batch.values[position], batch.start + position
-        verdict = check(value, index)
-        if verdict.files is not None:
-            if not read_images:  # a converted dataset's images: only a single pass counts them
-                raise HandOver
-            for written, full in zip(verdict.images, verdict.files):
-                images.add(written, full)
-        if counter is not None and verdict.normalised is not None:
-            counter.count(verdict.normalised.turns, tokens, verdict.problems)
-        formats["converted" if is_converted(value) else "llava"] += 1
-        add_figures(index, verdict.record_id, record_figures(value, verdict.images, rule))
-        if verdict.problems:  # the line is counted only for the few examples the card shows
-            add_problems(index, verdict.record_id, partial(batch.line, position), verdict.problems)
-
-
-def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions) -> dict:
-    """The card's figures (what card.json holds) for the datasets, in the order given."""
+def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions, work_root: Path | None = None) -> dict:
+    """The card's figures (what card.json holds) for the datasets, in the order given. The databases live in a
+    work folder under `work_root` (the output folder; default the system's temporary folder) until then."""
     if not datasets:
         raise LlavaLfError("give at least one dataset to inspect")
     labels = [data.label for data in datasets]
@@ -169,23 +118,7 @@ def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions) -> d
     if options.image_folder is None and any(data.image_folder is None for data in datasets):
         notes.append("no --image-folder for some datasets: their image paths were not checked and no image was "
                      "read (a converted dataset's are, from its own folder)")
-    cards = []
-    for data in datasets:
-        # Hashes past a few MB go to disk until the card is written, so memory stays flat (`accumulators`).
-        with spill_folder() as spill, spilling_to(spill):
-            stats = scan_dataset(data, options, counter)
-            card = stats.to_json()
-        folder = data.image_folder or options.image_folder
-        card["image_folder"] = str(folder) if folder is not None else None
-        card["near_duplicates"] = None
-        if stats.images.readable is not None:
-            files = stats.images.readable
-            hashed, groups = near_duplicates([full for full, _ in files], [name for _, name in files],
-                                             options.max_distance, options.workers)
-            card["near_duplicates"] = {"hashed": hashed, "max_distance": options.max_distance,
-                                       "images_in_groups": sum(len(group.images) for group in groups),
-                                       "groups": [{"images": list(group.images), "max_distance": group.max_distance}
-                                                  for group in groups]}
-        cards.append(card)
+    with work_folder(work_root or Path(tempfile.gettempdir())) as work:
+        cards = [_dataset_card(data, options, counter, work / f"{n}.duckdb") for n, data in enumerate(datasets)]
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(options).items()}
     return {"generated_by": "llava-lf inspect", "options": settings, "notes": notes, "datasets": cards}

@@ -1,9 +1,8 @@
 """Would `llava-lf convert` reject this record, and why: the converter's own checks, run record by record.
 
-The structure checks (`validate`), the image-folder checks (`paths.ImageFolder`) and the duplicate-id
-table and rule (`claim_output_id`) are the converter's; the reasons and messages are therefore the same. A dataset we
-converted earlier (sharegpt lines with an `images` list) is checked as the host reads it: paths relative
-to the dataset's folder, which the host uses as `media_dir` by default.
+The structure checks, the image-folder checks and the duplicate-id table and rule are the converter's own, so
+the reasons and messages are the same. A converted dataset (sharegpt lines with an `images` list) is checked as
+the host reads it: paths relative to the dataset's folder, the host's default `media_dir`.
 """
 
 from __future__ import annotations
@@ -12,11 +11,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava_lf.data.convert.ids import SeenIds
 from llava_lf.data.convert.paths import ImageFolder
 from llava_lf.data.convert.report import Problem
 from llava_lf.data.convert.validate import Normalised, claim_output_id, normalise, record_id, record_images
-
-from .seen import SeenHashes
 
 
 @dataclass(slots=True)
@@ -26,6 +24,7 @@ class Verdict:
     files: list[str | None] | None  # each image's absolute path (None: refused); None when paths are not checked
     normalised: Normalised | None  # the turns as the converter would write them (None when rejected)
     problems: list[Problem]
+    converted: bool  # a line of a dataset `llava-lf convert` wrote
 
 
 def is_converted(record: object) -> bool:
@@ -42,21 +41,12 @@ def _as_source(record: dict) -> dict:
 
 
 class ConverterChecks:
-    def __init__(self, image_folder: Path | None, dataset_dir: Path, plain: bool):
+    def __init__(self, image_folder: Path | None, dataset_dir: Path, stage_one: bool):
         # Without an image folder a LLaVA file's paths are not checked (the card says so).
         self._folder = ImageFolder(image_folder, None) if image_folder is not None else None
         self._dataset_dir = os.path.realpath(dataset_dir)
-        self.plain = plain
-        self._seen = SeenHashes()  # the output ids taken (`claim_output_id`'s table)
-
-    @property
-    def checks_paths(self) -> bool:
-        """Whether a LLaVA record's image paths are resolved in an image folder."""
-        return self._folder is not None
-
-    def claim_all(self, output_ids: list[str]) -> bool:
-        """Claim a batch of output ids when none is taken (nor repeated among them); else claim none."""
-        return self._seen.add_all_new(list(map(hash, output_ids)))
+        self._stage_one = stage_one  # --template llava_plain: the converter's stage-1 shape check
+        self._output_ids = SeenIds()
 
     def check(self, record: object, index: int) -> Verdict:
         problems: list[Problem] = []
@@ -65,25 +55,18 @@ class ConverterChecks:
             record = _as_source(record)
         rid = record_id(record, problems)
         images = record_images(record, problems)
-        normalised = normalise(record, images, self.plain, problems)
+        normalised = normalise(record, images, self._stage_one, problems)
         files: list[str | None] | None = None
         if converted or self._folder is not None:
             files = []
             for position, path in enumerate(images or ()):
                 field = "image" if type(record["image"]) is str else f"image[{position}]"
                 files.append(self._dataset_file(path, field, problems) if converted
-                             else self.source_file(path, field, problems))
-        claim_output_id(self._seen, record, rid, index, problems)  # the converter's duplicate rule
-        return Verdict(rid, images or [], files, normalised if not problems else None, problems)
+                             else self._source_file(path, field, problems))
+        claim_output_id(self._output_ids, record, rid, index, problems)  # the converter's duplicate rule
+        return Verdict(rid, images or [], files, normalised if not problems else None, problems, converted)
 
-    def claim(self, record: object, index: int) -> list[str]:
-        """Only what `check` remembers of a record (its id), for a scan that starts after it; its images."""
-        if is_converted(record):
-            record = _as_source(record)
-        claim_output_id(self._seen, record, record_id(record, []), index, [])
-        return record_images(record, []) or []
-
-    def source_file(self, path: str, field: str, problems: list[Problem]) -> str | None:
+    def _source_file(self, path: str, field: str, problems: list[Problem]) -> str | None:
         """A LLaVA record's image path as a file in the image folder, or None with the converter's problem."""
         resolved = self._folder.resolve(path, field, problems)
         return resolved[1] if resolved is not None else None

@@ -1,0 +1,131 @@
+"""The rows a scan gathers, in a disk-backed DuckDB database: memory stays bounded however large the file.
+
+Rows are buffered as Python tuples and inserted a batch at a time as numpy columns (DuckDB scans a dict of
+arrays without a copy per value); the database file and DuckDB's spill files live in a held work folder
+(`owner_lock`), removed afterwards, or by the next run when this one was killed.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from llava_lf.common.owner_lock import held_folder, remove_abandoned_folders
+from llava_lf.data.convert.validate import printable
+
+WORK_PREFIX = ".llava-lf-inspect-"  # then random characters: the work folder under the output folder
+MEMORY_LIMIT = "192MB"  # DuckDB's buffers; past it, it spills to the work folder
+BATCH = 1 << 15  # rows buffered before an insert
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Each table's columns and their SQL types; a row is a tuple in this order.
+TABLES = {
+    "records": {"idx": "BIGINT", "line": "BIGINT", "rid": "VARCHAR", "converted": "BOOLEAN", "readable": "BOOLEAN",
+                "images": "INTEGER", "source": "VARCHAR", "type": "VARCHAR", "told_by": "VARCHAR", "pairs": "INTEGER",
+                "words": "INTEGER", "content": "BIGINT", "refusals": "INTEGER", "refusal": "VARCHAR",
+                "empty_answers": "INTEGER", "non_latin": "BOOLEAN", "reason": "VARCHAR", "field": "VARCHAR",
+                "message": "VARCHAR", "fix": "VARCHAR", "tokens": "INTEGER", "fit": "VARCHAR",
+                "pairs_cut": "INTEGER"},
+    "questions": {"text": "VARCHAR"},
+    "answers": {"text": "VARCHAR", "words": "INTEGER", "type": "VARCHAR"},
+    "uses": {"use": "BIGINT", "written": "VARCHAR", "file": "VARCHAR"},  # file NULL: refused by the converter
+    "headers": {"file": "VARCHAR", "first": "BIGINT", "written": "VARCHAR", "width": "INTEGER", "height": "INTEGER",
+                "ratio": "VARCHAR", "format": "VARCHAR", "why": "VARCHAR"},  # why: unreadable
+}
+
+
+@contextmanager
+def work_folder(root: Path) -> Iterator[Path]:
+    """A folder under `root` for the databases, removed afterwards; folders of killed runs go first."""
+    root.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_folders(root, WORK_PREFIX)
+    with held_folder(root, WORK_PREFIX) as folder:
+        yield folder
+
+
+def connect(database: Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(database), config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(database.parent),
+                                                "preserve_insertion_order": False})
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
+    for name, columns in TABLES.items():
+        con.execute(f"CREATE TABLE {name} ({', '.join(f'{column} {kind}' for column, kind in columns.items())})")
+    return con
+
+
+class Inserts:
+    """Batches inserted by a thread of their own: DuckDB releases the GIL, so its work overlaps the parsing."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(con,), daemon=True)
+        self._thread.start()
+
+    def put(self, table: str, batch: dict[str, np.ndarray]) -> None:
+        if self._failed is not None:
+            raise self._failed
+        self._queue.put((table, batch))
+
+    def close(self) -> None:
+        """Wait for every insert; raise the first that failed."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._failed is not None:
+            raise self._failed
+
+    def _run(self, con: duckdb.DuckDBPyConnection) -> None:
+        while (item := self._queue.get()) is not None:
+            table, batch = item  # `batch`: DuckDB's replacement scan finds it here
+            if self._failed is None:
+                try:
+                    con.execute(f"INSERT INTO {table} SELECT * FROM batch")
+                except BaseException as error:  # raised in the scanning thread, at its next put or at close
+                    self._failed = error
+
+
+class Table:
+    """Rows for one table, inserted `BATCH` at a time: whole rows (`add`) or parallel column lists (`extend`)."""
+
+    def __init__(self, inserts: Inserts, name: str):
+        self._inserts, self._name, self._kinds = inserts, name, TABLES[name]
+        self._rows: list[tuple] = []
+        self._columns: list[list] = [[] for _ in self._kinds]
+
+    def add(self, row: tuple) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= BATCH:
+            self.flush()
+
+    def extend(self, *columns) -> None:
+        for held, values in zip(self._columns, columns):
+            held.extend(values)
+        if len(self._columns[0]) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        columns = list(zip(*self._rows)) if self._rows else self._columns
+        if not columns or not columns[0]:
+            return
+        batch = {name: _array(values, kind) for (name, kind), values in zip(self._kinds.items(), columns)}
+        self._rows, self._columns = [], [[] for _ in self._kinds]
+        self._inserts.put(self._name, batch)
+
+
+def _array(values, kind: str) -> np.ndarray:
+    if kind != "VARCHAR":  # object: a NULL (None) among numbers stays one
+        return np.array(values, dtype=object)
+    try:
+        text = "".join(values)
+    except TypeError:  # a None among them
+        text = "".join(value for value in values if value is not None)
+    if not text.isascii() and _SURROGATE.search(text):  # a lone surrogate is no UTF-8: written as its escape
+        values = [value if value is None else printable(value) for value in values]
+    return np.array(values, dtype=object)
