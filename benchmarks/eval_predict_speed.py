@@ -12,6 +12,7 @@ test suite's `tiny_llava` fixture does. `--model` (with `--demo-questions` and `
 ones instead.
 
     python benchmarks/eval_predict_speed.py                          # 64 questions, batch 16, CPU
+    python benchmarks/eval_predict_speed.py --threads 1              # a shared CPU machine (docs/performance.md)
     python benchmarks/eval_predict_speed.py --questions 8 --batch-size 4 --max-new-tokens 4
 """
 
