@@ -128,13 +128,13 @@ def test_scienceqa_loader_names_the_bad_record_and_the_missing_image(tmp_path):
     bad = scienceqa_problem("Q?", ["a", "b"], 0)
     del bad["subject"]
     root = write_scienceqa(tmp_path / "a", {"42": bad})
-    with pytest.raises(scienceqa.ScienceQADataError, match="problem 42 lacks subject"):
+    with pytest.raises(scienceqa.LlavaLfError, match="problem 42 lacks subject"):
         scienceqa.load_problems(root)
-    with pytest.raises(scienceqa.ScienceQADataError, match="split 'val2' not in"):
+    with pytest.raises(scienceqa.LlavaLfError, match="split 'val2' not in"):
         scienceqa.load_problems(root, "val2")
     root = write_scienceqa(tmp_path / "b", {"5": scienceqa_problem("Q?", ["a", "b"], 0, image=True)})
     (root / "images" / "test" / "5" / "image.png").unlink()
-    with pytest.raises(scienceqa.ScienceQADataError, match=r"1 image\(s\) missing .*test/5/image.png"):
+    with pytest.raises(scienceqa.LlavaLfError, match=r"1 image\(s\) missing .*test/5/image.png"):
         scienceqa.prediction_requests(scienceqa.load_problems(root), root / "images", "test")
 
 
@@ -158,7 +158,7 @@ def test_llava_bench_loader_lists_every_join_problem(tmp_path):
     paths["answers"].write_text("\n".join(lines[1:]) + "\n")  # no reference for question 0
     with open(paths["questions"], "a") as handle:
         handle.write(json.dumps({"question_id": 9, "image": "003.jpg", "text": "?", "category": "chat"}) + "\n")
-    with pytest.raises(llava_bench.LlavaBenchDataError) as error:
+    with pytest.raises(llava_bench.LlavaLfError) as error:
         llava_bench.load_bench(paths["questions"], paths["contexts"], paths["answers"])
     message = str(error.value)
     assert "question 0: no reference answer" in message
@@ -173,5 +173,5 @@ def test_pope_loader_keys_questions_by_split(tmp_path):
     assert requests[0].question == "Is there a cat in the image?\nAnswer the question using a single word or phrase."
     (annotations / "coco_pope_popular.json").write_text(json.dumps({"question_id": 1, "image": "x.jpg",
                                                                     "text": "?", "label": "maybe"}) + "\n")
-    with pytest.raises(pope.PopeDataError, match="record 1 has label 'maybe'; use yes or no"):
+    with pytest.raises(pope.LlavaLfError, match="record 1 has label 'maybe'; use yes or no"):
         pope.load_pope(annotations)

@@ -8,9 +8,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llava_lf.common.openai_client import ClientConfig, ClientError, OpenAIClient, OptionNames
-
-JudgeError = ClientError
+from llava_lf.common.openai_client import ClientConfig, OpenAIClient, OptionNames
 
 JUDGE_OPTIONS = OptionNames(base_url="--judge-base-url", model="--judge-model", api_key_env="--judge-key-env",
                             retries="--judge-attempts", timeout="--judge-timeout")

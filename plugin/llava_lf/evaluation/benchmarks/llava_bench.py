@@ -44,10 +44,6 @@ REASK = ("I could not read two scores on the first line of your reply. Reply aga
          "only two numbers from 1 to 10, Assistant 1's then Assistant 2's, separated by a space, e.g. `7 8`.")
 
 
-class LlavaBenchDataError(LlavaLfError):
-    pass
-
-
 @dataclass(frozen=True)
 class BenchQuestion:
     question_id: str
@@ -60,12 +56,12 @@ class BenchQuestion:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    return read_json_rows(path, LlavaBenchDataError)
+    return read_json_rows(path, LlavaLfError)
 
 
 def _field(row: dict, name: str, path: Path):
     if name not in row:
-        raise LlavaBenchDataError(f"{path}: record {row.get('question_id', row.get('image', '?'))!r} has no "
+        raise LlavaLfError(f"{path}: record {row.get('question_id', row.get('image', '?'))!r} has no "
                                   f"'{name}' field; LLaVA-Bench files carry it (see docs/eval.md)")
     return row[name]
 
@@ -73,7 +69,7 @@ def _field(row: dict, name: str, path: Path):
 def _describe(context: dict, path: Path) -> tuple[str, bool]:
     captions = context.get("caption", context.get("captions"))
     if captions is None:
-        raise LlavaBenchDataError(f"{path}: context for image {context.get('image')!r} has neither 'caption' "
+        raise LlavaLfError(f"{path}: context for image {context.get('image')!r} has neither 'caption' "
                                   "(In-the-Wild) nor 'captions' (COCO)")
     text = captions if isinstance(captions, str) else "\n".join(captions)
     instances = context.get("instances") or []
@@ -106,7 +102,7 @@ def load_bench(questions: Path, contexts: Path, references: Path) -> list[BenchQ
             items.append(BenchQuestion(qid, image, _field(row, "text", questions), category, context, boxes,
                                        reference_text[qid]))
     if problems:
-        raise LlavaBenchDataError(f"{len(problems)} problem(s) joining LLaVA-Bench files:\n  " + "\n  ".join(problems))
+        raise LlavaLfError(f"{len(problems)} problem(s) joining LLaVA-Bench files:\n  " + "\n  ".join(problems))
     return items
 
 
@@ -116,7 +112,7 @@ def prediction_requests(questions: Path, image_folder: Path) -> list[PredictionR
                                   image_folder / _field(row, "image", questions)) for row in _read_jsonl(questions)]
     missing = [str(r.image) for r in requests if not r.image.is_file()]
     if missing:
-        raise LlavaBenchDataError(f"{len(missing)} image(s) not found (first: {missing[0]}); "
+        raise LlavaLfError(f"{len(missing)} image(s) not found (first: {missing[0]}); "
                                   "pass the folder that holds the benchmark's images as --image-folder")
     return requests
 

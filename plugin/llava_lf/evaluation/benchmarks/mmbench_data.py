@@ -24,10 +24,6 @@ _IMAGE_REFERENCE_MAX = 64
 _IMAGE_SUFFIXES = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"))
 
 
-class MMBenchDataError(LlavaLfError):
-    pass
-
-
 def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -76,27 +72,27 @@ def read_table(path: Path, images: bool):
     import pandas as pd
 
     if not path.is_file():
-        raise MMBenchDataError(f"{path} not found; --data must be LLaVA's MMBench TSV "
+        raise LlavaLfError(f"{path} not found; --data must be LLaVA's MMBench TSV "
                                "(mmbench_dev_20230712.tsv, or mmbench_dev_cn_20231003.tsv for MMBench-CN)")
     try:
         header = list(pd.read_csv(path, sep="\t", nrows=0).columns)
         wanted = [name for name in header if images or name != "image"]
         table = pd.read_csv(path, sep="\t", usecols=wanted, dtype={name: str for name in wanted if name != "index"})
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        raise MMBenchDataError(f"{path}: not a readable tab-separated file ({error}); "
+        raise LlavaLfError(f"{path}: not a readable tab-separated file ({error}); "
                                "use the MMBench TSV as released") from None
     needed = PREDICT_COLUMNS if images else ("index", "question", *OPTION_LETTERS)
     absent = [name for name in needed if name not in table.columns]
     if absent:
-        raise MMBenchDataError(f"{path} lacks the column(s) {', '.join(absent)}; it has {', '.join(header)}. "
+        raise LlavaLfError(f"{path} lacks the column(s) {', '.join(absent)}; it has {', '.join(header)}. "
                                "Use the MMBench TSV as released (14 columns: index, question, hint, A-D, answer, ...)")
     if not pd.api.types.is_integer_dtype(table["index"]):
         values = table["index"].tolist()
         bad = next((value for value in values if not _whole(value)), values[0])
-        raise MMBenchDataError(f"{path}: column `index` holds {bad!r}, not an integer; every row needs its integer index")
+        raise LlavaLfError(f"{path}: column `index` holds {bad!r}, not an integer; every row needs its integer index")
     duplicated = table["index"][table["index"].duplicated()].tolist()
     if duplicated:
-        raise MMBenchDataError(f"{path}: index {duplicated[0]} appears on more than one row; indices must be unique")
+        raise LlavaLfError(f"{path}: index {duplicated[0]} appears on more than one row; indices must be unique")
     return table
 
 
@@ -105,7 +101,7 @@ def rows_of(table, path: Path) -> list[MMBenchRow]:
     for record in table.to_dict("records"):
         index = int(record["index"])
         if _missing(record["question"]):
-            raise MMBenchDataError(f"{path}: row with index {index} has no question; use the TSV as released")
+            raise LlavaLfError(f"{path}: row with index {index} has no question; use the TSV as released")
         text = {name: (None if _missing(record.get(name)) else record[name])
                 for name in ("hint", "answer", "category", "l2-category", "image")}
         rows.append(MMBenchRow(index, record["question"], None if _none_like(text["hint"]) else text["hint"],
@@ -144,7 +140,7 @@ def _encoded_image(row: MMBenchRow, by_index: dict[int, MMBenchRow], path: Path)
         target = by_index.get(int(cell))
         cell = None if target is None else target.image
     if cell is None:
-        raise MMBenchDataError(f"{path}: row with index {row.index} has no image (column `image`); "
+        raise LlavaLfError(f"{path}: row with index {row.index} has no image (column `image`); "
                                "use the MMBench TSV as released, which carries every image in base64")
     return cell
 
@@ -166,14 +162,14 @@ def decode_images(rows: Sequence[MMBenchRow], folder: Path, path: Path, count: i
             try:
                 data = base64.b64decode(cell)
             except (binascii.Error, ValueError) as error:
-                raise MMBenchDataError(f"{path}: row with index {row.index}, column `image`: not base64 ({error}); "
+                raise LlavaLfError(f"{path}: row with index {row.index}, column `image`: not base64 ({error}); "
                                        "use the MMBench TSV as released") from None
             target = folder / f"{hashlib.sha256(data).hexdigest()[:24]}{_suffix(data)}"
             if not target.is_file():
                 try:
                     Image.open(io.BytesIO(data))
                 except (UnidentifiedImageError, OSError) as error:
-                    raise MMBenchDataError(f"{path}: row with index {row.index}, column `image`: the decoded bytes "
+                    raise LlavaLfError(f"{path}: row with index {row.index}, column `image`: the decoded bytes "
                                            f"are not an image ({error}); use the MMBench TSV as released") from None
                 partial = target.with_name(target.name + ".part")
                 partial.write_bytes(data)

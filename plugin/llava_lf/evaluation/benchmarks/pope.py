@@ -35,10 +35,6 @@ SPLIT_ORDER = ("random", "popular", "adversarial")
 YesNo = Literal["yes", "no"]
 
 
-class PopeDataError(LlavaLfError):
-    pass
-
-
 @dataclass(frozen=True)
 class PopeQuestion:
     key: str
@@ -49,7 +45,7 @@ class PopeQuestion:
 
 
 def _rows(path: Path) -> list[dict]:
-    return read_json_rows(path, PopeDataError, allow_array=True)  # a JSON array is accepted too
+    return read_json_rows(path, LlavaLfError, allow_array=True)  # a JSON array is accepted too
 
 
 def _checked(path: Path, row: dict, fields: tuple[str, ...], problems: list[str]) -> str | None:
@@ -70,7 +66,7 @@ def _checked(path: Path, row: dict, fields: tuple[str, ...], problems: list[str]
 def _split_files(annotation_dir: Path) -> list[PopeQuestion]:
     files = sorted(p for p in annotation_dir.glob("*pope_*.json*") if _SPLIT_FILE.match(p.name))
     if not files:
-        raise PopeDataError(f"no POPE files in {annotation_dir}; expected e.g. coco_pope_random.json, "
+        raise LlavaLfError(f"no POPE files in {annotation_dir}; expected e.g. coco_pope_random.json, "
                             "coco_pope_popular.json, coco_pope_adversarial.json")
     questions, problems = [], []
     for path in files:
@@ -80,7 +76,7 @@ def _split_files(annotation_dir: Path) -> list[PopeQuestion]:
             if label:
                 questions.append(PopeQuestion(f"{split}/{row['question_id']}", split, row["image"], row["text"], label))
     if problems:
-        raise PopeDataError(f"{len(problems)} bad POPE record(s):\n  " + "\n  ".join(problems))
+        raise LlavaLfError(f"{len(problems)} bad POPE record(s):\n  " + "\n  ".join(problems))
     return questions
 
 
@@ -93,7 +89,7 @@ def _question_file(path: Path, annotation_dir: Path | None, labels: bool) -> lis
     rows, problems = _rows(path), []
     needs_labels = labels and any("label" not in row for row in rows)
     if needs_labels and annotation_dir is None:
-        raise PopeDataError(f"{path.name} has no labels; pass --annotations with POPE's coco_pope_{{split}}.json files")
+        raise LlavaLfError(f"{path.name} has no labels; pass --annotations with POPE's coco_pope_{{split}}.json files")
     pool: dict[tuple[str, str, str], list[str]] = {}
     for question in _split_files(annotation_dir) if needs_labels else []:
         pool.setdefault((question.split, question.image, _bare(question.text)), []).append(question.label)
@@ -118,7 +114,7 @@ def _question_file(path: Path, annotation_dir: Path | None, labels: bool) -> lis
             label = found.pop(0)  # identical repeats take the labels in turn
         questions.append(PopeQuestion(key, split, row["image"], _bare(row["text"]), label or None))
     if problems:
-        raise PopeDataError(f"{len(problems)} problem(s) in {path.name}:\n  " + "\n  ".join(problems[:20]))
+        raise LlavaLfError(f"{len(problems)} problem(s) in {path.name}:\n  " + "\n  ".join(problems[:20]))
     return questions
 
 
@@ -128,7 +124,7 @@ def load_pope(annotation_dir: Path | None, questions_file: Path | None = None, l
     if questions_file is not None:
         return _question_file(questions_file, annotation_dir, labels)
     if annotation_dir is None:
-        raise PopeDataError("give --annotations (POPE's coco_pope_{split}.json files), --questions "
+        raise LlavaLfError("give --annotations (POPE's coco_pope_{split}.json files), --questions "
                             "(LLaVA-1.5's llava_pope_test.jsonl), or both")
     return _split_files(annotation_dir)
 
@@ -137,7 +133,7 @@ def prediction_requests(questions: Sequence[PopeQuestion], image_folder: Path,
                         instruction: bool = True) -> list[PredictionRequest]:
     missing = sorted({q.image for q in questions if not (image_folder / q.image).is_file()})
     if missing:
-        raise PopeDataError(f"{len(missing)} image(s) not under {image_folder} (first: {missing[0]}); "
+        raise LlavaLfError(f"{len(missing)} image(s) not under {image_folder} (first: {missing[0]}); "
                             "--image-folder must be COCO val2014")
     suffix = f"\n{SHORT_ANSWER_INSTRUCTION}" if instruction else ""
     return [PredictionRequest(q.key, q.text + suffix, image_folder / q.image) for q in questions]

@@ -42,10 +42,6 @@ GROUP_NAMES = {"all": "overall", "NAT": "natural science", "SOC": "social scienc
 Rule = Literal["letter", "prefix", "answer_is", "failed"]
 
 
-class ScienceQADataError(LlavaLfError):
-    pass
-
-
 @dataclass(frozen=True)
 class Problem:
     pid: str
@@ -76,14 +72,14 @@ def _problem(pid: str, raw: dict) -> Problem:
     required = ("question", "choices", "answer", "subject", "grade")
     absent = [name for name in required if name not in raw]
     if absent:
-        raise ScienceQADataError(f"problems.json: problem {pid} lacks {', '.join(absent)}; "
+        raise LlavaLfError(f"problems.json: problem {pid} lacks {', '.join(absent)}; "
                                  "use the unmodified problems.json from the ScienceQA release")
     grade = re.fullmatch(r"grade(\d+)", str(raw["grade"]))
     if grade is None:
-        raise ScienceQADataError(f"problems.json: problem {pid} has grade {raw['grade']!r}; expected 'grade1'..'grade12'")
+        raise LlavaLfError(f"problems.json: problem {pid} has grade {raw['grade']!r}; expected 'grade1'..'grade12'")
     choices = tuple(raw["choices"])
     if not 0 <= raw["answer"] < len(choices) or len(choices) > len(LETTERS):
-        raise ScienceQADataError(f"problems.json: problem {pid} has answer {raw['answer']} for {len(choices)} choices")
+        raise LlavaLfError(f"problems.json: problem {pid} has answer {raw['answer']} for {len(choices)} choices")
     return Problem(pid, raw["question"], choices, int(raw["answer"]), (raw.get("hint") or "").strip(),
                    raw.get("image") or None, raw["subject"], int(grade.group(1)))
 
@@ -93,14 +89,14 @@ def load_problems(data_dir: Path, split: str = "test") -> list[Problem]:
     problems_path, splits_path = data_dir / "problems.json", data_dir / "pid_splits.json"
     for path in (problems_path, splits_path):
         if not path.is_file():
-            raise ScienceQADataError(f"{path} not found; --data must hold ScienceQA's problems.json and pid_splits.json")
+            raise LlavaLfError(f"{path} not found; --data must hold ScienceQA's problems.json and pid_splits.json")
     splits = json.loads(splits_path.read_text(encoding="utf-8"))
     if split not in splits:
-        raise ScienceQADataError(f"split {split!r} not in {splits_path.name}; it has {', '.join(sorted(splits))}")
+        raise LlavaLfError(f"split {split!r} not in {splits_path.name}; it has {', '.join(sorted(splits))}")
     raw = json.loads(problems_path.read_text(encoding="utf-8"))
     unknown = [pid for pid in splits[split] if pid not in raw]
     if unknown:
-        raise ScienceQADataError(f"{len(unknown)} pid(s) of split {split} missing from problems.json (first: {unknown[0]})")
+        raise LlavaLfError(f"{len(unknown)} pid(s) of split {split} missing from problems.json (first: {unknown[0]})")
     return [_problem(str(pid), raw[pid]) for pid in splits[split]]
 
 
@@ -126,7 +122,7 @@ def prediction_requests(problems: Sequence[Problem], image_root: Path, split: st
                 for p in problems]
     missing = [str(r.image) for r in requests if r.image is not None and not r.image.is_file()]
     if missing:
-        raise ScienceQADataError(f"{len(missing)} image(s) missing (first: {missing[0]}); --images must be the folder "
+        raise LlavaLfError(f"{len(missing)} image(s) missing (first: {missing[0]}); --images must be the folder "
                                  f"holding {split}/<pid>/image.png")
     return requests
 
@@ -232,7 +228,7 @@ def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
 
 def _problems(args: argparse.Namespace) -> list[Problem]:
     if (args.questions is None) == (args.data is None):
-        raise ScienceQADataError("pass either --questions llava_test_CQM-A.json (LLaVA-1.5's prompts) or --data "
+        raise LlavaLfError("pass either --questions llava_test_CQM-A.json (LLaVA-1.5's prompts) or --data "
                                  "DIR holding problems.json and pid_splits.json (LLaVA v1's format), not both")
     if args.questions is not None:
         from .scienceqa_cqma import load_cqma

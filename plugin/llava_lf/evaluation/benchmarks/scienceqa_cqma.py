@@ -8,9 +8,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import PredictionRequest
 
-from .scienceqa import LETTERS, Problem, ScienceQADataError, build_prompt
+from .scienceqa import LETTERS, Problem, build_prompt
 
 _CONTEXT = "Context: "
 _ANSWER_IS = re.compile(r"The answer is ([A-Z])\.")
@@ -39,30 +40,30 @@ def _answer_letter(value: str) -> str | None:
 
 def _problem(raw: object, path: Path, number: int) -> Problem:
     if not isinstance(raw, dict):
-        raise ScienceQADataError(f"{path}, problem {number + 1}: not an object; use LLaVA's llava_test_CQM-A.json")
+        raise LlavaLfError(f"{path}, problem {number + 1}: not an object; use LLaVA's llava_test_CQM-A.json")
     pid = raw.get("id")
     where = _where(path, number, pid)
     turns = raw.get("conversations")
     if not isinstance(pid, str | int) or not isinstance(turns, list) or len(turns) < 2 \
             or not all(isinstance(turn, dict) and isinstance(turn.get("value"), str) for turn in turns[:2]):
-        raise ScienceQADataError(f"{where}: needs `id` and `conversations` with a human and a gpt turn, each with "
+        raise LlavaLfError(f"{where}: needs `id` and `conversations` with a human and a gpt turn, each with "
                                  "a `value`; use LLaVA's llava_test_CQM-A.json as released")
     text = turns[0]["value"].replace("<image>", "").strip()
     lines = text.split("\n")
     start = _option_lines(lines)
     if start < 1:
-        raise ScienceQADataError(f"{where}: the human turn does not end in `A. ...`, `B. ...` option lines; "
+        raise LlavaLfError(f"{where}: the human turn does not end in `A. ...`, `B. ...` option lines; "
                                  "use the CQM format of llava_test_CQM-A.json")
     choices = tuple(line[3:] for line in lines[start:])
     letter = _answer_letter(turns[1]["value"])
     if letter is None or LETTERS.index(letter) >= len(choices):
-        raise ScienceQADataError(f"{where}: the gpt turn {turns[1]['value']!r} names none of the "
+        raise LlavaLfError(f"{where}: the gpt turn {turns[1]['value']!r} names none of the "
                                  f"{len(choices)} options; it should hold the answer's letter")
     hint = lines[0][len(_CONTEXT):] if lines[0].startswith(_CONTEXT) else ""
     question = "\n".join(lines[1 if hint else 0 : start])
     image = raw.get("image")
     if image is not None and not isinstance(image, str):
-        raise ScienceQADataError(f"{where}: `image` {image!r} is not a file name")
+        raise LlavaLfError(f"{where}: `image` {image!r} is not a file name")
     return Problem(str(pid), question, choices, LETTERS.index(letter), hint, image or None, None, None, text)
 
 
@@ -70,19 +71,19 @@ def load_cqma(path: Path) -> list[Problem]:
     """The problems in file order. Subject and grade are not in this file, so only the overall, IMG, TXT
     and NO groups can be formed."""
     if not path.is_file():
-        raise ScienceQADataError(f"{path} not found; --questions must be LLaVA-1.5's llava_test_CQM-A.json")
+        raise LlavaLfError(f"{path} not found; --questions must be LLaVA-1.5's llava_test_CQM-A.json")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ScienceQADataError(f"{path}: not JSON ({error}); use LLaVA's llava_test_CQM-A.json as released") from None
+        raise LlavaLfError(f"{path}: not JSON ({error}); use LLaVA's llava_test_CQM-A.json as released") from None
     if not isinstance(raw, list):
-        raise ScienceQADataError(f"{path}: expected a JSON array of problems (llava_test_CQM-A.json); got "
+        raise LlavaLfError(f"{path}: expected a JSON array of problems (llava_test_CQM-A.json); got "
                                  f"{type(raw).__name__}. For ScienceQA's own problems.json use --data")
     problems = [_problem(item, path, number) for number, item in enumerate(raw)]
     seen: set[str] = set()
     for number, problem in enumerate(problems):
         if problem.pid in seen:
-            raise ScienceQADataError(f"{_where(path, number, problem.pid)}: the id appears twice; ids must be unique")
+            raise LlavaLfError(f"{_where(path, number, problem.pid)}: the id appears twice; ids must be unique")
         seen.add(problem.pid)
     return problems
 
@@ -94,13 +95,13 @@ def cqma_requests(problems: Sequence[Problem], image_folder: Path | None,
     the bare text otherwise, with the file's `id` as question_id."""
     with_image = [problem for problem in problems if problem.image]
     if with_image and image_folder is None:
-        raise ScienceQADataError(f"{len(with_image)} problem(s) have an image (first: id {with_image[0].pid}); "
+        raise LlavaLfError(f"{len(with_image)} problem(s) have an image (first: id {with_image[0].pid}); "
                                  "pass --image-folder, the folder their `image` paths start from")
     requests = [PredictionRequest(problem.pid, build_prompt(problem, letter_instruction),
                                   image_folder / problem.image if problem.image and image_folder else None,
                                   question_id=problem.pid) for problem in problems]
     absent = [str(request.image) for request in requests if request.image is not None and not request.image.is_file()]
     if absent:
-        raise ScienceQADataError(f"{len(absent)} image(s) missing (first: {absent[0]}); --image-folder must be the "
+        raise LlavaLfError(f"{len(absent)} image(s) missing (first: {absent[0]}); --image-folder must be the "
                                  "folder the file's `image` paths start from (LLaVA's scienceqa/images/test)")
     return requests

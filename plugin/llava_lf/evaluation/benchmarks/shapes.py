@@ -69,7 +69,7 @@ class TypeScore:
 
 
 def load_questions(path: Path) -> list[dict]:
-    return read_json_rows(path, DemoDataError)
+    return read_json_rows(path, LlavaLfError)
 
 
 def question_ids(questions: Sequence[dict]) -> list[str]:
@@ -101,10 +101,6 @@ def score(questions: list[dict], answers: dict[str, str], only_answered: bool = 
     return scores
 
 
-class DemoDataError(LlavaLfError):
-    pass
-
-
 def demo_requests(questions: Sequence[dict], image_dir: Path) -> list[PredictionRequest]:
     requests, missing = [], []
     for qid, question in zip(question_ids(questions), questions, strict=True):
@@ -113,7 +109,7 @@ def demo_requests(questions: Sequence[dict], image_dir: Path) -> list[Prediction
             missing.append(str(image))
         requests.append(PredictionRequest(qid, question["question"], image))
     if missing:
-        raise DemoDataError(f"{len(missing)} image(s) missing (first: {missing[0]}); --image-folder must be the "
+        raise LlavaLfError(f"{len(missing)} image(s) missing (first: {missing[0]}); --image-folder must be the "
                             "demo's data/images folder")
     return requests
 
