@@ -1,10 +1,14 @@
 """Every shipped YAML parses with the host's own argument parser (tiny model and temporary outputs swapped
-in), so configs cannot drift from LLaMA-Factory 0.9.5; our plugin options and report_to names resolve too."""
+in), so configs cannot drift from LLaMA-Factory 0.9.5; our plugin options and report_to names resolve too. So do
+the commands each recipe's header tells a user to run: its overrides merged by the host's own command-line
+reader, then parsed the same way."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,14 +54,19 @@ def test_every_recipe_yaml_is_covered():
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("path", HOST_YAMLS, ids=_ids(HOST_YAMLS))
 def test_yaml_parses_with_the_host_parser(path, tiny_llava, tmp_path, monkeypatch):
+    monkeypatch.delenv("ALLOW_EXTRA_ARGS", raising=False)  # unknown keys must fail, not be ignored
+    config = _hardware_free(yaml.safe_load(path.read_text()), tiny_llava, tmp_path)
+    _parse_with_the_host(path, config, tiny_llava)
+
+
+def _parse_with_the_host(path: Path, config: dict, tiny_llava: Path) -> None:
+    """`config` through the host's get_train_args / get_infer_args, plus what only the Trainer would check."""
     from llamafactory.data.template import TEMPLATES
     from llamafactory.hparams import get_infer_args, get_train_args
     from transformers.integrations.integration_utils import get_reporting_integration_callbacks
 
     from llava_lf.training.options import parse_training_options
 
-    monkeypatch.delenv("ALLOW_EXTRA_ARGS", raising=False)  # unknown keys must fail, not be ignored
-    config = _hardware_free(yaml.safe_load(path.read_text()), tiny_llava, tmp_path)
     if config.get("do_train"):
         model_args, data_args, training_args, finetuning_args, _ = get_train_args(config)
         # What only the Trainer would check: every report_to name, and our options in optim_args.
@@ -81,10 +90,46 @@ def _missing_header_fields(header: str) -> list[str]:
     return [field for field in HEADER_FIELDS if not re.search(rf"^#\s+{field}\b", header, re.MULTILINE)]
 
 
-def test_header_check_fails_on_fields_only_mentioned_in_prose():
-    prose = "# Purpose: see the Command and Override example below; Prerequisites are in the docs.\n"
-    assert _missing_header_fields(prose) == ["Prerequisites", "Command", "Override example"]
-    assert _missing_header_fields(prose + "# Prerequisites: x\n#   Command: y\n# Override example: z\n") == []
+def _header_commands(path: Path) -> list[list[str]]:
+    """Every `llamafactory-cli ...` command the YAML's header spells out, as its argv from `llamafactory-cli` on
+    (continued lines joined, environment variables before it and a trailing `# comment` left out)."""
+    lines = path.read_text().splitlines()
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    commands = []
+    for line in "\n".join(line.removeprefix("#") for line in header).replace("\\\n", " ").splitlines():
+        if "llamafactory-cli " in line:
+            words = shlex.split(line, comments=True)
+            commands.append(words[words.index("llamafactory-cli"):])
+    return commands
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("path", RECIPE_YAMLS, ids=_ids(RECIPE_YAMLS))
+def test_header_commands_parse_with_the_host_parser(path, tiny_llava, tmp_path, monkeypatch):
+    """The Command and Override example a header gives run this YAML with the verb its kind needs, and their
+    `key=value` overrides, merged by the host's own command-line reader, parse as the YAML itself does."""
+    from llamafactory.hparams.parser import read_args
+
+    monkeypatch.delenv("ALLOW_EXTRA_ARGS", raising=False)
+    monkeypatch.chdir(REPO)  # the commands are written to run from the project's root
+    commands = _header_commands(path)
+    assert len(commands) >= 2, f"{path.name}: the header needs a Command and an Override example: {commands}"
+    for _, verb, config_path, *overrides in commands:
+        command = " ".join([verb, config_path, *overrides])
+        assert config_path == f"yaml/{path.name}", f"{path.name}: the header's command runs {config_path}"
+        assert all(re.fullmatch(r"[a-z_0-9]+=\S+", word) for word in overrides), (path.name, command)
+        monkeypatch.setattr(sys, "argv", ["llamafactory-cli", config_path, *overrides])  # as the CLI hands it on
+        config = read_args()
+        kind = "train" if config.get("do_train") else "export" if "export_dir" in config else "chat"
+        assert verb == kind or (kind == "chat" and verb in ("webchat", "api")), (path.name, command)
+        for word in overrides:
+            key, value = word.split("=", 1)
+            assert str(config[key]) == value, (path.name, command, key)
+        # One process cannot take DeepSpeed (the host asks for FORCE_TORCHRUN); the config must be a shipped one
+        # (test_deepspeed_configs_leave_sizes_to_the_trainer checks both), the rest parses here.
+        deepspeed = config.pop("deepspeed", None)
+        assert deepspeed in (None, "yaml/deepspeed/ds_z2_config.json", "yaml/deepspeed/ds_z3_config.json"), command
+        _parse_with_the_host(path, _hardware_free(config, tiny_llava, tmp_path), tiny_llava)
 
 
 @pytest.mark.parametrize("path", RECIPE_YAMLS, ids=_ids(RECIPE_YAMLS))
