@@ -4,7 +4,8 @@
 # `make test` is the host matrix: the whole suite on the release host (.venv: llamafactory from the package index),
 # then the host-facing tests (marker `host`) on the host's main branch (.venv-main: the wheel in HOST_MAIN_DIR
 # installed first, then the project, which must keep that host and its transformers).
-# Everyday loop: `make test-fast` (no slow tests, release host), `make test-main` (host-facing tests on main).
+# Everyday loop: `make test-fast` (tests not marked `slow`, i.e. none over ~5 s; release host; 1.5 min on 2 cores),
+# `make test-main` (host-facing tests on main). `make test` also makes transformers-4.57 (the hub test's folder).
 
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
