@@ -24,6 +24,7 @@ from .vqa_answers import (
     processing_counts,
     processing_table,
     read_latest_answers,
+    reading_notes,
     write_json_upload,
 )
 
@@ -87,11 +88,7 @@ def _report(args: argparse.Namespace) -> Report:
     if upload.missing:
         lines.append(f"Partial (--allow-partial): {len(upload.missing)} questions have no answer and are uploaded as "
                      f"\"\"; LLaVA's converter refuses such a file: {listing(upload.missing)}")
-    if answers.overridden:
-        lines.append(f"{len(answers.overridden)} question(s) answered twice, differently; the later line is used, as "
-                     f"in LLaVA's converter: {listing(answers.overridden)}")
-    if answers.torn_tail:
-        lines.append("The predictions file ends in an unfinished line (a killed run); it was skipped.")
+    lines += reading_notes(answers)
     payload = {"server": SERVER, "upload": UPLOAD, "answered": answered, "missing": upload.missing,
                "upload_questions": len(upload.rows), "processor": upload.counts.as_dict(),
                "most_common_answers": upload.answer_counts.most_common(20), "answered_twice": answers.overridden,

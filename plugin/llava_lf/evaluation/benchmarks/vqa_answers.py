@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
+from llava_lf.evaluation.report import listing
 
 from ..report import markdown_table
 
@@ -182,6 +183,17 @@ def processing_counts(pairs: Sequence[tuple[str, str]], examples: int = 10) -> P
                 shown.append((answer, processed))
         emptied += bool(answer.strip()) and not processed
     return ProcessingCounts(unchanged, spacing, rewritten, emptied, shown)
+
+
+def reading_notes(answers: LatestAnswers) -> list[str]:
+    """What the report says about how the answer file was read (as LLaVA's converters read it)."""
+    notes = []
+    if answers.overridden:
+        notes.append(f"{len(answers.overridden)} question(s) answered twice, differently; the later line is used, as "
+                     f"in LLaVA's converter: {listing(answers.overridden)}")
+    if answers.torn_tail:
+        notes.append("The predictions file ends in an unfinished line (a killed run); it was skipped.")
+    return notes
 
 
 def processing_table(counts: ProcessingCounts) -> str:

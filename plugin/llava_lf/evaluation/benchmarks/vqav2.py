@@ -24,6 +24,7 @@ from .vqa_answers import (
     processing_counts,
     processing_table,
     read_latest_answers,
+    reading_notes,
     write_json_upload,
 )
 
@@ -101,11 +102,7 @@ def _report(args: argparse.Namespace) -> Report:
     if upload.missing:
         lines.append(f"Partial: {len(upload.missing)} asked questions have no answer and are uploaded as \"\" "
                      f"(scored 0 by the server): {listing(upload.missing)}")
-    if answers.overridden:
-        lines.append(f"{len(answers.overridden)} question(s) answered twice, differently; the later line is used, as "
-                     f"in LLaVA's converter: {listing(answers.overridden)}")
-    if answers.torn_tail:
-        lines.append("The predictions file ends in an unfinished line (a killed run); it was skipped.")
+    lines += reading_notes(answers)
     payload = {"server": SERVER, "upload": UPLOAD, "answered": upload.answered, "missing": upload.missing,
                "unasked": upload.unasked, "upload_questions": len(upload.rows), "processor": counts.as_dict(),
                "most_common_answers": upload.answer_counts.most_common(20), "answered_twice": answers.overridden,
