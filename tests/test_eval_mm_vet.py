@@ -14,6 +14,7 @@ from helpers.fake_openai import FakeOpenAI, Reply, ok
 from test_eval_data import run_cli, tiny_image
 
 from llava_lf.evaluation.benchmarks import mm_vet_grader
+from llava_lf.evaluation.judge import JudgeClient, JudgeConfig
 from llava_lf.evaluation.tasks import TASKS
 
 pytestmark = [pytest.mark.host, pytest.mark.timeout(120)]
@@ -163,8 +164,7 @@ def test_the_documented_readings():
 def test_five_unreadable_replies_then_a_sixth_request_never_read(tmp_path):
     items = [(["rec"], "What is shown?", "a dog", "A dog.", ["abc"] * 5 + ["1.0"])]
     with ScriptedGrader(items) as server:
-        judge = mm_vet_grader.GraderJudge(mm_vet_grader.JudgeConfig(server.url, "gpt-4-0613", api_key_env=None,
-                                                                    temperature=0.0, max_tokens=3))
+        judge = JudgeClient(JudgeConfig(server.url, "gpt-4-0613", api_key_env=None, temperature=0.0, max_tokens=3))
         grade = mm_vet_grader.grade_one(judge, mm_vet_grader.GradeRequest("v1_0", "What is shown?", "a dog", "A dog."), 0)
     assert (grade.score, grade.read, grade.content) == (0.0, False, "1.0")  # the sixth said 1.0: never read
     assert len(server.seen) == 6 and grade.replies == ("abc",) * 5 + ("1.0",)

@@ -222,19 +222,25 @@ class OpenAIClient:
         return {"model": self.config.model, "messages": messages, "temperature": self.config.temperature,
                 "max_tokens": self.config.max_tokens}
 
-    def complete(self, messages: list[dict]) -> ChatReply:
-        """One chat completion (from the cache when there is one), retried as configured; raises ClientError."""
+    def complete(self, messages: list[dict], temperature: float | None = None,
+                 cache_tag: dict | None = None) -> ChatReply:
+        """One chat completion (from the cache when there is one), retried as configured; raises ClientError.
+        `temperature` overrides the configured one for this request; `cache_tag` joins the cache key only, so
+        repeated runs of the same request (a grader's N runs) are N real requests, each cached."""
         payload = self.payload(messages)
+        if temperature is not None:
+            payload["temperature"] = temperature
+        key = payload if cache_tag is None else payload | cache_tag
         if self.cache is not None:
-            entry = self.cache.get(payload)
+            entry = self.cache.get(key)
             if entry is not None:
                 self.stats.count("cache_hits")
                 return ChatReply(entry["reply"], entry.get("finish_reason"), 0, 0,
                                  str(entry.get("served_model") or self.config.model), 0, cached=True)
         reply = self._with_retries(json.dumps(payload).encode("utf-8"))
         if self.cache is not None:
-            self.cache.put(payload, {"request": payload, "reply": reply.text, "served_model": reply.served_model,
-                                     "finish_reason": reply.finish_reason})
+            self.cache.put(key, {"request": payload, "reply": reply.text, "served_model": reply.served_model,
+                                 "finish_reason": reply.finish_reason})
         return reply
 
     def _with_retries(self, body: bytes) -> ChatReply:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
-from llava_lf.evaluation.judge import add_judge_arguments, write_reviews
+from llava_lf.evaluation.judge import add_judge_arguments, judge_client, write_reviews
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import read_predictions, records_for
 from llava_lf.evaluation.questions import loader_requests, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table
 from llava_lf.evaluation.task import TableColumn, Task
 
-from .mm_vet_grader import GRADER_MAX_TOKENS, Grade, GradeRequest, grade_runs, grader_judge
+from .mm_vet_grader import GRADER_MAX_TOKENS, Grade, GradeRequest, grade_runs
 
 ID_PREFIX = "v1_"  # mm-vet.json's ids are v1_<the question file's question_id>
 CAPABILITY_NAMES = {"rec": "recognition", "ocr": "OCR", "know": "knowledge", "gen": "language generation",
@@ -186,7 +186,7 @@ def _report(args: argparse.Namespace) -> Report:
     hint = f"; an answer's question_id is the number in {args.data.name}'s {ID_PREFIX}<n> ids"
     records, missing_keys = records_for([item.answer_key for item in items], args.predictions, args.allow_partial,
                                         hint)
-    judge = grader_judge(args)
+    judge = judge_client(args)  # temperature and max tokens default to the grader's 0 and 3 (set_defaults)
     requests = [GradeRequest(item.question_id, item.question, item.answer, records[item.answer_key].text)
                 for item in items if item.answer_key in records]
     grades = grade_runs(judge, requests, args.judge_runs, args.judge_workers)

@@ -3,16 +3,13 @@ and re-asks, asked through our judge client with the run number in the reply cac
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from llava_lf.common.openai_client import ChatReply
-from llava_lf.evaluation.judge import JudgeClient, JudgeConfig
+from llava_lf.evaluation.judge import JudgeClient
 
 # The grader's prompt, as MM-Vet publishes it: an instruction, then a table of graded examples whose last row
 # the judge completes. Built row by row here; the text is the grader's, character for character.
@@ -80,35 +77,6 @@ def request_temperatures(first: float) -> tuple[float, ...]:
     return (first,) + tuple(first + TEMPERATURE_STEP * step for step in range(READ_REPLIES))
 
 
-class GraderJudge(JudgeClient):
-    """The judge as the grader asks it: a temperature per request, and the run number in the cache key (not in
-    the request), so each of N runs is a real request, as the grader's N runs are, and a rerun is free."""
-
-    def ask(self, messages: list[dict], temperature: float, run: int) -> ChatReply:
-        payload = self.payload(messages) | {"temperature": temperature}
-        key = payload | {"mm_vet_run": run}
-        if self.cache is not None:
-            entry = self.cache.get(key)
-            if entry is not None:
-                self.stats.count("cache_hits")
-                return ChatReply(entry["reply"], entry.get("finish_reason"), 0, 0,
-                                 str(entry.get("served_model") or self.config.model), 0, cached=True)
-        reply = self._with_retries(json.dumps(payload).encode("utf-8"))
-        if self.cache is not None:
-            self.cache.put(key, {"request": payload, "reply": reply.text, "served_model": reply.served_model,
-                                 "finish_reason": reply.finish_reason})
-        return reply
-
-
-def grader_judge(args: argparse.Namespace) -> GraderJudge:
-    """From the `--judge-*` options; temperature and max tokens default to the grader's 0 and 3."""
-    return GraderJudge(JudgeConfig(
-        base_url=args.judge_base_url, model=args.judge_model, api_key_env=args.judge_key_env or None,
-        timeout=args.judge_timeout, max_attempts=args.judge_attempts, backoff=args.judge_backoff,
-        temperature=args.judge_temperature, max_tokens=args.judge_max_tokens,
-        cache_dir=args.judge_cache or args.out_dir / "judge_cache"))
-
-
 @dataclass(frozen=True)
 class GradeRequest:
     question_id: str  # mm-vet.json's id, e.g. v1_0
@@ -129,7 +97,7 @@ class Grade:
     served_model: str  # as the server named itself on the last reply
 
 
-def grade_one(judge: GraderJudge, request: GradeRequest, run: int) -> Grade:
+def grade_one(judge: JudgeClient, request: GradeRequest, run: int) -> Grade:
     first = [{"role": "user", "content": grader_query(request.question, request.ground_truth, request.prediction)}]
     reask = [{"role": "user", "content": grader_query(request.question, request.ground_truth, request.prediction,
                                                       reask=True)}]
@@ -137,7 +105,8 @@ def grade_one(judge: GraderJudge, request: GradeRequest, run: int) -> Grade:
     temperatures = request_temperatures(judge.config.temperature)
     served = ""
     for attempt, temperature in enumerate(temperatures):
-        reply = judge.ask(first if attempt == 0 else reask, temperature, run)
+        reply = judge.complete(first if attempt == 0 else reask, temperature=temperature,
+                               cache_tag={"mm_vet_run": run})
         replies.append(reply.text)
         served = reply.served_model
         if attempt == READ_REPLIES:  # the sixth reply: asked, never read
@@ -150,7 +119,7 @@ def grade_one(judge: GraderJudge, request: GradeRequest, run: int) -> Grade:
     return Grade(request.question_id, run, 0.0, False, replies[-1], tuple(replies), temperatures, served)
 
 
-def grade_runs(judge: GraderJudge, requests: Sequence[GradeRequest], runs: int,
+def grade_runs(judge: JudgeClient, requests: Sequence[GradeRequest], runs: int,
                workers: int = 4) -> list[list[Grade]]:
     """Every request graded `runs` times, one run after another as the grader does; each run's grades in
     request order. Within a run a small thread pool asks (the judge is remote and slow)."""
