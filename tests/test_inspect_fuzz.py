@@ -184,9 +184,9 @@ def _reference(path: Path, image_folder: Path | None) -> dict:
         for name, value in (("sources", printable(figures.source)), ("types", figures.type), ("told_by", figures.told_by),
                             ("pairs", figures.pairs), ("words", figures.words), ("content", figures.content)):
             counts[name][value] += 1
-        counts["questions"].update(map(printable, figures.questions))
-        counts["answers"].update(map(printable, figures.answers))
-        for question in map(printable, figures.questions):
+        counts["questions"].update(printable(text)[:256] for text in figures.questions)  # compared on 256 characters
+        counts["answers"].update(printable(text)[:256] for text in figures.answers)
+        for question in (printable(text)[:256] for text in figures.questions):
             words = [word.strip(PUNCTUATION) for word in " ".join(question.split(None, 2)[:2]).lower().split()]
             counts["first"][words[0] if words else ""] += 1
             counts["first_two"][" ".join(word for word in words if word)] += 1

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import contains, itemgetter, methodcaller
 
 from llava_lf.data.convert.records import IMAGE_PLACEHOLDER, ROLE_GPT, ROLE_HUMAN
 
 from .kinds import TypeRule, record_source, record_type
 
-KEY_CHARS = 256  # texts are compared on their first characters: a ShareGPT answer runs to kilobytes
-_KEY = itemgetter(slice(0, KEY_CHARS))
+_FROM, _VALUE = itemgetter("from"), itemgetter("value")
+_DROP_PLACEHOLDER = methodcaller("replace", IMAGE_PLACEHOLDER, "")
+_PAIRS = [ROLE_HUMAN, ROLE_GPT] * 64  # roles of a record of alternating pairs (a longer one takes the slow way)
 PUNCTUATION = ".,;:!?\"'()[]{}*-"  # trimmed from the first words of questions (the paper's verb/noun view)
 # Answers that decline instead of answering, as chat teachers write them.
 _REFUSAL = re.compile(r"i'?m sorry|i am sorry|i’m sorry|as an ai\b|as a language model|i cannot (?:help|assist)"
                       r"|i can'?t (?:help|assist)|i’m unable|i'?m unable to (?:see|view)", re.IGNORECASE)
 NON_LATIN_SHARE = 0.3  # a record with more of its characters outside ASCII counts as non-Latin script
-_STR = {str}
 
 
 @dataclass(slots=True)
@@ -31,8 +32,8 @@ class RecordFigures:
     told_by: str  # how the type was told (`kinds.record_type`)
     pairs: int  # human turns (questions)
     words: int  # `<image>` read as a space
-    questions: list[str]  # without '<image>', stripped, cut to KEY_CHARS
-    answers: list[str]  # cut to KEY_CHARS
+    questions: list[str]  # without '<image>', stripped
+    answers: list[str]
     answer_words: list[int]
     content: int  # a hash of the images and turns (not the id): exact duplicates share it
     refusals: int  # answers that decline
@@ -52,49 +53,38 @@ def is_non_latin(text: str) -> bool:
     return len(text) - len(text.encode("ascii", "ignore")) > NON_LATIN_SHARE * len(text)
 
 
-def _roles_values(record: object) -> tuple[list[str], list[str]] | None:
-    """The roles (one that is not a string as its repr) and texts of the turns; None when they cannot be read."""
-    if type(record) is not dict or type(turns := record.get("conversations")) is not list:
-        return None
-    try:
-        roles = [turn["from"] for turn in turns]
-        values = [turn["value"] for turn in turns]
-    except (TypeError, KeyError):
-        return None
-    if values and set(map(type, values)) != _STR:
-        return None
-    if roles and set(map(type, roles)) != _STR:  # e.g. a number or a list: never a known role
-        roles = [role if type(role) is str else repr(role) for role in roles]
-    return roles, values
-
-
 def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordFigures | None:
     """The figures of one record, or None when it has no readable turns (the verdict says why)."""
-    split = _roles_values(record)
-    if split is None:
+    if type(record) is not dict or type(turns := record.get("conversations")) is not list:
         return None
-    roles, values = split
+    try:  # C-level maps: this runs for each of a file's hundreds of thousands of records
+        roles, values = list(map(_FROM, turns)), list(map(_VALUE, turns))
+        text = "\n".join(values)
+    except (TypeError, KeyError):  # a turn that is no object, lacks a key, or has no text
+        return None
+    try:
+        "".join(roles)
+    except TypeError:  # a role that is a number or a list: never a known role; its repr stands for it
+        roles = [role if type(role) is str else repr(role) for role in roles]
     counts = list(map(len, map(str.split, values)))
-    text = "\n".join(values)
-    if roles[0::2].count(ROLE_HUMAN) == len(values) + 1 >> 1 and roles[1::2].count(ROLE_GPT) == len(values) >> 1:
-        asked, answers, answer_words = values[0::2], values[1::2], counts[1::2]  # human/gpt pairs: most records
+    if roles == _PAIRS[:len(roles)]:  # human/gpt pairs: most records
+        asked, answers, answer_words = values[0::2], values[1::2], counts[1::2]
     else:
         asked = [value for role, value in zip(roles, values) if role == ROLE_HUMAN]
         answers = [value for role, value in zip(roles, values) if role == ROLE_GPT]
         answer_words = [n for role, n in zip(roles, counts) if role == ROLE_GPT]
     words = sum(counts)
-    if IMAGE_PLACEHOLDER in text:  # '<image>' is no word, and splits a word it is glued to: count again
-        asked = [value.replace(IMAGE_PLACEHOLDER, "") for value in asked]
-        for position, value in enumerate(values):
-            if IMAGE_PLACEHOLDER in value:
-                words += len(value.replace(IMAGE_PLACEHOLDER, " ").split()) - counts[position]
+    if IMAGE_PLACEHOLDER in text:  # '<image>' is no word, and splits a word it is glued to: count those again
+        asked = list(map(_DROP_PLACEHOLDER, asked))
+        for position in compress(range(len(values)), map(contains, values, repeat(IMAGE_PLACEHOLDER))):
+            words += len(values[position].replace(IMAGE_PLACEHOLDER, " ").split()) - counts[position]
     questions = list(map(str.strip, asked))
     refused = [answer for answer in answers if refuses(answer)] if _may_refuse(answers) else []
     kind, told_by = record_type(record, len(questions), questions[0] if questions else "", rule)
     return RecordFigures(
-        record_source(record, images), kind, told_by, len(questions), words, list(map(_KEY, questions)),
-        list(map(_KEY, answers)), answer_words, hash((tuple(images), tuple(roles), tuple(values))), len(refused),
-        refused[0][:200] if refused else None, answer_words.count(0), is_non_latin(text))
+        record_source(record, images), kind, told_by, len(questions), words, questions, answers, answer_words,
+        hash((tuple(images), tuple(roles), tuple(values))), len(refused), refused[0][:200] if refused else None,
+        answer_words.count(0), is_non_latin(text))
 
 
 def _may_refuse(answers: list[str]) -> bool:

@@ -72,14 +72,14 @@ class DatasetQueries:
     def texts(self, table: str, column: str = "text", where: str = "true") -> TextCounts:
         """How often each text occurs. Texts are grouped by a 64-bit hash (two differ with probability about
         n^2 / 2^65), so millions of distinct texts group in little memory; only the top ones are read back."""
-        counted = (f"(SELECT hash({column}) AS h, count(*) AS n FROM {table} WHERE {where} GROUP BY h)")
-        total, distinct, repeated = self.rows(f"SELECT coalesce(sum(n), 0), count(*), count(*) FILTER (n > 1) "
-                                              f"FROM {counted}")[0]
-        counts = dict(self.rows(f"SELECT h, n FROM {counted} WHERE n > 1 ORDER BY n DESC, h LIMIT {TOP}"))
+        self._con.execute(f"CREATE OR REPLACE TEMP TABLE counted AS SELECT hash({column}) AS h, count(*) AS n "
+                          f"FROM {table} WHERE {where} GROUP BY h")
+        total, distinct, repeated = self.rows("SELECT sum(n), count(*), count(*) FILTER (n > 1) FROM counted")[0]
+        counts = dict(self.rows(f"SELECT h, n FROM counted WHERE n > 1 ORDER BY n DESC, h LIMIT {TOP}"))
         texts = self.rows(f"SELECT hash({column}) AS h, any_value({column}) FROM {table} WHERE {where} AND h IN "
                           f"({', '.join(map(str, counts))}) GROUP BY h") if counts else []
         top = sorted(((text, counts[h]) for h, text in texts), key=lambda item: (-item[1], item[0]))
-        return TextCounts(int(total), distinct, repeated, top)
+        return TextCounts(int(total or 0), distinct, repeated, top)
 
     def card(self, label: str, path: str, headers: bool, tokens: bool, cutoff_len: int | None) -> dict:
         records, read, with_image, multi_image = self.rows(
@@ -114,12 +114,12 @@ class DatasetQueries:
         return {kind: summary(counts) for kind, counts in sorted(by_type.items())}
 
     def _tokens(self, cutoff_len: int | None) -> dict:
-        counts = self.counts("tokens")
+        counts = self.counts("tokens", "tokens", "true")
         row = {"per_record": summary(counts), "cutoff_len": cutoff_len, "per_record_counts": _keyed(counts)}
         if cutoff_len is not None:
-            actions = self.ranked("fit", where="fit IS NOT NULL")
+            actions = dict(self.rows("SELECT fit, count(*) FROM tokens GROUP BY fit"))
             over = actions.get("trimmed", 0) + actions.get("dropped", 0)
-            cut = self.counts("pairs_cut", where="pairs_cut > 0")
+            cut = self.counts("pairs_cut", "tokens", "pairs_cut > 0")
             row |= {"over_cutoff": over, "over_cutoff_share": over / sum(counts.values()) if counts else 0.0,
                     "trimmed": actions.get("trimmed", 0), "dropped": actions.get("dropped", 0),
                     "pairs_cut": sum(k * n for k, n in cut.items()), "pairs_cut_per_record": _keyed(cut)}
@@ -172,11 +172,11 @@ class DatasetQueries:
         return self.rows("SELECT file, written FROM headers WHERE why IS NULL ORDER BY first")
 
     def _problems(self, records: int) -> dict:
-        rejected = self.value("SELECT count(*) FROM records WHERE reason IS NOT NULL")
+        rejected = self.value("SELECT count(*) FROM problems")
         examples: dict[str, list[dict]] = {}
         for reason, idx, rid, line, field, message, fix in self.rows(
-                "SELECT reason, idx, rid, line, field, message, fix FROM records WHERE reason IS NOT NULL "
-                "QUALIFY row_number() OVER (PARTITION BY reason ORDER BY idx) <= 3 ORDER BY idx"):
+                "SELECT reason, idx, rid, line, field, message, fix FROM (SELECT * FROM problems QUALIFY "
+                "row_number() OVER (PARTITION BY reason ORDER BY idx) <= 3) JOIN records USING (idx) ORDER BY idx"):
             examples.setdefault(reason, []).append({"record": record_name(idx, rid), "line": line, "field": field,
                                                     "message": message, "fix": fix})
         empty, refusal_answers, refusal_records, non_latin = self.rows(
@@ -184,7 +184,7 @@ class DatasetQueries:
             "count(*) FILTER (non_latin) FROM records WHERE readable")[0]
         return {
             "rejected": rejected, "rejected_share": rejected / records if records else 0.0,
-            "reasons": self.ranked("reason", where="reason IS NOT NULL"), "examples": examples,
+            "reasons": self.ranked("reason", "problems", "true"), "examples": examples,
             "empty_answers": int(empty), "refusal_answers": int(refusal_answers), "refusal_records": refusal_records,
             "refusal_examples": [{"record": record_name(idx, rid), "answer": answer} for idx, rid, answer in self.rows(
                 f"SELECT idx, rid, refusal FROM records WHERE refusals > 0 ORDER BY idx LIMIT {EXAMPLES}")],

@@ -24,19 +24,20 @@ from .kinds import TypeRule
 from .near_duplicates import near_duplicates
 from .options import DatasetInput, InspectOptions, not_a_folder
 from .queries import DatasetQueries
-from .store import Inserts, Table, connect, work_folder
+from .store import TABLES, Inserts, Table, connect, work_folder
 from .tokens import TokenCounter, TokenSpec
 from .verdict import ConverterChecks
 
 
 def scan_dataset(data: DatasetInput, image_folder: Path | None, options: InspectOptions,
                  counter: TokenCounter | None, con: duckdb.DuckDBPyConnection) -> None:
-    """Every record of `data` as rows of the `records`, `questions`, `answers` and `uses` tables."""
+    """Every record of `data` as rows of the tables `store.TABLES` names."""
     checks = ConverterChecks(image_folder, data.path.parent, stage_one=options.template == "llava_plain")
     rule = TypeRule.for_file(data.path)
     con.execute("BEGIN")  # one transaction: DuckDB writes large appends to the database file, not through its log
     inserts = Inserts(con)
-    records, questions, answers, uses = (Table(inserts, name) for name in ("records", "questions", "answers", "uses"))
+    tables = {name: Table(inserts, name) for name in TABLES if name != "headers"}
+    records, questions, answers, uses = (tables[name] for name in ("records", "questions", "answers", "uses"))
     used = 0  # image uses so far: their order
     for source in iter_records(data.path):
         record, index = source.value, source.index
@@ -44,26 +45,28 @@ def scan_dataset(data: DatasetInput, image_folder: Path | None, options: Inspect
         if verdict.files is not None:
             uses.extend(range(used, used + len(verdict.files)), verdict.images, verdict.files)
             used += len(verdict.files)
-        fit = None
         if counter is not None and verdict.normalised is not None:
             fit = counter.count(verdict.normalised.turns, verdict.problems)
-        problem = verdict.problems[0] if verdict.problems else None  # the reason the card counts
-        row = (index, source.line, verdict.record_id, verdict.converted)
-        verdict_row = (problem.reason, problem.field, problem.message, problem.fix) if problem else (None,) * 4
-        fit_row = (fit.tokens, fit.action, fit.pairs_cut) if fit is not None else (None,) * 3
+            tables["tokens"].add((fit.tokens, fit.action, fit.pairs_cut))
+        if verdict.problems:  # the first problem is the reason the card counts, as the converter's report does
+            problem = verdict.problems[0]
+            tables["problems"].add((index, problem.reason, problem.field, problem.message, problem.fix))
         figures = record_figures(record, verdict.images, rule)
         if figures is None:  # no readable turns: counted, and rejected by the checks, but no figures
-            records.add((*row, False, *(None,) * 11, *verdict_row, *fit_row))
+            records.add((index, source.line, verdict.record_id, verdict.converted, False) + _NO_FIGURES)
             continue
-        records.add((*row, True, len(verdict.images), figures.source, figures.type, figures.told_by, figures.pairs,
-                     figures.words, figures.content, figures.refusals, figures.first_refusal, figures.empty_answers,
-                     figures.non_latin, *verdict_row, *fit_row))
+        records.add((index, source.line, verdict.record_id, verdict.converted, True, len(verdict.images),
+                     figures.source, figures.type, figures.told_by, figures.pairs, figures.words, figures.content,
+                     figures.refusals, figures.first_refusal, figures.empty_answers, figures.non_latin))
         questions.extend(figures.questions)
         answers.extend(figures.answers, figures.answer_words, repeat(figures.type, len(figures.answers)))
-    for table in (records, questions, answers, uses):
+    for table in tables.values():
         table.flush()
     inserts.close()
     con.execute("COMMIT")
+
+
+_NO_FIGURES = (None,) * 11
 
 
 def _dataset_card(data: DatasetInput, options: InspectOptions, counter: TokenCounter | None, database: Path) -> dict:

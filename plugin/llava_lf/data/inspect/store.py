@@ -21,18 +21,22 @@ from llava_lf.common.owner_lock import held_folder, remove_abandoned_folders
 from llava_lf.data.convert.validate import printable
 
 WORK_PREFIX = ".llava-lf-inspect-"  # then random characters: the work folder under the output folder
-MEMORY_LIMIT = "192MB"  # DuckDB's buffers; past it, it spills to the work folder
+MEMORY_LIMIT = "160MB"  # DuckDB's buffers; past it, it spills to the work folder
 BATCH = 1 << 15  # rows buffered before an insert
 _SURROGATE = re.compile("[\ud800-\udfff]")
+KEY_CHARS = 256  # texts are compared on their first characters: a ShareGPT answer runs to kilobytes
+# What an insert takes from a batch where it is not the columns as they are: DuckDB cuts the texts, on the
+# inserting thread, without the GIL.
+_SELECT = {"questions": f"left(text, {KEY_CHARS})", "answers": f"left(text, {KEY_CHARS}), words, type"}
 
 # Each table's columns and their SQL types; a row is a tuple in this order.
 TABLES = {
     "records": {"idx": "BIGINT", "line": "BIGINT", "rid": "VARCHAR", "converted": "BOOLEAN", "readable": "BOOLEAN",
                 "images": "INTEGER", "source": "VARCHAR", "type": "VARCHAR", "told_by": "VARCHAR", "pairs": "INTEGER",
                 "words": "INTEGER", "content": "BIGINT", "refusals": "INTEGER", "refusal": "VARCHAR",
-                "empty_answers": "INTEGER", "non_latin": "BOOLEAN", "reason": "VARCHAR", "field": "VARCHAR",
-                "message": "VARCHAR", "fix": "VARCHAR", "tokens": "INTEGER", "fit": "VARCHAR",
-                "pairs_cut": "INTEGER"},
+                "empty_answers": "INTEGER", "non_latin": "BOOLEAN"},
+    "problems": {"idx": "BIGINT", "reason": "VARCHAR", "field": "VARCHAR", "message": "VARCHAR", "fix": "VARCHAR"},
+    "tokens": {"tokens": "INTEGER", "fit": "VARCHAR", "pairs_cut": "INTEGER"},  # fit NULL: no cutoff
     "questions": {"text": "VARCHAR"},
     "answers": {"text": "VARCHAR", "words": "INTEGER", "type": "VARCHAR"},
     "uses": {"use": "BIGINT", "written": "VARCHAR", "file": "VARCHAR"},  # file NULL: refused by the converter
@@ -69,10 +73,10 @@ class Inserts:
         self._thread = threading.Thread(target=self._run, args=(con,), daemon=True)
         self._thread.start()
 
-    def put(self, table: str, batch: dict[str, np.ndarray]) -> None:
+    def put(self, insert: str, batch: dict[str, np.ndarray]) -> None:
         if self._failed is not None:
             raise self._failed
-        self._queue.put((table, batch))
+        self._queue.put((insert, batch))
 
     def close(self) -> None:
         """Wait for every insert; raise the first that failed."""
@@ -83,10 +87,10 @@ class Inserts:
 
     def _run(self, con: duckdb.DuckDBPyConnection) -> None:
         while (item := self._queue.get()) is not None:
-            table, batch = item  # `batch`: DuckDB's replacement scan finds it here
+            insert, batch = item  # `batch`: DuckDB's replacement scan finds it here
             if self._failed is None:
                 try:
-                    con.execute(f"INSERT INTO {table} SELECT * FROM batch")
+                    con.execute(insert)
                 except BaseException as error:  # raised in the scanning thread, at its next put or at close
                     self._failed = error
 
@@ -116,11 +120,11 @@ class Table:
             return
         batch = {name: _array(values, kind) for (name, kind), values in zip(self._kinds.items(), columns)}
         self._rows, self._columns = [], [[] for _ in self._kinds]
-        self._inserts.put(self._name, batch)
+        self._inserts.put(f"INSERT INTO {self._name} SELECT {_SELECT.get(self._name, '*')} FROM batch", batch)
 
 
 def _array(values, kind: str) -> np.ndarray:
-    if kind != "VARCHAR":  # object: a NULL (None) among numbers stays one
+    if kind != "VARCHAR":
         return np.array(values, dtype=object)
     try:
         text = "".join(values)
