@@ -1,8 +1,5 @@
-"""What one record contributes to the card (source, type, turns, words, texts), read from the record as written.
-
-The figures come before the converter's repairs, so a record it would reject still counts in the composition
-and lengths; its verdict is taken separately (`verdict`). The card's queries aggregate these rows.
-"""
+"""What one record contributes to the card (source, type, turns, words, texts), read from the record as written:
+before the converter's repairs, so a record it would reject still counts in the composition and lengths."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Image figures from file headers only: sizes, aspect ratios, formats, missing and unreadable files, reuse.
-
-`PIL.Image.open` parses the header and stops (the pixels are decoded only by `load()`, which we never
-call), so a 640x480 JPEG costs one open and a few small reads. Each distinct image is read once.
-"""
+"""Image sizes and formats from file headers only (`PIL.Image.open` parses the header; nothing is decoded), read
+once per distinct image after the scan."""
 
 from __future__ import annotations
 
@@ -55,17 +52,16 @@ def ratio_bucket(width: int, height: int) -> str:
 def add_headers(con: duckdb.DuckDBPyConnection) -> None:
     """A `headers` row per distinct image file the records use, in order of first use: each file is read once,
     after the scan, however many records use it."""
-    inserts = Inserts(con.cursor())  # its own cursor: `files` is still being fetched
-    headers = Table(inserts, "headers")
     files = con.execute("SELECT file, min(use) AS first, arg_min(written, use) FROM uses WHERE file IS NOT NULL "
                         "GROUP BY file ORDER BY first")
-    while rows := files.fetchmany(4096):
-        for file, first, written in rows:
-            header = read_header(file)
-            if isinstance(header, str):
-                headers.add((file, first, written, None, None, None, None, header))
-            else:
-                headers.add((file, first, written, header.width, header.height,
-                             ratio_bucket(header.width, header.height), header.format, None))
-    headers.flush()
-    inserts.close()
+    with Inserts(con.cursor()) as inserts:  # its own cursor: `files` is still being fetched
+        headers = Table(inserts, "headers")
+        while rows := files.fetchmany(4096):
+            for file, first, written in rows:
+                header = read_header(file)
+                if isinstance(header, str):
+                    headers.add((file, first, written, None, None, None, None, header))
+                else:
+                    headers.add((file, first, written, header.width, header.height,
+                                 ratio_bucket(header.width, header.height), header.format, None))
+        headers.flush()

@@ -1,11 +1,5 @@
-"""Where a record comes from (its source) and which of LLaVA's three instruction types it is.
-
-Types, first match wins: a `type` field; the id suffix `llava-lf generate` writes (`{image_id}-{type}`);
-the file's name (LLaVA's `conversation_58k`, `detail_23k`, `complex_reasoning_77k`); for
-`llava_instruct_150k`/`158k`, which mixes the three, the record's shape: several turns is a
-conversation, one turn asking one of the detail instructions is a detailed description, any other
-single turn is complex reasoning. Each record's method is counted, so the card says how it knows.
-"""
+"""Where a record comes from (its source) and which of LLaVA's three instruction types it is, with how the type
+was told (a field, the id, the file name or the record's shape), so the card says how it knows."""
 
 from __future__ import annotations
 
@@ -57,7 +51,9 @@ class TypeRule:
 
 
 def record_type(record: dict, pairs: int, first_question: str, rule: TypeRule) -> tuple[str, str]:
-    """(type, how it was told): one of TYPES or "unknown"; how is field, id, file name, shape or none."""
+    """(type, how it was told): one of TYPES or "unknown"; the first rule that applies wins. In
+    llava_instruct_150k, which mixes the three, several pairs is a conversation, one pair asking a detail
+    instruction a detailed description, any other single pair complex reasoning."""
     value = record.get("type")
     if type(value) is str and value.lower() in _ALIASES:
         return _ALIASES[value.lower()], "type field"

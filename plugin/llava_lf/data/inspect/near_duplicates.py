@@ -1,10 +1,5 @@
-"""Near-duplicate images: a 64-bit perceptual hash (DCT, `imagehash.phash`) per image, grouped by distance.
-
-Hashing decodes each image (JPEGs at a reduced scale through Pillow's draft mode: the hash looks at 32x32
-pixels anyway), in worker processes. Pairs within `max_distance` bits are found without comparing every
-pair: split the hash into max_distance + 1 bands; two hashes that close agree exactly on at least one
-band (pigeonhole), so only hashes sharing a band are compared.
-"""
+"""Near-duplicate images: a 64-bit perceptual hash (`imagehash.phash`) per image, decoded in worker processes,
+and groups of hashes within a few bits, found through bands so that not every pair is compared."""
 
 from __future__ import annotations
 
@@ -13,16 +8,8 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 
 DEFAULT_MAX_DISTANCE = 4  # bits of 64 that may differ: resized, re-encoded or lightly edited copies
-_CHUNK = 64
-
-
-@dataclass(frozen=True)
-class NearDuplicateGroup:
-    images: tuple[str, ...]  # as the records name them, sorted
-    max_distance: int  # the largest distance between a member and the group's first (0: identical hashes)
 
 
 def phash(path: str) -> int | None:
@@ -38,25 +25,19 @@ def phash(path: str) -> int | None:
         return None
 
 
-def _hash_chunk(paths: list[str]) -> list[int | None]:
-    return [phash(path) for path in paths]
-
-
 def hash_images(paths: list[str], workers: int | None = None) -> Iterator[int | None]:
     """`phash` of each path, in order, in worker processes."""
-    chunks = [paths[start:start + _CHUNK] for start in range(0, len(paths), _CHUNK)]
-    if len(chunks) <= 1 or workers == 1:
-        for chunk in chunks:
-            yield from _hash_chunk(chunk)
+    if len(paths) <= 64 or workers == 1:
+        yield from map(phash, paths)
         return
-    context = multiprocessing.get_context("spawn")  # the parent may hold tokenizer threads
+    context = multiprocessing.get_context("spawn")  # the parent may hold tokenizer and DuckDB threads
     with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=context) as pool:
-        for result in pool.map(_hash_chunk, chunks):
-            yield from result
+        yield from pool.map(phash, paths, chunksize=64)
 
 
 def _bands(max_distance: int) -> list[tuple[int, int]]:
-    """(shift, mask) of max_distance + 1 bands covering the 64 bits."""
+    """(shift, mask) of max_distance + 1 bands covering the 64 bits: two hashes within max_distance bits agree
+    on at least one band (pigeonhole), so only hashes sharing a band are compared."""
     count = max_distance + 1
     edges = [round(64 * i / count) for i in range(count + 1)]
     return [(low, (1 << (high - low)) - 1) for low, high in zip(edges, edges[1:])]
@@ -94,18 +75,18 @@ def group_hashes(hashes: list[int], max_distance: int = DEFAULT_MAX_DISTANCE) ->
     return [members for members in groups.values() if len(members) > 1]
 
 
-def near_duplicates(paths: list[str], names: list[str], max_distance: int = DEFAULT_MAX_DISTANCE,
-                    workers: int | None = None) -> tuple[int, list[NearDuplicateGroup]]:
-    """(images hashed, groups largest first) for distinct image files `paths`, shown as `names`."""
-    hashed, hashed_names = [], []
-    for value, name in zip(hash_images(paths, workers), names):
+def near_duplicates(images: list[tuple[str, str]], max_distance: int = DEFAULT_MAX_DISTANCE,
+                    workers: int | None = None) -> dict:
+    """The card's near-duplicate groups (largest first) among distinct image files, given as (file, name)."""
+    hashed, names = [], []
+    for value, (_, name) in zip(hash_images([file for file, _ in images], workers), images):
         if value is not None:
             hashed.append(value)
-            hashed_names.append(name)
-    groups = []
-    for members in group_hashes(hashed, max_distance):
-        first = hashed[members[0]]
-        distance = max(int(first ^ hashed[m]).bit_count() for m in members)
-        groups.append(NearDuplicateGroup(tuple(sorted(hashed_names[m] for m in members)), distance))
-    groups.sort(key=lambda group: (-len(group.images), group.images))
-    return len(hashed), groups
+            names.append(name)
+    # Each group's names sorted, and the largest distance between a member and its first (0: identical hashes).
+    groups = [{"images": sorted(names[m] for m in members),
+               "max_distance": max(int(hashed[members[0]] ^ hashed[m]).bit_count() for m in members)}
+              for members in group_hashes(hashed, max_distance)]
+    groups.sort(key=lambda group: (-len(group["images"]), group["images"]))
+    return {"hashed": len(hashed), "max_distance": max_distance,
+            "images_in_groups": sum(len(group["images"]) for group in groups), "groups": groups}

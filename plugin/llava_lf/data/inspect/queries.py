@@ -1,8 +1,5 @@
-"""One dataset's card figures (what card.json holds), each a query over the rows its scan stored (`store`).
-
-Lists rank by count, ties in the order first seen (as a `Counter` ranks them), or by text where the card
-shows texts; distributions come back as value counts, summarised here with the card's quantile rule.
-"""
+"""One dataset's card figures (what card.json holds), each a query over the rows its scan stored (`store`): one
+definition of each figure, whatever the file's size."""
 
 from __future__ import annotations
 

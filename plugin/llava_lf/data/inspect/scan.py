@@ -1,9 +1,5 @@
-"""Read each dataset once, as a stream: the converter's reader and checks, then a row of figures per record.
-
-One pass gives each record its verdict (`verdict`), its tokens (`tokens`) and its figures (`figures`); the
-rows go to DuckDB (`store`), and the card is a set of queries over them (`queries`). Several datasets make
-one card, side by side.
-"""
+"""Read each dataset once, as a stream: each record's verdict, tokens and figures become rows (`store`), and
+its card is a set of queries over them (`queries`). Several datasets make one card, side by side."""
 
 from __future__ import annotations
 
@@ -25,7 +21,7 @@ from .near_duplicates import near_duplicates
 from .options import DatasetInput, InspectOptions, not_a_folder
 from .queries import DatasetQueries
 from .store import TABLES, Inserts, Table, connect, work_folder
-from .tokens import TokenCounter, TokenSpec
+from .tokens import TokenCounter
 from .verdict import ConverterChecks
 
 
@@ -35,34 +31,33 @@ def scan_dataset(data: DatasetInput, image_folder: Path | None, options: Inspect
     checks = ConverterChecks(image_folder, data.path.parent, stage_one=options.template == "llava_plain")
     rule = TypeRule.for_file(data.path)
     con.execute("BEGIN")  # one transaction: DuckDB writes large appends to the database file, not through its log
-    inserts = Inserts(con)
-    tables = {name: Table(inserts, name) for name in TABLES if name != "headers"}
-    records, questions, answers, uses = (tables[name] for name in ("records", "questions", "answers", "uses"))
-    used = 0  # image uses so far: their order
-    for source in iter_records(data.path):
-        record, index = source.value, source.index
-        verdict = checks.check(record, index)
-        if verdict.files is not None:
-            uses.extend(range(used, used + len(verdict.files)), verdict.images, verdict.files)
-            used += len(verdict.files)
-        if counter is not None and verdict.normalised is not None:
-            fit = counter.count(verdict.normalised.turns, verdict.problems)
-            tables["tokens"].add((fit.tokens, fit.action, fit.pairs_cut))
-        if verdict.problems:  # the first problem is the reason the card counts, as the converter's report does
-            problem = verdict.problems[0]
-            tables["problems"].add((index, problem.reason, problem.field, problem.message, problem.fix))
-        figures = record_figures(record, verdict.images, rule)
-        if figures is None:  # no readable turns: counted, and rejected by the checks, but no figures
-            records.add((index, source.line, verdict.record_id, verdict.converted, False) + _NO_FIGURES)
-            continue
-        records.add((index, source.line, verdict.record_id, verdict.converted, True, len(verdict.images),
-                     figures.source, figures.type, figures.told_by, figures.pairs, figures.words, figures.content,
-                     figures.refusals, figures.first_refusal, figures.empty_answers, figures.non_latin))
-        questions.extend(figures.questions)
-        answers.extend(figures.answers, figures.answer_words, repeat(figures.type, len(figures.answers)))
-    for table in tables.values():
-        table.flush()
-    inserts.close()
+    with Inserts(con) as inserts:
+        tables = {name: Table(inserts, name) for name in TABLES if name != "headers"}
+        records, questions, answers, uses = (tables[name] for name in ("records", "questions", "answers", "uses"))
+        used = 0  # image uses so far: their order
+        for source in iter_records(data.path):
+            record, index = source.value, source.index
+            verdict = checks.check(record, index)
+            if verdict.files is not None:
+                uses.extend(range(used, used + len(verdict.files)), verdict.images, verdict.files)
+                used += len(verdict.files)
+            if counter is not None and verdict.normalised is not None:
+                fit = counter.count(verdict.normalised.turns, verdict.problems)
+                tables["tokens"].add((fit.tokens, fit.action, fit.pairs_cut))
+            if verdict.problems:  # the first is the reason counted, as in the converter's report
+                problem = verdict.problems[0]
+                tables["problems"].add((index, problem.reason, problem.field, problem.message, problem.fix))
+            figures = record_figures(record, verdict.images, rule)
+            if figures is None:  # no readable turns: counted, and rejected by the checks, but no figures
+                records.add((index, source.line, verdict.record_id, verdict.converted, False) + _NO_FIGURES)
+                continue
+            records.add((index, source.line, verdict.record_id, verdict.converted, True, len(verdict.images),
+                         figures.source, figures.type, figures.told_by, figures.pairs, figures.words, figures.content,
+                         figures.refusals, figures.first_refusal, figures.empty_answers, figures.non_latin))
+            questions.extend(figures.questions)
+            answers.extend(figures.answers, figures.answer_words, repeat(figures.type, len(figures.answers)))
+        for table in tables.values():
+            table.flush()
     con.execute("COMMIT")
 
 
@@ -76,15 +71,12 @@ def _dataset_card(data: DatasetInput, options: InspectOptions, counter: TokenCou
     if image_folder is not None and not image_folder.is_dir():
         raise LlavaLfError(not_a_folder(image_folder))
     con = connect(database)
+    collecting = gc.isenabled()
     try:
-        # The cyclic collector would walk every parsed record again and again; records hold no cycles.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            scan_dataset(data, image_folder, options, counter, con)
-        finally:
-            if collecting:
-                gc.enable()
+        gc.disable()  # the cyclic collector would walk the parsed records again and again; they hold no cycles
+        scan_dataset(data, image_folder, options, counter, con)
+        if collecting:
+            gc.enable()
         if options.image_headers:
             add_headers(con)
         queries = DatasetQueries(con)
@@ -93,15 +85,11 @@ def _dataset_card(data: DatasetInput, options: InspectOptions, counter: TokenCou
         card["image_folder"] = str(image_folder) if image_folder is not None else None
         card["near_duplicates"] = None
         if options.near_duplicates:
-            files = queries.readable_images()
-            hashed, groups = near_duplicates([file for file, _ in files], [name for _, name in files],
-                                             options.max_distance, options.workers)
-            card["near_duplicates"] = {"hashed": hashed, "max_distance": options.max_distance,
-                                       "images_in_groups": sum(len(group.images) for group in groups),
-                                       "groups": [{"images": list(group.images), "max_distance": group.max_distance}
-                                                  for group in groups]}
+            card["near_duplicates"] = near_duplicates(queries.readable_images(), options.max_distance, options.workers)
         return card
     finally:
+        if collecting:
+            gc.enable()
         con.close()
         database.unlink(missing_ok=True)
 
@@ -116,7 +104,7 @@ def inspect_datasets(datasets: list[DatasetInput], options: InspectOptions, work
         raise LlavaLfError(f"two datasets share a label ({', '.join(labels)}); name them as LABEL=PATH")
     counter = None
     if options.tokenizer is not None:
-        counter = TokenCounter(TokenSpec(options.tokenizer, options.template, options.cutoff_len, options.image_tokens))
+        counter = TokenCounter(options.tokenizer, options.template, options.cutoff_len, options.image_tokens)
     notes = list(counter.notes) if counter is not None else ["no --tokenizer: lengths in words only"]
     if options.image_folder is None and any(data.image_folder is None for data in datasets):
         notes.append("no --image-folder for some datasets: their image paths were not checked and no image was "

@@ -1,9 +1,5 @@
-"""The rows a scan gathers, in a disk-backed DuckDB database: memory stays bounded however large the file.
-
-Rows are buffered as Python tuples and inserted a batch at a time as numpy columns (DuckDB scans a dict of
-arrays without a copy per value); the database file and DuckDB's spill files live in a held work folder
-(`owner_lock`), removed afterwards, or by the next run when this one was killed.
-"""
+"""The rows a scan gathers, in a disk-backed DuckDB database under a memory limit, so memory stays bounded however
+large the file; it lives in a held work folder (`owner_lock`) that a killed run's successor removes."""
 
 from __future__ import annotations
 
@@ -54,36 +50,38 @@ def work_folder(root: Path) -> Iterator[Path]:
         yield folder
 
 
-def connect(database: Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(database: Path) -> duckdb.DuckDBPyConnection:
+    """A new database with the tables; DuckDB spills to the folder it is in past MEMORY_LIMIT."""
     con = duckdb.connect(str(database), config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(database.parent),
                                                 "preserve_insertion_order": False})
-    if threads is not None:
-        con.execute(f"SET threads = {int(threads)}")
     for name, columns in TABLES.items():
         con.execute(f"CREATE TABLE {name} ({', '.join(f'{column} {kind}' for column, kind in columns.items())})")
     return con
 
 
 class Inserts:
-    """Batches inserted by a thread of their own: DuckDB releases the GIL, so its work overlaps the parsing."""
+    """Batches inserted by a thread of their own (DuckDB releases the GIL, so its work overlaps the parsing); as a
+    context, the exit waits for every insert and raises the first that failed."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(con,), daemon=True)
+
+    def __enter__(self) -> Inserts:
         self._thread.start()
+        return self
+
+    def __exit__(self, *raised) -> None:
+        self._queue.put(None)
+        self._thread.join()  # before the connection can be closed
+        if self._failed is not None and raised[0] is None:
+            raise self._failed
 
     def put(self, insert: str, batch: dict[str, np.ndarray]) -> None:
         if self._failed is not None:
             raise self._failed
         self._queue.put((insert, batch))
-
-    def close(self) -> None:
-        """Wait for every insert; raise the first that failed."""
-        self._queue.put(None)
-        self._thread.join()
-        if self._failed is not None:
-            raise self._failed
 
     def _run(self, con: duckdb.DuckDBPyConnection) -> None:
         while (item := self._queue.get()) is not None:
@@ -91,7 +89,7 @@ class Inserts:
             if self._failed is None:
                 try:
                     con.execute(insert)
-                except BaseException as error:  # raised in the scanning thread, at its next put or at close
+                except BaseException as error:  # raised in the scanning thread, at its next put or the exit
                     self._failed = error
 
 

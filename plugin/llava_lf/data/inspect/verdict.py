@@ -1,9 +1,5 @@
-"""Would `llava-lf convert` reject this record, and why: the converter's own checks, run record by record.
-
-The structure checks, the image-folder checks and the duplicate-id table and rule are the converter's own, so
-the reasons and messages are the same. A converted dataset (sharegpt lines with an `images` list) is checked as
-the host reads it: paths relative to the dataset's folder, the host's default `media_dir`.
-"""
+"""Would `llava-lf convert` reject this record, and why: the converter's own checks, run record by record, so
+the reasons and messages are the converter's."""
 
 from __future__ import annotations
 
@@ -27,7 +23,7 @@ class Verdict:
     converted: bool  # a line of a dataset `llava-lf convert` wrote
 
 
-def is_converted(record: object) -> bool:
+def _is_converted(record: object) -> bool:
     """A line of a dataset `llava-lf convert` wrote: an `images` list and no `image`."""
     return type(record) is dict and "images" in record and "image" not in record
 
@@ -50,8 +46,9 @@ class ConverterChecks:
 
     def check(self, record: object, index: int) -> Verdict:
         problems: list[Problem] = []
-        converted = is_converted(record)
-        if converted:  # the converter's own output, read back with the converter's validator
+        converted = _is_converted(record)
+        if converted:  # the converter's own output, read back with its validator; paths from the dataset's folder,
+            # the host's default `media_dir`
             record = _as_source(record)
         rid = record_id(record, problems)
         images = record_images(record, problems)
