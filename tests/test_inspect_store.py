@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from llava_lf.common.owner_lock import FOLDER_LOCK, abandoned, held_folder
-from llava_lf.data.inspect import DatasetInput, InspectOptions, inspect_datasets, store
+from llava_lf.data.inspect import DatasetInput, InspectOptions, inspect_datasets, queries, store
 from llava_lf.data.inspect.store import WORK_PREFIX
 
 BIN = Path(sys.executable).parent
@@ -25,13 +25,14 @@ def _records(count: int) -> list[dict]:
             for n in range(count)]
 
 
-def test_a_small_memory_limit_and_small_batches_give_the_same_card(tmp_path, monkeypatch):
+def test_a_small_memory_limit_small_batches_and_texts_counted_in_parts_give_the_same_card(tmp_path, monkeypatch):
     data = tmp_path / "data.json"
     data.write_text(json.dumps(_records(30_000)))
     inputs = [DatasetInput("data", data)]
     expected = inspect_datasets(inputs, InspectOptions(), tmp_path / "a")
     monkeypatch.setattr(store, "MEMORY_LIMIT", "24MB")
     monkeypatch.setattr(store, "BATCH", 1000)  # many small inserts too
+    monkeypatch.setattr(queries, "PART_ROWS", 7000)  # and the texts counted in several parts
     assert inspect_datasets(inputs, InspectOptions(), tmp_path / "b") == expected
     card = expected["datasets"][0]
     assert card["diversity"]["distinct_questions"] == 3000 and card["images"]["uses"] == 0

@@ -14,6 +14,7 @@ from .images import RATIO_LABELS
 
 TOP = 15  # rows in each "most common" list
 EXAMPLES = 10  # examples kept per kind of finding
+PART_ROWS = 1_000_000  # texts counted at a time
 # A question's first two words as `str.split` finds them: runs between the characters `str.isspace` calls
 # spaces (RE2's \\s knows only the ASCII ones).
 _SPACE = "".join(f"\\x{{{code:x}}}" for code in range(0x3001) if chr(code).isspace())
@@ -69,8 +70,13 @@ class DatasetQueries:
     def texts(self, table: str, column: str = "text", where: str = "true") -> TextCounts:
         """How often each text occurs. Texts are grouped by a 64-bit hash (two differ with probability about
         n^2 / 2^65), so millions of distinct texts group in little memory; only the top ones are read back."""
-        self._con.execute(f"CREATE OR REPLACE TEMP TABLE counted AS SELECT hash({column}) AS h, count(*) AS n "
-                          f"FROM {table} WHERE {where} GROUP BY h")
+        # A part of the hashes at a time: on mix665k one hash table of 3.7M groups failed to get memory at some
+        # limits (96 MB, 192 MB), parts of at most PART_ROWS rows never did, down to 64 MB.
+        parts = 1 + self.value(f"SELECT count(*) FROM {table} WHERE {where}") // PART_ROWS
+        self._con.execute("CREATE OR REPLACE TEMP TABLE counted (h UBIGINT, n BIGINT)")
+        for part in range(parts):
+            self._con.execute(f"INSERT INTO counted SELECT hash({column}) AS h, count(*) FROM {table} "
+                              f"WHERE {where} AND h % {parts} = {part} GROUP BY h")
         total, distinct, repeated = self.rows("SELECT sum(n), count(*), count(*) FILTER (n > 1) FROM counted")[0]
         counts = dict(self.rows(f"SELECT h, n FROM counted WHERE n > 1 ORDER BY n DESC, h LIMIT {TOP}"))
         texts = self.rows(f"SELECT hash({column}) AS h, any_value({column}) FROM {table} WHERE {where} AND h IN "
