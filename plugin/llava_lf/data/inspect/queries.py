@@ -15,10 +15,6 @@ from .images import RATIO_LABELS
 TOP = 15  # rows in each "most common" list
 EXAMPLES = 10  # examples kept per kind of finding
 PART_ROWS = 1_000_000  # texts counted at a time
-# A question's first two words as `str.split` finds them: runs between the characters `str.isspace` calls
-# spaces (RE2's \\s knows only the ASCII ones).
-_SPACE = "".join(f"\\x{{{code:x}}}" for code in range(0x3001) if chr(code).isspace())
-OPENING = f"regexp_extract(text, '^[^{_SPACE}]*(?:[{_SPACE}]+[^{_SPACE}]+)?')"
 
 
 def summary(counts: dict[int, int]) -> dict | None:
@@ -67,21 +63,21 @@ class DatasetQueries:
         return dict(self.rows(f"SELECT {column}, count(*) FROM {table} WHERE {where} AND {column} IS NOT NULL "
                               f"GROUP BY {column} ORDER BY {column}"))
 
-    def texts(self, table: str, column: str = "text", where: str = "true") -> TextCounts:
-        """How often each text occurs. Texts are grouped by a 64-bit hash (two differ with probability about
-        n^2 / 2^65), so millions of distinct texts group in little memory; only the top ones are read back."""
+    def texts(self, table: str, key: str = "h", text: str = "text", where: str = "true") -> TextCounts:
+        """How often each text occurs, grouped by a 64-bit hash of it (`key`; two texts share one with probability
+        about n^2 / 2^65), so millions of distinct texts group in little memory; only the top ones are read back."""
         # A part of the hashes at a time: on mix665k one hash table of 3.7M groups failed to get memory at some
         # limits (96 MB, 192 MB), parts of at most PART_ROWS rows never did, down to 64 MB.
         parts = 1 + self.value(f"SELECT count(*) FROM {table} WHERE {where}") // PART_ROWS
         self._con.execute("CREATE OR REPLACE TEMP TABLE counted (h UBIGINT, n BIGINT)")
         for part in range(parts):
-            self._con.execute(f"INSERT INTO counted SELECT hash({column}) AS h, count(*) FROM {table} "
+            self._con.execute(f"INSERT INTO counted SELECT {key} AS h, count(*) FROM {table} "
                               f"WHERE {where} AND h % {parts} = {part} GROUP BY h")
         total, distinct, repeated = self.rows("SELECT sum(n), count(*), count(*) FILTER (n > 1) FROM counted")[0]
         counts = dict(self.rows(f"SELECT h, n FROM counted WHERE n > 1 ORDER BY n DESC, h LIMIT {TOP}"))
-        texts = self.rows(f"SELECT hash({column}) AS h, any_value({column}) FROM {table} WHERE {where} AND h IN "
+        texts = self.rows(f"SELECT {key} AS h, any_value({text}) FROM {table} WHERE {where} AND h IN "
                           f"({', '.join(map(str, counts))}) GROUP BY h") if counts else []
-        top = sorted(((text, counts[h]) for h, text in texts), key=lambda item: (-item[1], item[0]))
+        top = sorted(((value, counts[h]) for h, value in texts), key=lambda item: (-item[1], item[0]))
         return TextCounts(int(total or 0), distinct, repeated, top)
 
     def card(self, label: str, path: str, headers: bool, tokens: bool, cutoff_len: int | None) -> dict:
@@ -131,7 +127,7 @@ class DatasetQueries:
     def _diversity(self) -> dict:
         first: Counter[str] = Counter()
         first_two: Counter[str] = Counter()
-        for opening, n in self.rows(f"SELECT {OPENING} AS opening, count(*) FROM questions GROUP BY opening"):
+        for opening, n in self.rows("SELECT opening, count(*) FROM questions GROUP BY opening"):
             words = [word.strip(PUNCTUATION) for word in opening.lower().split()]
             first[words[0] if words else ""] += n
             first_two[" ".join(word for word in words if word)] += n
@@ -150,7 +146,7 @@ class DatasetQueries:
         }
 
     def _images(self, headers: bool) -> dict:
-        uses = self.texts("uses", "written", "file IS NOT NULL")
+        uses = self.texts("uses", "hash(written)", "written", "file IS NOT NULL")
         missing_uses, missing = self.rows("SELECT count(*), count(DISTINCT written) FROM uses WHERE file IS NULL")[0]
         readable = "why IS NULL"
         ratios = self.ranked("ratio", "headers", readable, "ratio")

@@ -16,16 +16,15 @@ import numpy as np
 from llava_lf.common.owner_lock import held_folder, remove_abandoned_folders
 from llava_lf.data.convert.validate import printable
 
+from .figures import opening_sql
+
 WORK_PREFIX = ".llava-lf-inspect-"  # then random characters: the work folder under the output folder
 MEMORY_LIMIT = "160MB"  # DuckDB's buffers; past it, it spills to the work folder
 BATCH = 1 << 15  # rows buffered before an insert
 _SURROGATE = re.compile("[\ud800-\udfff]")
 KEY_CHARS = 256  # texts are compared on their first characters: a ShareGPT answer runs to kilobytes
-# What an insert takes from a batch where it is not the columns as they are: DuckDB cuts the texts, on the
-# inserting thread, without the GIL.
-_SELECT = {"questions": f"left(text, {KEY_CHARS})", "answers": f"left(text, {KEY_CHARS}), words, type"}
 
-# Each table's columns and their SQL types; a row is a tuple in this order.
+# Each table's columns and their SQL types, as a batch brings them; a row is a tuple in this order.
 TABLES = {
     "records": {"idx": "BIGINT", "line": "BIGINT", "rid": "VARCHAR", "converted": "BOOLEAN", "readable": "BOOLEAN",
                 "images": "INTEGER", "source": "VARCHAR", "type": "VARCHAR", "told_by": "VARCHAR", "pairs": "INTEGER",
@@ -39,6 +38,12 @@ TABLES = {
     "headers": {"file": "VARCHAR", "first": "BIGINT", "written": "VARCHAR", "width": "INTEGER", "height": "INTEGER",
                 "ratio": "VARCHAR", "format": "VARCHAR", "why": "VARCHAR"},  # why: unreadable
 }
+# Columns DuckDB adds as it inserts a batch, on the inserting thread (no GIL): each text cut to KEY_CHARS, its
+# hash, and a question's first two words.
+_DERIVED = {"questions": "h UBIGINT, opening VARCHAR", "answers": "h UBIGINT"}
+_INSERT = {"questions": f"SELECT t, hash(t), {opening_sql('t')} FROM (SELECT left(text, {KEY_CHARS}) AS t "
+                        "FROM batch)",
+           "answers": f"SELECT left(text, {KEY_CHARS}) AS t, words, type, hash(t) FROM batch"}
 
 
 @contextmanager
@@ -55,7 +60,8 @@ def connect(database: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(database), config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(database.parent),
                                                 "preserve_insertion_order": False})
     for name, columns in TABLES.items():
-        con.execute(f"CREATE TABLE {name} ({', '.join(f'{column} {kind}' for column, kind in columns.items())})")
+        given = ", ".join(f"{column} {kind}" for column, kind in columns.items())
+        con.execute(f"CREATE TABLE {name} ({given}{', ' + _DERIVED[name] if name in _DERIVED else ''})")
     return con
 
 
@@ -118,12 +124,15 @@ class Table:
             return
         batch = {name: _array(values, kind) for (name, kind), values in zip(self._kinds.items(), columns)}
         self._rows, self._columns = [], [[] for _ in self._kinds]
-        self._inserts.put(f"INSERT INTO {self._name} SELECT {_SELECT.get(self._name, '*')} FROM batch", batch)
+        self._inserts.put(f"INSERT INTO {self._name} {_INSERT.get(self._name, 'SELECT * FROM batch')}", batch)
+
+
+_NUMPY = {"BIGINT": np.int64, "INTEGER": np.int64, "BOOLEAN": np.bool_}
 
 
 def _array(values, kind: str) -> np.ndarray:
-    if kind != "VARCHAR":
-        return np.array(values, dtype=object)
+    if kind != "VARCHAR":  # numbers as numpy's own: DuckDB reads them without taking the GIL from the scan
+        return np.array(values, dtype=object if None in values else _NUMPY[kind])
     try:
         text = "".join(values)
     except TypeError:  # a None among them
