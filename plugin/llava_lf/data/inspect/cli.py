@@ -21,8 +21,8 @@ def run_inspect(args: argparse.Namespace) -> int:
             raise LlavaLfError(f"{len(folders)} --image-folder for {len(datasets)} datasets: give one for all, or "
                                "one per dataset in the same order")
         datasets = [replace(data, image_folder=folder) for data, folder in zip(datasets, folders)]
-    options = InspectOptions(image_folder=folders[0] if len(folders) == 1 else None, template=args.template, tokenizer=args.tokenizer,
-                             cutoff_len=args.cutoff_len, image_tokens=args.image_tokens,
+    options = InspectOptions(image_folder=folders[0] if len(folders) == 1 else None, template=args.template,
+                             tokenizer=args.tokenizer, cutoff_len=args.cutoff_len, image_tokens=args.image_tokens,
                              image_headers=not args.no_image_headers, near_duplicates=args.near_duplicates,
                              max_distance=args.max_distance, workers=args.workers)
     card = inspect_datasets(datasets, options, args.out)
@@ -40,7 +40,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 def add_subcommand(commands) -> None:
     inspect = commands.add_parser(
         "inspect", help="a data card (card.md, card.json, charts) of LLaVA datasets, side by side",
-        description="Reads each dataset once, as a stream (flat memory), and writes OUT/card.md, OUT/card.json and "
+        description="Reads each dataset once, as a stream (bounded memory), and writes OUT/card.md, OUT/card.json and "
                     "PNG charts: composition, lengths, diversity, images, and the problems to fix before training.")
     inspect.add_argument("data", nargs="+", help="LLaVA JSON/JSONL or a dataset `llava-lf convert` wrote; "
                                                  "LABEL=PATH names its column")
@@ -48,7 +48,8 @@ def add_subcommand(commands) -> None:
                          help="the folder a LLaVA file's 'image' paths start from: once for all datasets, or once "
                               "per dataset in order (without it, images are not looked at); a converted dataset's "
                               "paths start from its own folder")
-    inspect.add_argument("--out", type=Path, required=True, help="folder for card.md, card.json and the charts")
+    inspect.add_argument("--out", type=Path, required=True,
+                         help="folder for card.md, card.json and the charts (and, during the run, its database)")
     inspect.add_argument("--template", choices=["llava_v1", "llava_plain"], default="llava_v1",
                          help="the training template: token counts and the converter's checks (llava_plain: stage 1)")
     inspect.add_argument("--tokenizer", "--model", dest="tokenizer", type=Path, default=None,

@@ -16,13 +16,7 @@ _FROM, _VALUE = itemgetter("from"), itemgetter("value")
 _DROP_PLACEHOLDER = methodcaller("replace", IMAGE_PLACEHOLDER, "")
 _PAIRS = [ROLE_HUMAN, ROLE_GPT] * 64  # roles of a record of alternating pairs (a longer one takes the slow way)
 PUNCTUATION = ".,;:!?\"'()[]{}*-"  # trimmed from the first words of questions (the paper's verb/noun view)
-# A question's first two words, as DuckDB finds them on insert (lower-cased and trimmed by the query): runs
-# between the characters `str.isspace` calls spaces, as `str.split` cuts (RE2's \\s knows only ASCII ones).
-_SPACE = "".join(f"\\x{{{code:x}}}" for code in range(0x3001) if chr(code).isspace())
-
-
-def opening_sql(column: str) -> str:
-    return f"regexp_extract({column}, '^[^{_SPACE}]*(?:[{_SPACE}]+[^{_SPACE}]+)?')"
+_SPACE = "".join(f"\\x{{{code:x}}}" for code in range(0x3001) if chr(code).isspace())  # str.isspace's, for RE2
 # Answers that decline instead of answering, as chat teachers write them.
 _REFUSAL = re.compile(r"i'?m sorry|i am sorry|i’m sorry|as an ai\b|as a language model|i cannot (?:help|assist)"
                       r"|i can'?t (?:help|assist)|i’m unable|i'?m unable to (?:see|view)", re.IGNORECASE)
@@ -44,6 +38,13 @@ class RecordFigures:
     first_refusal: str | None
     empty_answers: int
     non_latin: bool
+
+
+def opening_sql(column: str) -> str:
+    """A question's first two words, as DuckDB finds them on insert (the card's query lower-cases and trims
+    them): the runs `str.split` would cut, between the characters `str.isspace` calls spaces (RE2's \\s knows
+    only the ASCII ones)."""
+    return f"regexp_extract({column}, '^[^{_SPACE}]*(?:[{_SPACE}]+[^{_SPACE}]+)?')"
 
 
 def refuses(answer: str) -> bool:
