@@ -48,11 +48,17 @@ _INSERT = {"questions": f"SELECT t, hash(t), {opening_sql('t')} FROM (SELECT lef
 
 @contextmanager
 def work_folder(root: Path) -> Iterator[Path]:
-    """A folder under `root` for the databases, removed afterwards; folders of killed runs go first."""
+    """A folder under `root` for the databases, removed afterwards (and `root` with it when this made it and it is
+    empty, so a failed run leaves no empty --out); folders of killed runs go first."""
+    made = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     remove_abandoned_folders(root, WORK_PREFIX)
-    with held_folder(root, WORK_PREFIX) as folder:
-        yield folder
+    try:
+        with held_folder(root, WORK_PREFIX) as folder:
+            yield folder
+    finally:
+        if made and not any(root.iterdir()):
+            root.rmdir()
 
 
 def connect(database: Path) -> duckdb.DuckDBPyConnection:
