@@ -119,8 +119,7 @@ class Table:
             self.flush()
 
     def extend(self, *columns) -> None:
-        for held, values in zip(self._columns, columns):
-            held.extend(values)
+        any(map(list.extend, self._columns, columns))  # a C-level loop: this runs for every record
         if len(self._columns[0]) >= BATCH:
             self.flush()
 
@@ -140,9 +139,9 @@ def _array(values, kind: str) -> np.ndarray:
     if kind != "VARCHAR":  # numbers as numpy's own: DuckDB reads them without taking the GIL from the scan
         return np.array(values, dtype=object if None in values else _NUMPY[kind])
     try:
-        text = "".join(values)
+        ascii_only = all(map(str.isascii, values))  # a flag CPython keeps on each string: no scan
     except TypeError:  # a None among them
-        text = "".join(value for value in values if value is not None)
-    if not text.isascii() and _SURROGATE.search(text):  # a lone surrogate is no UTF-8: written as its escape
-        values = [value if value is None else printable(value) for value in values]
+        ascii_only = all(value is None or value.isascii() for value in values)
+    if not ascii_only and _SURROGATE.search("".join(value or "" for value in values)):
+        values = [value if value is None else printable(value) for value in values]  # no UTF-8: its escape
     return np.array(values, dtype=object)
