@@ -19,7 +19,8 @@ def pyplot():
     return plt
 
 
-def _save(plt, figure, out: Path) -> Path:
+def save(plt, figure, out: Path) -> Path:
+    """Lay out `figure`, write it to `out` as a PNG and close it."""
     figure.tight_layout()
     figure.savefig(out, dpi=110)
     plt.close(figure)
@@ -58,7 +59,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], out: Path, title: 
     axis.set_title(title, fontsize=10)
     axis.grid(axis="y", alpha=0.3)
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
-    return _save(plt, figure, out)
+    return save(plt, figure, out)
 
 
 def grouped_bar_chart(groups: Sequence[str], series: dict[str, Sequence[float]], out: Path, title: str,
@@ -83,7 +84,7 @@ def grouped_bar_chart(groups: Sequence[str], series: dict[str, Sequence[float]],
         axis.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     else:
         axis.legend(fontsize=8, loc="upper left")
-    return _save(plt, figure, out)
+    return save(plt, figure, out)
 
 
 def line_panels(panels: dict[str, tuple[Sequence[float], Sequence[float]]], out: Path, xlabel: str,
@@ -97,7 +98,7 @@ def line_panels(panels: dict[str, tuple[Sequence[float], Sequence[float]]], out:
         axis.set_xlabel(xlabel)
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
-    return _save(plt, figure, out)
+    return save(plt, figure, out)
 
 
 def bar_panels(panels: dict[str, Sequence[tuple[str, float | None]]], out: Path, title: str,
@@ -128,4 +129,4 @@ def bar_panels(panels: dict[str, Sequence[tuple[str, float | None]]], out: Path,
     for axis in flat[len(panels):]:
         axis.set_visible(False)
     figure.suptitle(title, fontsize=10)
-    return _save(plt, figure, out)
+    return save(plt, figure, out)

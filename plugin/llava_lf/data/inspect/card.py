@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from itertools import zip_longest
+from operator import itemgetter
 from pathlib import Path
 
 from llava_lf.data.convert.validate import printable
@@ -49,24 +51,18 @@ def _side_by_side(cards: list[dict], rows: list[tuple[str, Callable[[dict], str]
     return _table(["", *[card["label"] for card in cards]], [[name, *[get(card) for card in cards]] for name, get in rows])
 
 
+def _top_item(item: dict | None) -> str:
+    return f"{_text(item.get('words', item.get('text', '')) or '(empty)', 48)} ({item['count']:,})" if item else ""
+
+
 def _top_lists(cards: list[dict], key: str, title: str) -> list[str]:
-    lines = [f"**{title}**", ""]
     columns = [card["diversity"][key][:LIST_ROWS] for card in cards]
-    rows = []
-    for position in range(max(map(len, columns), default=0)):
-        row = [str(position + 1)]
-        for column in columns:
-            item = column[position] if position < len(column) else None
-            row.append(f"{_text(item.get('words', item.get('text', '')) or '(empty)', 48)} ({item['count']:,})"
-                       if item else "")
-        rows.append(row)
-    return lines + (_table(["#", *[card["label"] for card in cards]], rows) if rows else ["none"]) + [""]
+    rows = [[str(n), *map(_top_item, row)] for n, row in enumerate(zip_longest(*columns), 1)]
+    return [f"**{title}**", "", *(_table(["#", *[card["label"] for card in cards]], rows) if rows else ["none"]), ""]
 
 
 def _composition(cards: list[dict]) -> list[str]:
-    def c(card):
-        return card["composition"]
-
+    c = itemgetter("composition")
     return ["## Composition", "", *_side_by_side(cards, [
         ("records", lambda d: _int(c(d)["records"])),
         ("with an image", lambda d: _share(c(d)["with_image"], c(d)["records"])),
@@ -103,9 +99,7 @@ def _lengths(cards: list[dict]) -> list[str]:
 
 
 def _diversity(cards: list[dict]) -> list[str]:
-    def d(card):
-        return card["diversity"]
-
+    d = itemgetter("diversity")
     return ["## Diversity", "", *_side_by_side(cards, [
         ("questions (distinct)", lambda c: f"{d(c)['questions']:,} ({d(c)['distinct_questions']:,})"),
         ("answers (distinct)", lambda c: f"{d(c)['answers']:,} ({d(c)['distinct_answers']:,})"),
@@ -118,9 +112,7 @@ def _diversity(cards: list[dict]) -> list[str]:
 
 
 def _images(cards: list[dict]) -> list[str]:
-    def i(card):
-        return card["images"]
-
+    i = itemgetter("images")
     lines = ["## Images", "", *_side_by_side(cards, [
         ("image uses (distinct images)", lambda c: f"{i(c)['uses']:,} ({i(c)['distinct']:,})"),
         ("images used by several records", lambda c: _int(i(c)["used_by_several_records"])),
@@ -148,9 +140,7 @@ def _images(cards: list[dict]) -> list[str]:
 
 
 def _problems(cards: list[dict]) -> list[str]:
-    def p(card):
-        return card["problems"]
-
+    p = itemgetter("problems")
     lines = ["## Problems to fix before training", "", *_side_by_side(cards, [
         ("records `llava-lf convert` would reject", lambda c: _share(p(c)["rejected"], c["composition"]["records"])),
         ("reasons", lambda c: ", ".join(f"{k} {v:,}" for k, v in p(c)["reasons"].items()) or "–"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from llava_lf.common.charts import grouped_bar_chart, pyplot
+from llava_lf.common.charts import grouped_bar_chart, pyplot, save
 
 from .images import RATIO_LABELS
 from .kinds import TYPES
@@ -21,8 +21,7 @@ def _ymax(series: dict[str, list[float]]) -> float:
 
 
 def types_chart(cards: list[dict], out: Path) -> Path:
-    keys = [*TYPES, "unknown"]
-    keys = [key for key in keys if any(card["composition"]["types"].get(key) for card in cards)]
+    keys = [key for key in (*TYPES, "unknown") if any(card["composition"]["types"].get(key) for card in cards)]
     series = {card["label"]: _shares(card["composition"]["types"], keys) for card in cards}
     return grouped_bar_chart(keys, series, out, "LLaVA instruction types", "% of records", ymax=100.0)
 
@@ -67,10 +66,7 @@ def lengths_chart(cards: list[dict], counts: list[dict[int, int]], out: Path, un
     axis.set_title(f"{unit} per record (cumulative)", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save(plt, figure, out)
 
 
 def first_words_chart(cards: list[dict], out: Path, top: int = 10) -> Path:
@@ -89,7 +85,4 @@ def first_words_chart(cards: list[dict], out: Path, top: int = 10) -> Path:
     figure.suptitle("first word of questions", fontsize=10)
     with warnings.catch_warnings():  # a word in a script the default font lacks is drawn as boxes, not an error
         warnings.filterwarnings("ignore", message="Glyph .* missing")
-        figure.tight_layout()
-        figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+        return save(plt, figure, out)
