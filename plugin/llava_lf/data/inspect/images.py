@@ -4,7 +4,6 @@ once per distinct image after the scan."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import duckdb
 
@@ -16,15 +15,9 @@ RATIO_EDGES = (0.5, 0.75, 0.95, 1.05, 1.34, 1.8, 2.5)
 RATIO_LABELS = ("< 0.5", "0.5-0.75", "0.75-0.95", "square", "1.05-1.34", "1.34-1.8", "1.8-2.5", ">= 2.5")
 
 
-@dataclass(frozen=True)
-class Header:
-    width: int
-    height: int
-    format: str
-
-
-def read_header(path: str) -> Header | str:
-    """The image's size and format from its header, or why it cannot be read."""
+def read_header(path: str) -> tuple:
+    """(width, height, ratio bucket, format, None) from the image's header, or (None,) * 4 and why it cannot be
+    read: the rest of its `headers` row."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -32,13 +25,14 @@ def read_header(path: str) -> Header | str:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
-                return Header(width, height, image.format or "unknown")
+                return width, height, ratio_bucket(width, height), image.format or "unknown", None
     except Image.DecompressionBombError as error:
-        return f"over Pillow's decompression-bomb limit ({error})"
+        why = f"over Pillow's decompression-bomb limit ({error})"
     except UnidentifiedImageError:
-        return "not an image format Pillow can read"
+        why = "not an image format Pillow can read"
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        return str(error) or type(error).__name__
+        why = str(error) or type(error).__name__
+    return None, None, None, None, why
 
 
 def ratio_bucket(width: int, height: int) -> str:
@@ -58,10 +52,5 @@ def add_headers(con: duckdb.DuckDBPyConnection) -> None:
         headers = Table(inserts, "headers")
         while rows := files.fetchmany(4096):
             for file, first, written in rows:
-                header = read_header(file)
-                if isinstance(header, str):
-                    headers.add((file, first, written, None, None, None, None, header))
-                else:
-                    headers.add((file, first, written, header.width, header.height,
-                                 ratio_bucket(header.width, header.height), header.format, None))
+                headers.add((file, first, written, *read_header(file)))
         headers.flush()

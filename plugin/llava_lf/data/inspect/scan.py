@@ -42,8 +42,7 @@ def scan_dataset(data: DatasetInput, image_folder: Path | None, options: Inspect
                 uses.extend(range(used, used + len(verdict.files)), verdict.images, verdict.files)
                 used += len(verdict.files)
             if counter is not None and verdict.normalised is not None:
-                fit = counter.count(verdict.normalised.turns, verdict.problems)
-                tables["tokens"].add((fit.tokens, fit.action, fit.pairs_cut))
+                tables["tokens"].add(counter.count(verdict.normalised.turns, verdict.problems))
             if verdict.problems:  # the first is the reason counted, as in the converter's report
                 problem = verdict.problems[0]
                 tables["problems"].add((index, problem.reason, problem.field, problem.message, problem.fix))

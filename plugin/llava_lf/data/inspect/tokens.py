@@ -3,21 +3,11 @@ host's template and tokenizer) and the turn-fitting rule training shares, so the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from llava_lf.data.convert.records import LlavaTurn
 from llava_lf.data.convert.report import Problem
 from llava_lf.data.convert.validate import too_long_problem
-
-
-@dataclass(frozen=True, slots=True)
-class TokenFit:
-    """One record's tokens and what the cutoff does to it."""
-
-    tokens: int
-    action: str | None  # kept / trimmed / dropped; None without a cutoff
-    pairs_cut: int
 
 
 class TokenCounter:
@@ -33,12 +23,13 @@ class TokenCounter:
         self.notes = [f"tokens counted with template {template}{cutoff}; {self._budget.image_tokens} tokens per image",
                       *self._budget.notes[1:]]
 
-    def count(self, turns: list[LlavaTurn], problems: list[Problem]) -> TokenFit:
-        """The record's tokens and fit; the converter's `too_long` problem when its first pair alone is too long."""
+    def count(self, turns: list[LlavaTurn], problems: list[Problem]) -> tuple[int, str | None, int]:
+        """The record's `tokens` row: its tokens, what the cutoff does (kept / trimmed / dropped; None without one)
+        and the pairs it cuts; the converter's `too_long` problem when the first pair alone is too long."""
         lengths = self._budget.pair_lengths(turns)
         if self.cutoff_len is None:
-            return TokenFit(sum(lengths), None, 0)
+            return sum(lengths), None, 0
         fit = self._fit(lengths, self.cutoff_len)
         if fit.action == "dropped":
             problems.append(too_long_problem(lengths[0], self.cutoff_len))
-        return TokenFit(sum(lengths), fit.action, len(lengths) - fit.kept_pairs)
+        return sum(lengths), fit.action, len(lengths) - fit.kept_pairs
