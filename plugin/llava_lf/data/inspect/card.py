@@ -48,7 +48,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _side_by_side(cards: list[dict], rows: list[tuple[str, Callable[[dict], str]]]) -> list[str]:
-    return _table(["", *[card["label"] for card in cards]], [[name, *[get(card) for card in cards]] for name, get in rows])
+    return _table(["", *[card["label"] for card in cards]], [[name, *map(get, cards)] for name, get in rows])
 
 
 def _top_item(item: dict | None) -> str:
@@ -80,22 +80,22 @@ def _lengths(cards: list[dict]) -> list[str]:
     rows = [("words per record (mean / p50 / p90 / max)", lambda d: _stat(d["lengths"]["words_per_record"]))]
     rows += [(f"answer words, {kind}", lambda d, k=kind: _stat(d["lengths"]["answer_words_by_type"].get(k)))
              for kind in kinds]
-    if any(card["lengths"]["tokens"] for card in cards):
+    tokens = _has_tokens(cards)
+    if tokens:
         def t(card):
             return card["lengths"]["tokens"] or {}
 
         rows.append(("tokens per record (mean / p50 / p90 / max)", lambda d: _stat(t(d).get("per_record"))))
         if any(t(card).get("cutoff_len") for card in cards):
             rows += [
-                ("over the cutoff", lambda d: _share(t(d).get("over_cutoff", 0), (t(d).get("per_record") or {}).get("count", 0))),
+                ("over the cutoff",
+                 lambda d: _share(t(d).get("over_cutoff", 0), (t(d).get("per_record") or {}).get("count", 0))),
                 ("trimmed (later pairs cut)", lambda d: _int(t(d).get("trimmed"))),
                 ("dropped (first pair too long)", lambda d: _int(t(d).get("dropped"))),
                 ("turn pairs the cutoff cuts", lambda d: _int(t(d).get("pairs_cut"))),
             ]
-    lines = ["## Lengths", "", *_side_by_side(cards, rows), "", "![words](words.png)", ""]
-    if any(card["lengths"]["tokens"] for card in cards):
-        lines += ["![tokens](tokens.png)", ""]
-    return lines + ["![answer lengths](answer_lengths.png)", ""]
+    return ["## Lengths", "", *_side_by_side(cards, rows), "", "![words](words.png)", "",
+            *(["![tokens](tokens.png)", ""] if tokens else []), "![answer lengths](answer_lengths.png)", ""]
 
 
 def _diversity(cards: list[dict]) -> list[str]:
@@ -151,10 +151,15 @@ def _problems(cards: list[dict]) -> list[str]:
     for card in cards:
         examples = [f"- {row['record']} (line {row['line']}), {row['field']}: {_text(row['message'], 120)}; "
                     f"fix: {row['fix']}" for rows in p(card)["examples"].values() for row in rows]
-        examples += [f"- refusal in {row['record']}: \"{_text(row['answer'], 100)}\"" for row in p(card)["refusal_examples"][:3]]
+        examples += [f"- refusal in {row['record']}: \"{_text(row['answer'], 100)}\""
+                     for row in p(card)["refusal_examples"][:3]]
         if examples:
             lines += [f"**{card['label']}**", "", *examples, ""]
     return lines
+
+
+def _has_tokens(cards: list[dict]) -> bool:
+    return any(card["lengths"]["tokens"] for card in cards)
 
 
 def _has_ratios(cards: list[dict]) -> bool:
@@ -191,15 +196,12 @@ def write_card(card: dict, out: Path) -> list[Path]:
                           errors="backslashreplace")
     written[1].write_text(render_markdown(card), encoding="utf-8", errors="backslashreplace")
     cards = _printable(cards)  # the chart fonts take no lone surrogate either
-    written.append(types_chart(cards, out / "types.png"))
-    written.append(answer_lengths_chart(cards, out / "answer_lengths.png"))
-    words = [{int(k): v for k, v in d["lengths"]["words_per_record_counts"].items()} for d in cards]
-    written.append(lengths_chart(cards, words, out / "words.png", "words"))
-    if any(d["lengths"]["tokens"] for d in cards):
-        tokens = [{int(k): v for k, v in (d["lengths"]["tokens"] or {}).get("per_record_counts", {}).items()}
-                  for d in cards]
-        written.append(lengths_chart(cards, tokens, out / "tokens.png", "tokens",
-                                            cutoff=card["options"].get("cutoff_len")))
+    words = [d["lengths"]["words_per_record_counts"] for d in cards]
+    written += [types_chart(cards, out / "types.png"), answer_lengths_chart(cards, out / "answer_lengths.png"),
+                lengths_chart(cards, words, out / "words.png", "words")]
+    if _has_tokens(cards):
+        tokens = [(d["lengths"]["tokens"] or {}).get("per_record_counts", {}) for d in cards]
+        written.append(lengths_chart(cards, tokens, out / "tokens.png", "tokens", card["options"].get("cutoff_len")))
     written.append(first_words_chart(cards, out / "first_words.png"))
     if _has_ratios(cards):
         written.append(aspect_ratio_chart(cards, out / "aspect_ratios.png"))

@@ -40,9 +40,11 @@ def aspect_ratio_chart(cards: list[dict], out: Path) -> Path:
                              ymax=_ymax(series))
 
 
-def lengths_chart(cards: list[dict], counts: list[dict[int, int]], out: Path, unit: str,
+def lengths_chart(cards: list[dict], counts: list[dict[str, int]], out: Path, unit: str,
                   cutoff: int | None = None) -> Path:
-    """Share of records by length (cumulative), one line per dataset; the cutoff as a vertical line."""
+    """Share of records by length (cumulative), one line per dataset, from card.json's counts (length -> records);
+    the cutoff as a vertical line."""
+    counts = [{int(length): n for length, n in dist.items()} for dist in counts]
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 3.6))
     longest = max((max(dist) for dist in counts if dist), default=1)
