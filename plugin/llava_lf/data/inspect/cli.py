@@ -28,9 +28,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     card = inspect_datasets(datasets, options, args.out)
     written = write_card(card, args.out)
     for data in card["datasets"]:
-        problems = data["problems"]
         print(f"{data['label']}: {data['composition']['records']:,} records, {data['composition']['with_image']:,} "
-              f"with an image, {problems['rejected']:,} the converter would reject, "
+              f"with an image, {data['problems']['rejected']:,} the converter would reject, "
               f"{data['diversity']['exact_duplicate_records']:,} exact duplicates, {data['images']['missing']:,} "
               "missing images")
     print(f"data card: {written[1]} (figures in {written[0].name}, {len(written) - 2} charts)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from dataclasses import dataclass
+from itertools import accumulate
 
 import duckdb
 
@@ -18,18 +19,13 @@ PART_ROWS = 1_000_000  # texts counted at a time
 
 
 def summary(counts: dict[int, int]) -> dict | None:
-    """count, mean, min, p50, p90, p99, max and total of a distribution given as value -> count.
-
-    A quantile q is the smallest value with at least q of the records at or below it.
-    """
+    """count, mean, min, p50, p90, p99, max and total of a distribution given as value -> count; a quantile q is
+    the smallest value with at least q of the records at or below it."""
     count = sum(counts.values())
     if not count:
         return None
     values = sorted(counts)
-    cumulative, running = [], 0
-    for value in values:
-        running += counts[value]
-        cumulative.append(running)
+    cumulative = list(accumulate(counts[value] for value in values))
     total = sum(value * n for value, n in counts.items())
     quantiles = {f"p{round(q * 100)}": values[bisect.bisect_left(cumulative, q * count)] for q in (0.5, 0.9, 0.99)}
     return {"count": count, "mean": round(total / count, 2), "min": values[0], **quantiles, "max": values[-1],
@@ -87,8 +83,7 @@ class DatasetQueries:
         pairs, words = self.counts("pairs"), self.counts("words")
         return {
             "label": label, "path": path,
-            "formats": self.ranked("CASE WHEN converted THEN 'converted' ELSE 'llava' END", where="true",
-                                   order="min(idx)"),
+            "formats": self.ranked("CASE WHEN converted THEN 'converted' ELSE 'llava' END", where="true"),
             "composition": {
                 "records": records, "with_image": with_image, "text_only": read - with_image,
                 "multi_image": multi_image, "sources": self.ranked("source"), "types": self.ranked("type"),

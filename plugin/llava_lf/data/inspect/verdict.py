@@ -23,11 +23,6 @@ class Verdict:
     converted: bool  # a line of a dataset `llava-lf convert` wrote
 
 
-def _is_converted(record: object) -> bool:
-    """A line of a dataset `llava-lf convert` wrote: an `images` list and no `image`."""
-    return type(record) is dict and "images" in record and "image" not in record
-
-
 def _as_source(record: dict) -> dict:
     """A converted line as the LLaVA record it came from (`images` -> `image`)."""
     record = {key: value for key, value in record.items() if key != "images"} | {"image": record["images"]}
@@ -46,9 +41,10 @@ class ConverterChecks:
 
     def check(self, record: object, index: int) -> Verdict:
         problems: list[Problem] = []
-        converted = _is_converted(record)
-        if converted:  # the converter's own output, read back with its validator; paths from the dataset's folder,
-            # the host's default `media_dir`
+        # A line of a dataset `llava-lf convert` wrote (an `images` list, no `image`): read back with the converter's
+        # validator, its paths from the dataset's folder (the host's default `media_dir`).
+        converted = type(record) is dict and "images" in record and "image" not in record
+        if converted:
             record = _as_source(record)
         rid = record_id(record, problems)
         images = record_images(record, problems)
