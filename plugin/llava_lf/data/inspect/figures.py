@@ -47,10 +47,6 @@ def opening_sql(column: str) -> str:
     return f"regexp_extract({column}, '^[^{_SPACE}]*(?:[{_SPACE}]+[^{_SPACE}]+)?')"
 
 
-def refuses(answer: str) -> bool:
-    return _REFUSAL.search(answer) is not None
-
-
 def is_non_latin(text: str) -> bool:
     """More than NON_LATIN_SHARE of the characters outside ASCII."""
     if text.isascii():
@@ -84,7 +80,7 @@ def record_figures(record: object, images: list[str], rule: TypeRule) -> RecordF
         for position in compress(range(len(values)), map(contains, values, repeat(IMAGE_PLACEHOLDER))):
             words += len(values[position].replace(IMAGE_PLACEHOLDER, " ").split()) - counts[position]
     questions = list(map(str.strip, asked))
-    refused = [answer for answer in answers if refuses(answer)] if _may_refuse(answers) else []
+    refused = [answer for answer in answers if _REFUSAL.search(answer)] if _may_refuse(answers) else []
     kind, told_by = record_type(record, len(questions), questions[0] if questions else "", rule)
     return RecordFigures(
         record_source(record, images), kind, told_by, len(questions), words, questions, answers, answer_words,
