@@ -215,6 +215,7 @@ def test_a_question_without_ground_truth_is_named(tmp_path, capsys):
     assert "existence/000000061418.jpg" in error and "kite" in error
 
 
+@pytest.mark.host  # predict loads the host's template
 def test_predict_answers_repeated_ids_and_resumes(tmp_path, tiny_llava):
     tree = _write_tree(tmp_path)
     out = tmp_path / "answers.jsonl"
