@@ -197,7 +197,7 @@ def _write_report(summary: ReportSummary, samples: list[dict[str, Any]]) -> None
     head = {"summary": {"cutoff_len": summary.cutoff_len, "template": summary.template,
                         "trimmed": summary.counts.get("trimmed", 0), "dropped": summary.counts.get("dropped", 0)}}
     partial = path.with_name(path.name + ".partial")
-    # Readable UTF-8; a lone surrogate is written as its JSON escape (backslashreplace gives `\udXXX`).
+    # Readable UTF-8; a lone surrogate is written as its JSON escape (backslashreplace gives e.g. `\udc80`).
     partial.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in [head, *samples]),
                        encoding="utf-8", errors="backslashreplace")
     os.replace(partial, path)

@@ -17,7 +17,7 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "pope",
     "mme",
     "mmbench",
-    "scienceqa",
+    "scienceqa_task",
     "seed",
     "shapes",
 )
