@@ -2,8 +2,11 @@
 # Each creates .venv (Python >= 3.11) when missing and installs the project with its extras.
 #
 # `make test` is the host matrix: the whole suite on the release host (.venv: llamafactory from the package index),
-# then the host-facing tests (marker `host`) on the host's main branch (.venv-main: the wheel in HOST_MAIN_DIR
-# installed first, then the project, which must keep that host and its transformers).
+# then the host-facing tests (marker `host`) on the host's main branch (.venv-main: the host's main installed first,
+# then the project, which must keep that host and its transformers). The host's main comes from a wheel when one is
+# given (HOST_MAIN_WHEEL=<file> or HOST_MAIN_DIR=<folder>) or lies in ../shared/hosts, else from the public
+# repository at a fixed commit (HOST_MAIN_GIT, pip's git URL form; needs git and the git host). `make host-main`
+# prints which one a run would use.
 # Everyday loop: `make test-fast` (tests not marked `slow`, i.e. none over ~5 s; release host; 1.5 min on 2 cores),
 # `make test-main` (host-facing tests on main). `make test` also makes transformers-4.57 (the hub test's folder).
 
@@ -16,9 +19,35 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The host's main branch, built as a wheel (no git host reachable); see ../shared/hosts/README.md.
+# The host's main branch: a wheel (built with `pip wheel --no-deps`, for machines that reach no git host; see
+# ../shared/hosts/README.md) or the public repository at the commit that wheel was built from.
 HOST_MAIN_DIR ?= ../shared/hosts
 HOST_MAIN_WHEEL ?= $(lastword $(sort $(wildcard $(HOST_MAIN_DIR)/llamafactory-*.whl)))
+HOST_MAIN_COMMIT ?= ff6d4d12eeb035d6ce06805a5733dd7b29f2ac30
+HOST_MAIN_GIT ?= git+https://github.com/hiyouga/LLaMA-Factory@$(HOST_MAIN_COMMIT)
+# Which one: a wheel named on the command line (or in the environment); else a git URL named there; else the wheel
+# found in HOST_MAIN_DIR; else the git URL.
+given = $(filter command environment,$(firstword $(origin $(1))))
+ifneq ($(call given,HOST_MAIN_WHEEL)$(call given,HOST_MAIN_DIR),)
+HOST_MAIN := $(HOST_MAIN_WHEEL)
+else ifneq ($(call given,HOST_MAIN_GIT),)
+HOST_MAIN := $(HOST_MAIN_GIT)
+else
+HOST_MAIN := $(or $(HOST_MAIN_WHEEL),$(HOST_MAIN_GIT))
+endif
+HOST_MAIN_IS_GIT := $(filter git+%,$(HOST_MAIN))
+# What the venv was made from: a wheel's absolute path, or the git URL.
+HOST_MAIN_ID := $(if $(HOST_MAIN_IS_GIT),$(HOST_MAIN),$(abspath $(HOST_MAIN)))
+HOST_MAIN_WAYS := give a wheel (HOST_MAIN_WHEEL=<file> or HOST_MAIN_DIR=<folder>; ../shared/hosts/README.md) or a \
+	reachable git URL (HOST_MAIN_GIT=git+https://github.com/hiyouga/LLaMA-Factory@<commit>)
+# One line when the chosen source cannot be had, never a silently skipped half of the matrix. A git URL is checked by
+# listing the repository (the URL without `git+` and without its last `@<commit>`).
+NEED_HOST_MAIN := $(if $(HOST_MAIN_IS_GIT), \
+	url='$(patsubst git+%,%,$(HOST_MAIN))'; url="$${url%@*}"; \
+	GIT_TERMINAL_PROMPT=0 timeout 60 git ls-remote -q "$$url" >/dev/null 2>&1 || { echo "No host main: cannot reach" \
+	"$(HOST_MAIN) (git ls-remote); $(HOST_MAIN_WAYS)."; exit 1; }, \
+	test -n "$(HOST_MAIN)" && test -f "$(HOST_MAIN)" || { echo "No host main: no llamafactory-*.whl at" \
+	"$(or $(HOST_MAIN),$(HOST_MAIN_DIR)); $(HOST_MAIN_WAYS)."; exit 1; })
 MAIN_VENV := .venv-main
 MAIN_BIN := $(MAIN_VENV)/bin
 MAIN_STAMP := $(MAIN_VENV)/.installed
@@ -64,12 +93,11 @@ MAIN_DESELECT := \
 	--deselect tests/test_training_deepspeed.py::test_zero2_stage1_trains_only_the_projector
 
 PYTEST_MAIN := $(MAIN_BIN)/python -m pytest -m host $(MAIN_DESELECT)
-# No wheel is an error, never a silently skipped half of the matrix.
-NEED_HOST_MAIN_WHEEL := test -n "$(HOST_MAIN_WHEEL)" && test -f "$(HOST_MAIN_WHEEL)" || { echo "No host main wheel:" \
-	"no llamafactory-*.whl in $(HOST_MAIN_DIR) (see ../shared/hosts/README.md). The host matrix needs one; set" \
-	"HOST_MAIN_DIR=<folder> or HOST_MAIN_WHEEL=<file>."; exit 1; }
+# The venv is made again when the host's main changes (another wheel or URL, or a newer wheel).
+MAIN_STAMP_STALE := $(if $(filter-out $(HOST_MAIN_ID),$(shell cat $(MAIN_STAMP) 2>/dev/null)),host-main-changed)
 
-.PHONY: demo test test-fast test-release test-main lint install install-main transformers-4.57 audit-host clean-demo
+.PHONY: demo test test-fast test-release test-main lint install install-main host-main host-main-changed \
+	transformers-4.57 audit-host clean-demo
 
 install: $(STAMP)
 
@@ -82,23 +110,31 @@ $(STAMP): pyproject.toml
 	@echo "$(VENV) (release host): $$($(BIN)/python $(VERSIONS))"
 	touch $(STAMP)
 
-# A fresh venv (made again when the wheel changes): the host's main from its wheel with the host's own pins,
-# then the project, which must leave that host and its transformers as they were.
-$(MAIN_STAMP): pyproject.toml $(HOST_MAIN_WHEEL)
+# Prints the host's main a run would use (wheel or git URL), after checking it can be had.
+host-main:
+	@$(NEED_HOST_MAIN)
+	@echo "$(if $(HOST_MAIN_IS_GIT),git,wheel) $(HOST_MAIN)"
+
+# A fresh venv (made again when the host's main changes): the host's main with the host's own pins, then the
+# project, which must leave that host and its transformers as they were.
+$(MAIN_STAMP): pyproject.toml $(if $(HOST_MAIN_IS_GIT),,$(wildcard $(HOST_MAIN))) $(MAIN_STAMP_STALE)
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 not found; run: make PYTHON=/path/to/python3.11 ..."; exit 1; }
-	@$(NEED_HOST_MAIN_WHEEL)
-	@if test -f $(MAIN_STAMP) && { ! grep -qxF "$(abspath $(HOST_MAIN_WHEEL))" $(MAIN_STAMP) \
-		|| test "$(HOST_MAIN_WHEEL)" -nt $(MAIN_STAMP); }; then echo "new host main wheel: remaking $(MAIN_VENV)"; \
-		rm -rf $(MAIN_VENV); fi
+	@$(NEED_HOST_MAIN)
+	@if test -f $(MAIN_STAMP) && { ! grep -qxF "$(HOST_MAIN_ID)" $(MAIN_STAMP) \
+		|| { test -z "$(HOST_MAIN_IS_GIT)" && test "$(HOST_MAIN)" -nt $(MAIN_STAMP); }; }; then \
+		echo "new host main: remaking $(MAIN_VENV)"; rm -rf $(MAIN_VENV); fi
 	test -x $(MAIN_BIN)/python || $(PYTHON) -m venv $(MAIN_VENV)
-	$(MAIN_BIN)/python -m pip install $(PIP_FLAGS) "$(HOST_MAIN_WHEEL)" $(PIP_FILTER)
+	$(MAIN_BIN)/python -m pip install $(PIP_FLAGS) "$(HOST_MAIN)" $(PIP_FILTER)
 	$(MAIN_BIN)/python $(VERSIONS) > $(MAIN_VENV)/.host-versions
 	$(MAIN_BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]' $(PIP_FILTER)
 	@kept="$$(cat $(MAIN_VENV)/.host-versions)"; now="$$($(MAIN_BIN)/python $(VERSIONS))"; \
 	if test "$$kept" != "$$now"; then echo "$(MAIN_VENV): installing the project replaced the host: $$kept ->" \
 		"$$now; check pyproject.toml's dependencies against the host's pins"; exit 1; fi; \
-	echo "$(MAIN_VENV) (host main, $(notdir $(HOST_MAIN_WHEEL))): $$now (kept after installing the project)"
-	echo "$(abspath $(HOST_MAIN_WHEEL))" > $(MAIN_STAMP)
+	echo "$(MAIN_VENV) (host main, $(if $(HOST_MAIN_IS_GIT),$(HOST_MAIN),$(notdir $(HOST_MAIN)))): $$now" \
+		"(kept after installing the project)"
+	echo "$(HOST_MAIN_ID)" > $(MAIN_STAMP)
+
+host-main-changed:
 
 transformers-4.57: $(TF457_STAMP)
 
@@ -118,7 +154,6 @@ lint: $(STAMP)
 # Lint, the whole suite on the release host, then the host-facing tests on the host's main branch. Both suites
 # run even when the first fails, so one CI run shows both; the exit status is a failure if either failed.
 test: lint $(MAIN_STAMP) $(TF457_STAMP)
-	@$(NEED_HOST_MAIN_WHEEL)
 	@status=0; \
 	echo "== whole suite, release host: $$($(BIN)/python $(VERSIONS))"; \
 	$(BIN)/python -m pytest || status=1; \
@@ -133,7 +168,6 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 test-main: $(MAIN_STAMP)
-	@$(NEED_HOST_MAIN_WHEEL)
 	$(PYTEST_MAIN)
 
 # Runs the files not marked `host` with a `llamafactory` that cannot be imported: each failure is a test that
