@@ -94,8 +94,8 @@ def measure(model: Path, questions_file: Path, image_folder: Path, questions: in
             max_new_tokens: int, repeats: int = 1) -> SpeedResult:
     import torch
 
-    from llava_lf.evaluation.benchmarks.shapes import demo_requests, load_questions
     from llava_lf.evaluation.predict import Predictor
+    from llava_lf.evaluation.tasks.demo import demo_requests, load_questions
 
     requests = demo_requests(load_questions(questions_file), image_folder)[:questions]
     if len(requests) < questions:

@@ -10,7 +10,7 @@ from conftest import REPO
 from PIL import Image
 
 from llava_lf.demo.shapes import make_scenes, questions
-from llava_lf.evaluation.benchmarks.shapes import ANSWER_SPACE, QUESTION_TYPES, normalise_answer, question_ids, score
+from llava_lf.evaluation.tasks.demo import ANSWER_SPACE, QUESTION_TYPES, normalise_answer, question_ids, score
 
 pytestmark = pytest.mark.host
 

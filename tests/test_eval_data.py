@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llava_lf.evaluation.benchmarks import llava_bench, pope, scienceqa
+from llava_lf.evaluation.tasks import llava_bench, pope
+from llava_lf.evaluation.tasks.scienceqa import scienceqa
 
 SUBJECTS = ("natural science", "social science", "language science")
 

@@ -174,7 +174,7 @@ def test_answers_to_unknown_questions_and_bad_annotations_are_named(tmp_path, ca
 
 
 def test_steps_and_words_follow_eval_py(tmp_path):
-    from llava_lf.evaluation.benchmarks.gqa import load_annotations
+    from llava_lf.evaluation.tasks.gqa import load_annotations
 
     record = _gqa_record("What is on the  table?", "cup", "query", "rel", "thing",
                          ops=(("select", "table"), ("relate", "_,on,s"), ("exist", "?"), ("query", "name"),

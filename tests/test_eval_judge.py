@@ -18,8 +18,8 @@ from test_eval_data import run_cli, write_llava_bench, write_predictions
 from llava_lf.common.openai_client import ClientConfig, OpenAIClient
 from llava_lf.common.openai_client import ClientError as JudgeError
 from llava_lf.common.openai_client import parse_retry_after as retry_after_seconds
-from llava_lf.evaluation.benchmarks import llava_bench
 from llava_lf.evaluation.judge import JudgeClient, JudgeConfig
+from llava_lf.evaluation.tasks import llava_bench
 
 pytestmark = pytest.mark.timeout(60)
 

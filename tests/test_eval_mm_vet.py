@@ -13,9 +13,9 @@ import pytest
 from helpers.fake_openai import FakeOpenAI, Reply, ok
 from test_eval_data import run_cli, tiny_image
 
-from llava_lf.evaluation.benchmarks import mm_vet_grader
 from llava_lf.evaluation.judge import JudgeClient, JudgeConfig
 from llava_lf.evaluation.tasks import TASKS
+from llava_lf.evaluation.tasks.mm_vet import mm_vet_grader
 
 pytestmark = [pytest.mark.host, pytest.mark.timeout(120)]
 

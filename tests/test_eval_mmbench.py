@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from test_eval_data import run_cli
 
-from llava_lf.evaluation.benchmarks.mmbench_circular import infer_letter
-from llava_lf.evaluation.benchmarks.mmbench_data import decode_images, load_rows, prediction_requests
 from llava_lf.evaluation.tasks import TASKS
+from llava_lf.evaluation.tasks.mmbench.mmbench_circular import infer_letter
+from llava_lf.evaluation.tasks.mmbench.mmbench_data import decode_images, load_rows, prediction_requests
 
 pytestmark = pytest.mark.host  # the predict test runs the tiny model through the host's template
 

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from llava_lf.cli import run
-from llava_lf.evaluation.benchmarks.mme import read_yes_no
 from llava_lf.evaluation.tasks import TASKS
+from llava_lf.evaluation.tasks.mme.mme import read_yes_no
 
 SHORT = "Answer the question using a single word or phrase."
 YES_NO = "Please answer yes or no."

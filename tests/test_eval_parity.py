@@ -15,8 +15,9 @@ import pytest
 from helpers.fake_openai import FakeOpenAI, ok
 from test_eval_data import run_cli, scienceqa_problem, write_scienceqa
 
-from llava_lf.evaluation.benchmarks import llava_bench, scienceqa_judge
-from llava_lf.evaluation.benchmarks.llava_bench import Judgement
+from llava_lf.evaluation.tasks import llava_bench
+from llava_lf.evaluation.tasks.llava_bench import Judgement
+from llava_lf.evaluation.tasks.scienceqa import scienceqa_judge
 
 # ScienceQA -----------------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ import pytest
 from conftest import BIN
 from test_eval_data import many_scienceqa_problems, run_cli, write_pope, write_predictions, write_scienceqa
 
-from llava_lf.evaluation.benchmarks.shapes import demo_requests, evaluate_demo, load_questions, score_demo
 from llava_lf.evaluation.predict import GenerationSettings, PredictionRequest, Predictor, model_id, question_hash
 from llava_lf.evaluation.prediction_file import (
     PredictionFileError,
@@ -21,6 +20,7 @@ from llava_lf.evaluation.prediction_file import (
     read_predictions,
     run_predictions,
 )
+from llava_lf.evaluation.tasks.demo import demo_requests, evaluate_demo, load_questions, score_demo
 
 pytestmark = pytest.mark.host
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_eval_data import run_cli, tiny_image
 
-from llava_lf.evaluation.benchmarks.scienceqa_cqma import cqma_requests, load_cqma
 from llava_lf.evaluation.tasks import TASKS
+from llava_lf.evaluation.tasks.scienceqa.scienceqa_cqma import cqma_requests, load_cqma
 
 pytestmark = pytest.mark.host  # the predict test runs the tiny model through the host's template
 

@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 from test_eval_data import run_cli, scienceqa_problem, write_pope, write_predictions, write_scienceqa
 
-from llava_lf.evaluation.benchmarks import llava_bench, scienceqa, shapes
-from llava_lf.evaluation.benchmarks.llava_bench import Judgement
+from llava_lf.evaluation.tasks import demo as shapes
+from llava_lf.evaluation.tasks import llava_bench
+from llava_lf.evaluation.tasks.llava_bench import Judgement
+from llava_lf.evaluation.tasks.scienceqa import scienceqa
 
 
 @pytest.mark.parametrize(("answer", "letter", "rule"), [

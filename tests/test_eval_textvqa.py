@@ -10,7 +10,7 @@ import pytest
 from test_eval_data import run_cli, tiny_image
 from test_eval_vqa_answers import m4c_reference
 
-from llava_lf.evaluation.benchmarks.textvqa import question_in_prompt
+from llava_lf.evaluation.tasks.vqa.textvqa import question_in_prompt
 
 SUFFIX = "Answer the question using a single word or phrase."
 

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from llava_lf.errors import LlavaLfError
-from llava_lf.evaluation.benchmarks.vqa_answers import (
+from llava_lf.evaluation.tasks.vqa.vqa_answers import (
     CONTRACTIONS,
     normalize_answer,
     processing_counts,

@@ -16,7 +16,7 @@ from llava_lf.assembly import AssemblySpec, assemble
 from llava_lf.data.convert import convert_file
 from llava_lf.data.convert.convert import update_dataset_info
 from llava_lf.data.inspect import write_data_card
-from llava_lf.evaluation.benchmarks.shapes import TypeScore, load_questions
+from llava_lf.evaluation.tasks.demo import TypeScore, load_questions
 
 from .dataset import DemoData, write_demo_data
 from .host_cli import run_host
@@ -84,7 +84,7 @@ def prepare_datasets(data: DemoData, layout: DemoLayout) -> None:
 
 def evaluate(model_dir: Path, data: DemoData, predictions: Path, label: str) -> dict[str, TypeScore]:
     """The held-out questions through `llava-lf eval demo`'s machinery (answers kept in `predictions`)."""
-    from llava_lf.evaluation.benchmarks.shapes import evaluate_demo
+    from llava_lf.evaluation.tasks.demo import evaluate_demo
 
     return evaluate_demo(model_dir, data.test_questions, data.image_dir, predictions, label=label,
                          max_new_tokens=8, fresh=True)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from llava_lf.common import charts
-from llava_lf.evaluation.benchmarks.shapes import TypeScore
+from llava_lf.evaluation.tasks.demo import TypeScore
 
 
 def accuracy_table(before: dict[str, TypeScore], after: dict[str, TypeScore]) -> str:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from llava_lf.evaluation.benchmarks.shapes import COLOR_NAMES, COUNT_WORDS, KINDS, POSITIONS, QuestionType
+from llava_lf.evaluation.tasks.demo import COLOR_NAMES, COUNT_WORDS, KINDS, POSITIONS, QuestionType
 
-# The names are the benchmark's answer space (evaluation.benchmarks.shapes); the RGB values are ours to draw.
+# The names are the benchmark's answer space (evaluation.tasks.demo); the RGB values are ours to draw.
 COLORS: dict[str, tuple[int, int, int]] = dict(zip(COLOR_NAMES, (
     (220, 40, 40), (40, 170, 60), (40, 80, 220), (235, 200, 30), (140, 60, 180), (245, 130, 20))))
 GRID = 3

@@ -7,8 +7,7 @@ import argparse
 from pathlib import Path
 
 from . import phases
-from .task import Task
-from .tasks import TASKS
+from .tasks import TASKS, Task
 
 
 def _run_predict(task: Task, args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .report import WrittenReport, write_report
-from .task import Task
+from .tasks import Task
 
 if TYPE_CHECKING:
     from .predict import Predictor

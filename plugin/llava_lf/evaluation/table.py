@@ -16,8 +16,7 @@ from . import phases, published
 from .predict import Predictor
 from .report import markdown_table
 from .table_config import TableConfig, option_argv
-from .task import Task
-from .tasks import TASKS
+from .tasks import TASKS, Task
 
 # Where each server-scored column's upload goes.
 SERVERS = {

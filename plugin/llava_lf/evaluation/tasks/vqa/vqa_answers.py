@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
-from llava_lf.evaluation.report import listing
-
-from ..report import markdown_table
+from llava_lf.evaluation.report import listing, markdown_table
 
 # MMF's table, entry for entry, its oddities kept: keys with capitals ("Im", "Ive") never match because the
 # text is lower-cased first, "let's"/"she's" map to themselves, and "somebody'd" maps to "somebodyd".

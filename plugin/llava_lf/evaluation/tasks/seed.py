@@ -14,7 +14,7 @@ from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import PredictionRecord, records_for
 from llava_lf.evaluation.questions import loader_requests, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
-from llava_lf.evaluation.task import TableColumn, Task
+from llava_lf.evaluation.tasks import TableColumn, Task
 
 UPLOAD_FILE = "seed_upload.jsonl"
 

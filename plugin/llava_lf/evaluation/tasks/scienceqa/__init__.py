@@ -1,5 +1,6 @@
-"""`llava-lf eval scienceqa {predict,score}`: LLaVA-1.5's question file (`scienceqa_cqma`) or LLaVA v1's
-problems.json (`scienceqa`), scored by the published rules, optionally with a judge (`scienceqa_judge`)."""
+"""ScienceQA, `llava-lf eval scienceqa {predict,score}`: this package's command ties its parts together, so no part
+imports another back: the published rules (`scienceqa`), LLaVA-1.5's question file (`scienceqa_cqma`) and the
+optional judge (`scienceqa_judge`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from llava_lf.evaluation.judge import add_judge_arguments, judge_client, write_r
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, notes
-from llava_lf.evaluation.task import TableColumn, Task
+from llava_lf.evaluation.tasks import TableColumn, Task
 
 from .scienceqa import GROUP_NAMES, Problem, load_problems, prediction_requests, score
 from .scienceqa_cqma import cqma_requests, load_cqma

@@ -14,7 +14,7 @@ from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import by_id_and_prompt, read_predictions, records_for
 from llava_lf.evaluation.questions import loader_requests, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
-from llava_lf.evaluation.task import TableColumn, Task
+from llava_lf.evaluation.tasks import TableColumn, Task
 
 from .mme_ground_truth import MmeQuestion, eval_tool_line, match_ground_truth, one_line
 

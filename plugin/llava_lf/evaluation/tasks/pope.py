@@ -25,7 +25,7 @@ from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for
 from llava_lf.evaluation.report import Report, Row, comparison_table, grouped_bar_chart, listing, markdown_table
-from llava_lf.evaluation.task import TableColumn, Task
+from llava_lf.evaluation.tasks import TableColumn, Task
 
 # LLaVA-1.5's instruction for short answers.
 SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."

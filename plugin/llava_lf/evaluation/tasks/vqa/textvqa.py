@@ -13,12 +13,12 @@ from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
+from llava_lf.evaluation.predict import PredictionRequest
+from llava_lf.evaluation.prediction_file import answers_for, by_id_and_prompt
+from llava_lf.evaluation.questions import LlavaQuestion, loader_requests, question_key, read_question_file
+from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table
+from llava_lf.evaluation.tasks import TableColumn, Task
 
-from ..predict import PredictionRequest
-from ..prediction_file import answers_for, by_id_and_prompt
-from ..questions import LlavaQuestion, loader_requests, question_key, read_question_file
-from ..report import Report, Row, bar_chart, comparison_table, listing, markdown_table
-from ..task import TableColumn, Task
 from .vqa_answers import SOFT_SCORE_ANSWERS, normalize_answer, soft_scores
 
 QUESTION_FILE = "llava_textvqa_val_v051_ocr.jsonl"

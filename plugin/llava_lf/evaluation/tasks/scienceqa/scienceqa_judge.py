@@ -16,7 +16,8 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from llava_lf.evaluation.benchmarks.scienceqa import (
+from llava_lf.evaluation.judge import JudgeClient
+from llava_lf.evaluation.tasks.scienceqa.scienceqa import (
     ANSWER_IS,
     OPTIONS,
     Extraction,
@@ -25,7 +26,6 @@ from llava_lf.evaluation.benchmarks.scienceqa import (
     choice_index,
     extract_letter,
 )
-from llava_lf.evaluation.judge import JudgeClient
 
 SYSTEM_PROMPT = "You are a careful teacher who answers multiple-choice science questions."
 ANSWER_INSTRUCTION = (

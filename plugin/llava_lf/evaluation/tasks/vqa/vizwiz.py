@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
+from llava_lf.evaluation.predict import PredictionRequest
+from llava_lf.evaluation.questions import LlavaQuestion, loader_requests, read_question_file
+from llava_lf.evaluation.report import Report, listing, markdown_table
+from llava_lf.evaluation.tasks import TableColumn, Task
 
-from ..predict import PredictionRequest
-from ..questions import LlavaQuestion, loader_requests, read_question_file
-from ..report import Report, listing, markdown_table
-from ..task import TableColumn, Task
 from .vqa_answers import (
     LatestAnswers,
     ProcessingCounts,

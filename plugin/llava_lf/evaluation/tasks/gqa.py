@@ -15,7 +15,7 @@ from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import PredictionRecord, read_predictions, records_for
 from llava_lf.evaluation.questions import loader_requests, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
-from llava_lf.evaluation.task import TableColumn, Task
+from llava_lf.evaluation.tasks import TableColumn, Task
 
 # GQA's eval.py leaves these steps out of a question's reasoning length (the final "query" step).
 _NOT_A_STEP = ("exist", "query: name", "choose name")

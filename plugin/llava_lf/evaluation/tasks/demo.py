@@ -1,4 +1,4 @@
-"""The shapes benchmark (the demo's held-out questions): its answer space, its scoring, and its run through the
+"""`llava-lf eval demo`: the demo's benchmark, held-out questions about drawn shapes. Its answer space, its scoring, and its run through the
 shared machinery (resumable predictions, then scoring).
 
 Questions are the JSONL the demo writes (`{"qtype", "question", "answer", "image", ...}` per line). The
@@ -22,7 +22,7 @@ from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import GenerationSettings, PredictionRequest, Predictor, model_id
 from llava_lf.evaluation.prediction_file import PredictRunSummary, answers_for, run_predictions
 from llava_lf.evaluation.report import Report, Row, bar_chart, listing, markdown_table
-from llava_lf.evaluation.task import Task
+from llava_lf.evaluation.tasks import Task
 
 COLOR_NAMES = ("red", "green", "blue", "yellow", "purple", "orange")
 KINDS = ("circle", "square", "triangle", "cross")

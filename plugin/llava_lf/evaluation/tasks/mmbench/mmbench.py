@@ -12,7 +12,7 @@ from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import PredictionFileError, PredictionRecord, read_predictions
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table
-from llava_lf.evaluation.task import TableColumn, Task
+from llava_lf.evaluation.tasks import TableColumn, Task
 
 from .mmbench_circular import CircularResult, CircularRow, circular_score
 from .mmbench_data import MMBenchRow, decode_images, load_rows, prediction_requests, prompt_text, read_table, rows_of

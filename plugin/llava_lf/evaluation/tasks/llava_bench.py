@@ -23,7 +23,7 @@ from llava_lf.evaluation.judge import JudgeClient, add_judge_arguments, judge_cl
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
-from llava_lf.evaluation.task import TableColumn, Task
+from llava_lf.evaluation.tasks import TableColumn, Task
 
 CATEGORIES = ("conv", "detail", "complex")
 CATEGORY_NAMES = {"conv": "conversation", "detail": "detail description", "complex": "complex reasoning",

@@ -1,4 +1,4 @@
-"""ScienceQA: the LLaVA prompt, the published answer extraction, grouped accuracy (the command is `scienceqa_task`).
+"""ScienceQA: the LLaVA prompt, the published answer extraction, grouped accuracy (the command is this package's).
 
 Two question files. LLaVA-1.5's `llava_test_CQM-A.json` (`--questions`, read in `scienceqa_cqma`) holds
 each prompt as LLaVA-1.5 asks it. ScienceQA's own `problems.json` with `pid_splits.json` (`--data`, images

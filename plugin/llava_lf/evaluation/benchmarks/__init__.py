@@ -1,1 +1,0 @@
-"""One module per benchmark: its files, its prompts and the published scoring rules."""

@@ -1,0 +1,1 @@
+"""MMBench and MMBench-CN: the command (`mmbench`), the TSV (`mmbench_data`), the circular estimate, the upload."""
