@@ -40,7 +40,7 @@ def load_table_config(path: Path, out_dir: Path | None = None) -> TableConfig:
 
     if not path.is_file():
         raise LlavaLfError(f"no table YAML at {path}; `llava-lf recipes copy DIR` writes an example "
-                           "(DIR/eval_table.yaml), docs/eval.md describes its keys")
+                           "(DIR/eval/llava1_5_table.yaml), docs/eval.md describes its keys")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
