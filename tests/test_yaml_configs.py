@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import REPO
+from helpers.documented_commands import header_commands
 
 import yaml
 
@@ -90,19 +90,6 @@ def _missing_header_fields(header: str) -> list[str]:
     return [field for field in HEADER_FIELDS if not re.search(rf"^#\s+{field}\b", header, re.MULTILINE)]
 
 
-def _header_commands(path: Path) -> list[list[str]]:
-    """Every `llamafactory-cli ...` command the YAML's header spells out, as its argv from `llamafactory-cli` on
-    (continued lines joined, environment variables before it and a trailing `# comment` left out)."""
-    lines = path.read_text().splitlines()
-    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
-    commands = []
-    for line in "\n".join(line.removeprefix("#") for line in header).replace("\\\n", " ").splitlines():
-        if "llamafactory-cli " in line:
-            words = shlex.split(line, comments=True)
-            commands.append(words[words.index("llamafactory-cli"):])
-    return commands
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("path", RECIPE_YAMLS, ids=_ids(RECIPE_YAMLS))
 def test_header_commands_parse_with_the_host_parser(path, tiny_llava, tmp_path, monkeypatch):
@@ -112,12 +99,13 @@ def test_header_commands_parse_with_the_host_parser(path, tiny_llava, tmp_path, 
 
     monkeypatch.delenv("ALLOW_EXTRA_ARGS", raising=False)
     monkeypatch.chdir(REPO)  # the commands are written to run from the project's root
-    commands = _header_commands(path)
+    commands = header_commands(path)
     assert len(commands) >= 2, f"{path.name}: the header needs a Command and an Override example: {commands}"
-    for _, verb, config_path, *overrides in commands:
-        command = " ".join([verb, config_path, *overrides])
+    for documented in commands:
+        verb, config_path, *overrides = documented.argv[1:]
+        command = " ".join(documented.argv[1:])
         assert config_path == f"yaml/{path.name}", f"{path.name}: the header's command runs {config_path}"
-        assert all(re.fullmatch(r"[a-z_0-9]+=\S+", word) for word in overrides), (path.name, command)
+        assert not documented.unrunnable, (str(documented), documented.unrunnable)
         monkeypatch.setattr(sys, "argv", ["llamafactory-cli", config_path, *overrides])  # as the CLI hands it on
         config = read_args()
         kind = "train" if config.get("do_train") else "export" if "export_dir" in config else "chat"
