@@ -122,13 +122,19 @@ def test_api_answers_a_stray_image_placeholder_with_400(api, pictures, host_answ
     client = OpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=120)
     picture = pictures[0]
     image_url = {"url": "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode()}
-    for content in (f"<image> {QUESTION}",  # no image at all
-                    [{"type": "image_url", "image_url": image_url}, {"type": "text", "text": f"<image> {QUESTION}"}]):
+    # What the user typed is counted, not the placeholder the host's API writes for each image part.
+    for content, counted in ((f"<image> {QUESTION}", "1 typed <image> beside no image part"),
+                             ([{"type": "image_url", "image_url": image_url},
+                               {"type": "text", "text": f"<image> {QUESTION}"}], "1 typed <image> beside 1 image part"),
+                             ([{"type": "image_url", "image_url": image_url}, {"type": "image_url", "image_url": image_url},
+                               {"type": "text", "text": f"<image><image> {QUESTION}"}],
+                              "2 typed <image> beside 2 image parts")):
         with pytest.raises(BadRequestError) as refused:
             client.chat.completions.create(model="llava", temperature=0, max_tokens=MAX_NEW_TOKENS,
                                            messages=[{"role": "user", "content": content}])
         assert refused.value.status_code == 400
         detail = refused.value.response.json()["detail"]  # FastAPI's error body
+        assert f"the text holds {counted}" in detail, detail
         assert "do not type it" in detail and "image_url" in detail, detail
     reply = client.chat.completions.create(  # the server still answers a well-formed request
         model="llava", temperature=0, max_tokens=MAX_NEW_TOKENS,

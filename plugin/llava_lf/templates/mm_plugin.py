@@ -112,17 +112,23 @@ def _placeholders_for_chat(messages: list[dict[str, str]], n_images: int) -> lis
     found = sum(message["content"].count(IMAGE_PLACEHOLDER) for message in messages)
     if found == n_images:
         return messages
-    problem = placeholder_problem(found, n_images)
     if API_MODULE in sys.modules:  # `llamafactory-cli api`: FastAPI answers an HTTPException with its status
         from fastapi import HTTPException
 
-        raise HTTPException(status_code=400, detail=problem)
+        # The API writes one placeholder per image part itself (its only way to give images): the user typed the rest.
+        raise HTTPException(status_code=400, detail=placeholder_problem(found - n_images, n_images, api=True))
+    problem = placeholder_problem(found, n_images)
     logger.warning(f"llava_lf: {problem}; answering as if it were not there.")
     return _reconciled(messages, n_images)
 
 
-def placeholder_problem(found: int, n_images: int) -> str:
-    """What is wrong with a chat's `<image>` placeholders and how to give an image instead."""
+def placeholder_problem(found: int, n_images: int, api: bool = False) -> str:
+    """What is wrong with a chat's `<image>` placeholders and how to give an image instead; `api`: `found` are the
+    typed ones, beside the image parts of an API request."""
+    if api:
+        given = f"{n_images} image part{'s' if n_images != 1 else ''}" if n_images else "no image part"
+        return (f"the text holds {found} typed {IMAGE_PLACEHOLDER} beside {given}: each image_url part places its "
+                f"own image, so do not type it; send each image as an image_url part")
     given = f"{n_images} image{'s' if n_images != 1 else ''} given" if n_images else "no image given"
     return (f"the text holds {found} {IMAGE_PLACEHOLDER} but {given}: {IMAGE_PLACEHOLDER} is where a given image "
             f"goes, so do not type it; give the image instead (an image_url part in the API, the Image box in "
