@@ -166,7 +166,7 @@ def test_vizwiz_partial_file_is_refused_unless_allowed(tmp_path, vizwiz_question
         llava_vizwiz_converter(predictions, question_path)  # the official converter stops
     assert vizwiz_score(tmp_path, question_path, predictions) == 2
     error = capsys.readouterr().err
-    assert "2 of 24 questions unanswered" in error and "--allow-partial" in error
+    assert "answers 22 of 24 questions (2 missing" in error and "--allow-partial" in error
     assert not (tmp_path / "out" / "vizwiz_upload.json").exists()
     assert vizwiz_score(tmp_path, question_path, predictions, "--allow-partial") == 0
     upload = json.loads((tmp_path / "out" / "vizwiz_upload.json").read_text())

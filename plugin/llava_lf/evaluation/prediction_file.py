@@ -11,7 +11,10 @@ again). A last line that is a whole record without its newline is kept. Anything
 parse is an error naming the line, never skipped quietly.
 
 A question is found by its id, or by its id and prompt where the benchmark repeats ids (TextVQA and MME use
-the image as `question_id`): the benchmark's `key_of` says which.
+the image as `question_id`): the benchmark's `key_of` says which. A question answered on two lines is read
+by a repeat policy: our files refuse two different answers; the benchmarks whose LLaVA converter keeps the
+later line (VQAv2, VizWiz, MMBench) read them that way. `answered` is the one check, for every `score`, that
+the answers belong to the questions asked and that every needed one is answered.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from llava_lf.errors import LlavaLfError
 
@@ -68,33 +71,51 @@ def by_id_and_prompt(record: PredictionRecord) -> str:
 KeyOf = Callable[[PredictionRecord], str]
 
 
+Repeats = Literal["refuse", "latest"]
+"""What a second line for the same question means. `refuse` (our files): the same answer again is one answer,
+a different one is an error. `latest` (as LLaVA's converters read a file): the later line wins."""
+
+
 @dataclass(frozen=True)
-class _FileState:
-    records: dict[str, PredictionRecord]
+class AnswerFile:
+    path: Path
+    records: dict[str, PredictionRecord]  # by key, in the order questions first appear
+    lines: int  # non-empty lines, a torn last one included
     torn: bool  # the file ends in a partial line (dropped)
     unterminated: bool  # the file ends in a whole record without its newline (kept)
+    overridden: list[str] = field(default_factory=list)  # `latest`: keys a later line answered differently
 
 
 def _parse(line: bytes, path: Path, number: int) -> PredictionRecord:
     try:
         row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _bad_line(path, number, f"not JSON ({error})") from None
+    try:
         # Extra fields are fine, so answer files from LLaVA's own scripts can be scored too.
         metadata = row.get("metadata")
-        question_id = row["question_id"]
+        question_id, text = row["question_id"], row["text"]
         if not isinstance(question_id, int | str) or isinstance(question_id, bool):
             raise TypeError(f"question_id {question_id!r} is neither a number nor a string")
-        return PredictionRecord(question_id, str(row.get("prompt", "")), str(row["text"]),
-                                str(row.get("model_id", "")), str(row.get("answer_id", "")),
-                                metadata if isinstance(metadata, dict) else {})
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
-        raise PredictionFileError(
-            f"{path}, line {number}: not a prediction record ({type(error).__name__}: {error}); fix or delete "
-            "that line (a record needs question_id and text; prompt and model_id are optional)") from None
+        if not isinstance(text, str):
+            raise TypeError(f"text {text!r} is not a string")
+        return PredictionRecord(question_id, str(row.get("prompt", "")), text, str(row.get("model_id", "")),
+                                str(row.get("answer_id", "")), metadata if isinstance(metadata, dict) else {})
+    except (KeyError, TypeError, AttributeError) as error:
+        raise _bad_line(path, number, f"{type(error).__name__}: {error}") from None
 
 
-def _read(path: Path, key_of: KeyOf = by_id) -> _FileState:
+def _bad_line(path: Path, number: int, why: str) -> PredictionFileError:
+    return PredictionFileError(f"{path}, line {number}: not a prediction record; fix or delete that line (a record is "
+                               f"a JSON object with question_id and text; prompt and model_id are optional)\n"
+                               f"  line {number}: {why}")
+
+
+def read_answer_file(path: Path, key_of: KeyOf = by_id, repeats: Repeats = "refuse") -> AnswerFile:
+    """Every answer of `path` by `key_of` (nothing when the file does not exist yet). A torn last line is dropped;
+    any other line that is not a record is an error naming it; a repeated question is read by `repeats`."""
     if not path.exists():
-        return _FileState({}, False, False)
+        return AnswerFile(path, {}, 0, False, False)
     lines = path.read_bytes().split(b"\n")
     tail, torn, unterminated = lines[-1], False, False
     body = lines[:-1]
@@ -107,24 +128,37 @@ def _read(path: Path, key_of: KeyOf = by_id) -> _FileState:
             torn = True
     records: dict[str, PredictionRecord] = {}
     first_line: dict[str, int] = {}
+    overridden: list[str] = []
     for number, line in enumerate(body, start=1):
         if not line.strip():
             continue
         record = _parse(line, path, number)
         key = key_of(record)
         if key in records:
-            if records[key].text == record.text:
-                continue  # the same answer twice (a question asked twice): one answer
-            raise PredictionFileError(
-                f"{path}, lines {first_line[key]} and {number}: question_id {record.question_id!r} (prompt "
-                f"{record.prompt[:60]!r}) is answered twice, differently; keep one of the lines")
-        records[key], first_line[key] = record, number
-    return _FileState(records, torn, unterminated)
+            differs = records[key].text != record.text
+            if differs and repeats == "refuse":
+                raise PredictionFileError(
+                    f"{path}, lines {first_line[key]} and {number}: question_id {record.question_id!r} (prompt "
+                    f"{record.prompt[:60]!r}) is answered twice, differently; keep one of the lines")
+            if repeats == "refuse":
+                continue  # the same answer twice (a question asked twice): one answer, its first line
+            overridden += [key] if differs else []
+        records[key] = record
+        first_line.setdefault(key, number)
+    count = sum(1 for line in lines if line.strip())
+    return AnswerFile(path, records, count, torn, unterminated, overridden)
+
+
+def read_answers(path: Path, key_of: KeyOf = by_id, repeats: Repeats = "refuse") -> AnswerFile:
+    """The answer file a `score` reads: as `read_answer_file`, and it must exist."""
+    if not path.is_file():
+        raise PredictionFileError(f"no predictions file at {path}; run the benchmark's `predict` phase first")
+    return read_answer_file(path, key_of, repeats)
 
 
 def read_predictions(path: Path, key_of: KeyOf = by_id) -> tuple[dict[str, PredictionRecord], bool]:
     """Records keyed by `key_of` (question id by default), and whether a torn last line was dropped."""
-    state = _read(path, key_of)
+    state = read_answer_file(path, key_of)
     return state.records, state.torn
 
 
@@ -178,7 +212,7 @@ def run_predictions(requests: Sequence[PredictionRequest], path: Path, model_id:
     from .predict import question_hash
 
     wanted = asdict(settings)
-    state = _read(path, key_of)
+    state = read_answer_file(path, key_of)
     _check_same_run(path, state.records, model_id, wanted)
     digests: dict[Path, str] = {}
     hashes: dict[str, str] = {}
@@ -217,24 +251,35 @@ def run_predictions(requests: Sequence[PredictionRequest], path: Path, model_id:
     return summary
 
 
+PARTIAL = "to score the answered ones"
+
+
+def answered(keys: Sequence[str], answers: AnswerFile, allow_partial: bool = False, hint: str = "",
+             needed: Sequence[str] | None = None,
+             if_partial: str = PARTIAL) -> tuple[dict[str, PredictionRecord], list[str]]:
+    """The answer record per question key, and the keys of `needed` (default: every key) left unanswered. An
+    answer to a question not in `keys` is an error (`hint` says what to check); an unanswered needed one is
+    too, unless `allow_partial` (`if_partial` says what the flag then does)."""
+    wanted = set(keys)
+    unknown = sorted(set(answers.records) - wanted)
+    if unknown:
+        raise PredictionFileError(
+            f"{answers.path} answers {len(unknown)} question(s) this benchmark does not ask (first: {unknown[:3]}); "
+            "check that the predictions and the question files (and split) belong together" + hint)
+    must = keys if needed is None else needed
+    missing = list(dict.fromkeys(key for key in must if key not in answers.records))
+    if missing and not allow_partial:
+        count = len(set(must))
+        raise PredictionFileError(
+            f"{answers.path} answers {count - len(missing)} of {count} questions ({len(missing)} missing, first: "
+            f"{missing[:3]}); run `predict` again to finish (it resumes), or pass --allow-partial {if_partial}")
+    return {key: answers.records[key] for key in keys if key in answers.records}, missing
+
+
 def records_for(keys: Sequence[str], path: Path, allow_partial: bool = False, hint: str = "",
                 key_of: KeyOf = by_id) -> tuple[dict[str, PredictionRecord], list[str]]:
     """The answer record per question key, and the keys left unanswered (only allowed with `allow_partial`)."""
-    if not path.is_file():
-        raise PredictionFileError(f"no predictions file at {path}; run the benchmark's `predict` phase first")
-    records, _ = read_predictions(path, key_of)
-    wanted = set(keys)
-    unknown = sorted(set(records) - wanted)
-    if unknown:
-        raise PredictionFileError(
-            f"{path} answers {len(unknown)} question(s) this benchmark does not ask (first: {unknown[:3]}); "
-            "check that the predictions and the question files (and split) belong together" + hint)
-    missing = list(dict.fromkeys(key for key in keys if key not in records))
-    if missing and not allow_partial:
-        raise PredictionFileError(
-            f"{path} answers {len(records)} of {len(wanted)} questions (first missing: {missing[:3]}); "
-            "run `predict` again to finish (it resumes), or pass --allow-partial to score the answered ones")
-    return {key: records[key] for key in keys if key in records}, missing
+    return answered(keys, read_answers(path, key_of), allow_partial, hint)
 
 
 def answers_for(keys: Sequence[str], path: Path, allow_partial: bool = False, hint: str = "",

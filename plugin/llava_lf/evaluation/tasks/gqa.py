@@ -12,7 +12,7 @@ from pathlib import Path
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
-from llava_lf.evaluation.prediction_file import PredictionRecord, read_predictions, records_for
+from llava_lf.evaluation.prediction_file import PredictionRecord, answered, read_answers
 from llava_lf.evaluation.questions import loader_requests, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
 from llava_lf.evaluation.tasks import TableColumn, Task
@@ -206,15 +206,11 @@ def _group_table(title: str, groups: dict) -> str:
 def _report(args: argparse.Namespace) -> Report:
     questions = load_annotations(args.annotations)
     keys = _asked(args, questions)
-    records, _ = records_for(keys, args.predictions, allow_partial=True)  # only balanced ones must be answered
+    answers = read_answers(args.predictions)
+    records, missing = answered(keys, answers, args.allow_partial, needed=[q.question_id for q in questions if q.balanced],
+                                if_partial="to count them wrong (GQA's eval.py refuses a file missing any)")
     result = score(questions, {key: clean_prediction(record.text) for key, record in records.items()})
-    missing = result.missing
-    if missing and not args.allow_partial:
-        raise LlavaLfError(
-            f"{args.predictions} has no answer for {len(missing)} balanced question(s) (first: {listing(missing, 3)}); "
-            "GQA's eval.py refuses such a file. Run `predict` again to finish (it resumes), or pass "
-            "--allow-partial to count them wrong")
-    in_file_order = list(read_predictions(args.predictions)[0].values())
+    in_file_order = list(answers.records.values())
     overall = result.overall["all"]
     if overall.questions == 0:
         raise LlavaLfError(f"{args.annotations} has no balanced question (isBalanced true): nothing to score")

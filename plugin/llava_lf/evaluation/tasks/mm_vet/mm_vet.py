@@ -13,7 +13,7 @@ from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
 from llava_lf.evaluation.judge import add_judge_arguments, judge_client, write_reviews
 from llava_lf.evaluation.predict import PredictionRequest
-from llava_lf.evaluation.prediction_file import read_predictions, records_for
+from llava_lf.evaluation.prediction_file import AnswerFile, answered, read_answers
 from llava_lf.evaluation.questions import loader_requests, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table
 from llava_lf.evaluation.tasks import TableColumn, Task
@@ -118,11 +118,10 @@ def score_runs(items: list[MmVetItem], scores: list[dict[str, float]]) -> MmVetS
         {name: _round(combo_runs[name].mean()) for name in ordered}, {name: len(combos[name]) for name in ordered})
 
 
-def results_file(predictions: Path, keys: set[str]) -> str:
+def results_file(answers: AnswerFile, keys: set[str]) -> str:
     """What LLaVA's convert_mmvet_for_eval.py writes from the answer file: {"v1_<question_id>": text}, in the
     file's order, as indented ASCII JSON."""
-    records, _ = read_predictions(predictions)
-    return json.dumps({f"{ID_PREFIX}{record.question_id}": record.text for key, record in records.items()
+    return json.dumps({f"{ID_PREFIX}{record.question_id}": record.text for key, record in answers.records.items()
                        if key in keys}, indent=2)
 
 
@@ -184,8 +183,8 @@ def _report(args: argparse.Namespace) -> Report:
         raise LlavaLfError(f"--judge-runs {args.judge_runs}: grade at least once (1, or 3 as LLaVA-1.5 7B's figure)")
     items = load_mm_vet(args.data)
     hint = f"; an answer's question_id is the number in {args.data.name}'s {ID_PREFIX}<n> ids"
-    records, missing_keys = records_for([item.answer_key for item in items], args.predictions, args.allow_partial,
-                                        hint)
+    answers = read_answers(args.predictions)
+    records, missing_keys = answered([item.answer_key for item in items], answers, args.allow_partial, hint)
     judge = judge_client(args)  # temperature and max tokens default to the grader's 0 and 3 (set_defaults)
     requests = [GradeRequest(item.question_id, item.question, item.answer, records[item.answer_key].text)
                 for item in items if item.answer_key in records]
@@ -202,7 +201,7 @@ def _report(args: argparse.Namespace) -> Report:
                "capability_combinations": result.combinations, "combination_counts": result.combination_counts,
                "judge_model": args.judge_model, "served_models": served, "questions": len(items),
                "given_up": given_up, "missing": missing, "judge_stats": judge.stats.as_dict()}
-    results_text = results_file(args.predictions, set(records))
+    results_text = results_file(answers, set(records))
     summary = (f"MM-Vet: total {result.total:.1f}"
                + (f" (mean of {result.runs} runs, std {result.std:.1f})" if result.runs > 1 else "") + "; "
                + ", ".join(f"{name} {value:.1f}" for name, value in result.capabilities.items())

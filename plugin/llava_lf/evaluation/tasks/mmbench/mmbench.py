@@ -10,7 +10,7 @@ from pathlib import Path
 
 from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
-from llava_lf.evaluation.prediction_file import PredictionFileError, PredictionRecord, read_predictions
+from llava_lf.evaluation.prediction_file import PredictionRecord, answered, read_answers
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table
 from llava_lf.evaluation.tasks import TableColumn, Task
 
@@ -51,42 +51,24 @@ def _requests(variant: Variant, args: argparse.Namespace) -> list[PredictionRequ
     return prediction_requests(asked, cache.paths, variant.lang)
 
 
-def _index_of(record: PredictionRecord) -> int | None:
+def _index_key(record: PredictionRecord) -> str:
     question_id = record.question_id
     if isinstance(question_id, str) and question_id.strip().lstrip("-").isdigit():
-        return int(question_id)  # LLaVA writes the TSV's int; a string spelling of it is read the same
-    return question_id if isinstance(question_id, int) else None
+        return str(int(question_id))  # LLaVA writes the TSV's int; a string spelling of it is read the same
+    return str(question_id)
 
 
-def read_answers(path: Path, rows: Sequence[MMBenchRow], allow_partial: bool) -> tuple[dict[int, str], list[int], list[int]]:
+def tsv_answers(path: Path, rows: Sequence[MMBenchRow], allow_partial: bool) -> tuple[dict[int, str], list[int], list[int]]:
     """Answer text per TSV index, as LLaVA's converter takes it: a later line for the same index wins
     (LLaVA's `--all-rounds` writes one line per rotation). Also the unanswered indices and the indices
     whose stored prompt is not the one this TSV gives (another TSV's answers, or a later round's)."""
-    if not path.is_file():
-        raise PredictionFileError(f"no predictions file at {path}; run the benchmark's `predict` phase first")
-    # one key per line (answer_id is unique per line in LLaVA's files and ours); the file's order is kept
-    records, _ = read_predictions(path, key_of=lambda r: f"{r.question_id}\x1f{r.prompt}\x1f{r.answer_id}")
-    prompts = {row.index: prompt_text(row) for row in rows}
-    answers: dict[int, str] = {}
-    stored_prompts: dict[int, str] = {}
-    unknown = []
-    for record in records.values():
-        index = _index_of(record)
-        if index not in prompts:
-            unknown.append(record.question_id)
-            continue
-        answers[index], stored_prompts[index] = record.text, record.prompt
-    if unknown:
-        raise PredictionFileError(
-            f"{path} answers {len(unknown)} question_id(s) that are no index of the TSV (first: {unknown[:3]}); "
-            "check that the predictions and --data belong together (MMBench and MMBench-CN have their own TSVs)")
-    missing = [row.index for row in rows if row.index not in answers]
-    if missing and not allow_partial:
-        raise PredictionFileError(
-            f"{path} answers {len(answers)} of {len(rows)} TSV rows (first missing: {missing[:3]}); run `predict` "
-            "again to finish (it resumes), or pass --allow-partial (unanswered rows go up empty and count wrong here)")
-    differing = [index for index, prompt in stored_prompts.items() if prompt and prompt != prompts[index]]
-    return answers, missing, differing
+    prompts = {str(row.index): prompt_text(row) for row in rows}
+    records, missing = answered(
+        list(prompts), read_answers(path, key_of=_index_key, repeats="latest"), allow_partial,
+        hint="; their question_ids are no index of the TSV (MMBench and MMBench-CN have their own TSVs)",
+        if_partial="(unanswered rows go up empty and count wrong here)")
+    differing = [int(key) for key, record in records.items() if record.prompt and record.prompt != prompts[key]]
+    return {int(key): record.text for key, record in records.items()}, [int(key) for key in missing], differing
 
 
 def _circular(rows: Sequence[MMBenchRow], answers: dict[int, str]) -> CircularResult | None:
@@ -123,7 +105,7 @@ def _estimate_text(variant: Variant, result: CircularResult | None) -> list[str]
 def _report(variant: Variant, args: argparse.Namespace) -> Report:
     table = read_table(args.data, images=False)
     rows = rows_of(table, args.data)
-    answers, missing, differing = read_answers(args.predictions, rows, args.allow_partial)
+    answers, missing, differing = tsv_answers(args.predictions, rows, args.allow_partial)
     sheet = upload_sheet(table, answers)
     # the estimate reads the text as uploaded (control characters removed), as the server would
     at_index, at_prediction = sheet.header.index("index"), sheet.header.index("prediction")

@@ -11,7 +11,7 @@ from typing import Literal
 
 from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
-from llava_lf.evaluation.prediction_file import by_id_and_prompt, read_predictions, records_for
+from llava_lf.evaluation.prediction_file import answered, by_id_and_prompt, read_answers
 from llava_lf.evaluation.questions import loader_requests, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
 from llava_lf.evaluation.tasks import TableColumn, Task
@@ -147,10 +147,10 @@ def _sum(scores: dict[str, SubtaskScore], names: Sequence[str]) -> float | None:
 def _report(args: argparse.Namespace) -> Report:
     questions = match_ground_truth(read_question_file(args.questions), args.data)
     by_key = {q.key: q for q in questions}
-    records, missing = records_for(list(by_key), args.predictions, args.allow_partial, key_of=by_id_and_prompt)
+    answers = read_answers(args.predictions, by_id_and_prompt)
+    records, missing = answered(list(by_key), answers, args.allow_partial)
     scores = score(questions, {key: record.text for key, record in records.items()})
-    in_file_order = [(by_key[key], record.text)
-                     for key, record in read_predictions(args.predictions, by_id_and_prompt)[0].items()]
+    in_file_order = [(by_key[key], record.text) for key, record in answers.records.items()]
     mismatched = position_mismatches([q for q, _ in in_file_order])
     flattened = [q.key for q, text in in_file_order if one_line(text) != text]
     perception, cognition = _sum(scores, PERCEPTION), _sum(scores, COGNITION)

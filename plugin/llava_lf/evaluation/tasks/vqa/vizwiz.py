@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.questions import LlavaQuestion, loader_requests, read_question_file
 from llava_lf.evaluation.report import Report, listing, markdown_table
@@ -20,6 +19,7 @@ from .vqa_answers import (
     ProcessingCounts,
     answer_chart,
     answer_table,
+    answered_texts,
     normalize_answer,
     processing_counts,
     processing_table,
@@ -41,19 +41,8 @@ class VizWizUpload:
     answer_counts: Counter
 
 
-def build_upload(questions: Sequence[LlavaQuestion], answers: LatestAnswers, predictions: Path,
-                 allow_partial: bool) -> VizWizUpload:
-    ids = {str(q.question_id) for q in questions}
-    unknown = sorted(set(answers.texts) - ids)
-    if unknown:
-        raise LlavaLfError(f"{predictions} answers {len(unknown)} question(s) not in --questions (first: {unknown[:3]}); "
-                          "check that the predictions and the question file belong together")
-    missing = [str(q.question_id) for q in questions if str(q.question_id) not in answers.texts]
-    if missing and not allow_partial:
-        # LLaVA's converter stops on an assert here; the server wants every test image answered.
-        raise LlavaLfError(f"{predictions} leaves {len(missing)} of {len(questions)} questions unanswered (first: "
-                          f"{missing[:3]}); run `predict` again to finish (it resumes), or pass --allow-partial to "
-                          "upload \"\" for them (the server scores them 0)")
+def build_upload(questions: Sequence[LlavaQuestion], answers: LatestAnswers, allow_partial: bool) -> VizWizUpload:
+    missing = answered_texts([str(q.question_id) for q in questions], answers, allow_partial)
     processed = {key: normalize_answer(text) for key, text in answers.texts.items()}
     rows = [{"image": q.image, "answer": processed.get(str(q.question_id), "")} for q in questions]
     counts = processing_counts([(answers.texts[key], processed[key]) for key in processed])
@@ -75,7 +64,7 @@ def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
 def _report(args: argparse.Namespace) -> Report:
     questions = read_question_file(args.questions)
     answers = read_latest_answers(args.predictions)
-    upload = build_upload(questions, answers, args.predictions, args.allow_partial)
+    upload = build_upload(questions, answers, args.allow_partial)
     answered = len(questions) - len(upload.missing)
     lines = [
         f"VizWiz is scored by the server: upload `{UPLOAD}` to {SERVER}. No accuracy is computed here.",

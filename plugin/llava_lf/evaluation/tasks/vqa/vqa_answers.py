@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_lf.errors import LlavaLfError
+from llava_lf.evaluation.prediction_file import AnswerFile, answered, read_answers
 from llava_lf.evaluation.report import listing, markdown_table
 
 # MMF's table, entry for entry, its oddities kept: keys with capitals ("Im", "Ive") never match because the
@@ -116,41 +116,33 @@ def soft_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
 class LatestAnswers:
     """An answer file read as LLaVA's VQAv2/VizWiz converters read it: one text per question_id, the last
     line for an id winning."""
+    file: AnswerFile
     texts: dict[str, str]  # str(question_id) -> text
-    lines: int
-    overridden: list[str]  # ids answered again by a later line (whose text is the one kept)
-    torn_tail: bool  # an unfinished last line (a killed run) was skipped
+
+    @property
+    def lines(self) -> int:
+        return self.file.lines
+
+    @property
+    def overridden(self) -> list[str]:  # ids answered again by a later line (whose text is the one kept)
+        return self.file.overridden
+
+    @property
+    def torn_tail(self) -> bool:  # an unfinished last line (a killed run) was skipped
+        return self.file.torn
 
 
 def read_latest_answers(path: Path) -> LatestAnswers:
-    if not path.is_file():
-        raise LlavaLfError(f"no predictions file at {path}; run the benchmark's `predict` phase first")
-    rows = path.read_text(encoding="utf-8").split("\n")
-    texts: dict[str, str] = {}
-    overridden: list[str] = []
-    torn = lines = 0
-    for number, line in enumerate(rows, start=1):
-        if not line.strip():
-            continue
-        lines += 1
-        try:
-            row = json.loads(line)
-            question_id, text = row["question_id"], row["text"]
-            if not isinstance(question_id, int | str) or isinstance(question_id, bool) or not isinstance(text, str):
-                raise TypeError("question_id must be a number or a string and text a string")
-        except json.JSONDecodeError as error:
-            if number == len(rows):  # no newline after it: a write cut short; that question is unanswered
-                torn = True
-                continue
-            raise LlavaLfError(f"{path}, line {number}: not JSON ({error}); fix or delete that line") from None
-        except (KeyError, TypeError, AttributeError) as error:
-            raise LlavaLfError(f"{path}, line {number}: not an answer record ({type(error).__name__}: {error}); "
-                                 "each line needs question_id and text") from None
-        key = str(question_id)
-        if key in texts and texts[key] != text:
-            overridden.append(key)
-        texts[key] = text
-    return LatestAnswers(texts, lines, overridden, bool(torn))
+    answers = read_answers(path, repeats="latest")
+    return LatestAnswers(answers, {key: record.text for key, record in answers.records.items()})
+
+
+def answered_texts(keys: Sequence[str], answers: LatestAnswers, allow_partial: bool) -> list[str]:
+    """The keys left unanswered: an answer to a question not asked is an error, and so is an unanswered one
+    unless `allow_partial` (then it is uploaded as "", which the server scores 0)."""
+    _, missing = answered(keys, answers.file, allow_partial, hint="; they are not in --questions",
+                          if_partial='to upload "" for them (the server scores them 0)')
+    return missing
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from .vqa_answers import (
     ProcessingCounts,
     answer_chart,
     answer_table,
+    answered_texts,
     normalize_answer,
     processing_counts,
     processing_table,
@@ -45,23 +46,14 @@ class Vqav2Upload:
 
 
 def build_upload(asked: Sequence[LlavaQuestion], universe: Sequence[LlavaQuestion], answers: LatestAnswers,
-                 predictions: Path, allow_partial: bool) -> Vqav2Upload:
+                 allow_partial: bool) -> Vqav2Upload:
     asked_ids = {str(q.question_id) for q in asked}
     universe_ids = {str(q.question_id) for q in universe}
     outside = sorted(asked_ids - universe_ids)
     if outside:
         raise LlavaLfError(f"{len(outside)} asked question(s) are not in the upload question file (first: "
                          f"{outside[:3]}); pass LLaVA's {UPLOAD_QUESTION_FILE} as --upload-questions")
-    unknown = sorted(set(answers.texts) - asked_ids)
-    if unknown:
-        raise LlavaLfError(f"{predictions} answers {len(unknown)} question(s) not in --questions (first: {unknown[:3]}); "
-                         "check that the predictions and the question file belong together")
-    missing = [str(q.question_id) for q in asked if str(q.question_id) not in answers.texts]
-    if missing and not allow_partial:
-        raise LlavaLfError(f"{predictions} answers {len(asked_ids) - len(set(missing))} of {len(asked_ids)} asked "
-                         f"questions ({len(missing)} missing, first: {missing[:3]}); run `predict` again to finish "
-                         "(it resumes), or pass --allow-partial to upload \"\" for the missing ones (the server scores "
-                         "them 0)")
+    missing = answered_texts([str(q.question_id) for q in asked], answers, allow_partial)
     processed = {key: normalize_answer(text) for key, text in answers.texts.items()}
     rows = [{"question_id": q.question_id, "answer": processed.get(str(q.question_id), "")} for q in universe]
     pairs = [(answers.texts[key], processed[key]) for key in processed]
@@ -87,7 +79,7 @@ def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
 def _report(args: argparse.Namespace) -> Report:
     asked, universe = read_question_file(args.questions), read_question_file(args.upload_questions)
     answers = read_latest_answers(args.predictions)
-    upload = build_upload(asked, universe, answers, args.predictions, args.allow_partial)
+    upload = build_upload(asked, universe, answers, args.allow_partial)
     counts = upload.counts
     lines = [
         f"VQAv2 is scored by the server: upload `{UPLOAD}` to {SERVER}. No accuracy is computed here.",
