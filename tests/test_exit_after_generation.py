@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from llava_lf.host import exit_after_generation
+from llava_lf.seams import exit_after_generation
 
 pytestmark = pytest.mark.host
 

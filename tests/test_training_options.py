@@ -88,7 +88,7 @@ def test_callback_accepts_projector_lr_under_deepspeed_and_wraps_the_host_seam()
     from transformers import TrainingArguments
     from transformers.trainer_callback import TrainerControl, TrainerState
 
-    from llava_lf.host.patches import optimizer as optimizer_seam
+    from llava_lf.seams import optimizer as optimizer_seam
     from llava_lf.training.callback import LlavaTrainingCallback
 
     args = TrainingArguments(output_dir="unused", optim_args="mm_projector_lr=2e-5", report_to=[], use_cpu=True)

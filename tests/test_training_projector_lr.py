@@ -189,7 +189,7 @@ def _rates_by_kind(optimizer) -> dict[float, set[str]]:
 def test_the_host_trainer_creates_our_optimizer_through_its_seam(tmp_path):
     from llamafactory.train.sft import trainer as sft_trainer
 
-    from llava_lf.host.patches import optimizer as optimizer_seam
+    from llava_lf.seams import optimizer as optimizer_seam
 
     trainer = _host_trainer(tmp_path)  # on_init_end of our callback wraps the seam
     assert optimizer_seam.installed(sft_trainer)

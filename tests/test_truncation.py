@@ -134,34 +134,6 @@ def test_a_run_that_tokenised_nothing_says_so(tmp_path):
     assert not (tmp_path / "llava_lf_truncation.jsonl").exists()
 
 
-def test_every_seam_fits_this_host():
-    """Each host function we wrap has the shape we rely on, checked by shape (this runs on 0.9.5 and on main)."""
-    from llava_lf.host.patches import dataset_run, optimizer, webui_labels
-
-    for seam in (dataset_run.SEAM, optimizer.SEAM, webui_labels.SEAM):
-        assert seam.check() == [], seam.symbol
-    assert dataset_run.installed()
-
-
-def test_a_seam_that_does_not_fit_names_itself_and_stops_its_feature(capsys):
-    from llava_lf.errors import LlavaLfError
-    from llava_lf.host.patches import Seam, has_parameters
-
-    def create_custom_optimizer(model, args):  # a host that changed the signature
-        return None
-
-    seam = Seam(feature="mm_projector_lr", symbol="llamafactory.train.trainer_utils.create_custom_optimizer",
-                checks=lambda: has_parameters(create_custom_optimizer, ["model", "training_args", "finetuning_args"]))
-    with pytest.raises(LlavaLfError, match=r"mm_projector_lr needs the host function .*create_custom_optimizer.*takes "
-                                          r"\['model', 'args'\]"):
-        seam.require()
-    seam.say_once(seam.check())
-    seam.say_once(seam.check())
-    assert capsys.readouterr().err.count("llava-lf: mm_projector_lr is off") == 1
-    broken = Seam(feature="x", symbol="y", checks=lambda: [][1])  # a check that crashes is a misfit, not a crash
-    assert broken.check() and "IndexError" in broken.check()[0]
-
-
 def test_fitting_stops_when_the_loader_seam_is_absent(golden, tmp_path):
     """The host's loader unwrapped (as on a host without the seam): the first sample stops tokenising, by name."""
     from llamafactory.data import loader
@@ -170,7 +142,7 @@ def test_fitting_stops_when_the_loader_seam_is_absent(golden, tmp_path):
 
     from datasets import Dataset
     from llava_lf.errors import LlavaLfError
-    from llava_lf.host.patches.dataset_run import _WRAPPED
+    from llava_lf.seams.dataset_run import _WRAPPED
 
     processor, image = golden
     data_args = DataArguments(template="llava_v1", cutoff_len=80)

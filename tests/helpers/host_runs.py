@@ -1,4 +1,4 @@
-"""Our templates bound to a preprocessing run, as the host's loader binds them (llava_lf.host.patches.dataset_run)."""
+"""Our templates bound to a preprocessing run, as the host's loader binds them (llava_lf.seams.dataset_run)."""
 
 from __future__ import annotations
 

@@ -1,24 +1,28 @@
-"""Register our templates and mm plugins with the host, idempotently (the host raises on duplicates)."""
+"""Register our templates, mm plugin and `report_to` callback with the host, idempotently (the host raises on
+duplicates), after checking the seams they rely on (llava_lf.seams)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
+
 
 def register_all() -> list[str]:
-    """Register what the host lacks and apply the seams that fit; return the names newly registered here."""
+    """Check the seams whose modules are loaded, register what the host lacks and apply the seams that fit; return
+    the names newly registered here."""
     from llamafactory.data import mm_plugin as host_plugins
     from llamafactory.data import template as host_templates
 
+    from llava_lf.seams import dataset_run, exit_after_generation, registry, trainer
     from llava_lf.training import register_training_callback
 
-    added = register_training_callback()  # `report_to: [llava_lf]`; independent of the modules below
+    registry.check_loaded()  # one stderr line per feature that does not fit
+    # `report_to: [llava_lf]`; where the registry differs, transformers refuses the name before training starts
+    added = [] if registry.misfits(trainer.REPORT_TO) else register_training_callback()
     from llava_lf.templates import conversation, mm_plugin
-
-    from . import exit_after_generation
-    from .patches import dataset_run, webui_labels
 
     exit_after_generation.install()  # chat processes exit after the answer's thread, not inside it (see that module)
     dataset_run.install()  # turn fitting: cutoff_len and the output folder reach our templates (see that module)
-    webui_labels.install()  # the web UI's widgets named on first load (see that module)
 
     for name, plugin_class in mm_plugin.PLUGINS.items():
         if name not in host_plugins.PLUGINS:
@@ -29,6 +33,18 @@ def register_all() -> list[str]:
             register()
             added.append(name)
     return added
+
+
+def after_imports() -> dict[str, Callable[[ModuleType], None]]:
+    """What the import hook runs once a module has executed: the checks of seams whose module was not loaded at
+    registration (the trainer, the chat engine), and the web UI's labels (only web UI processes import its engine)."""
+    import sys
+
+    from llava_lf.seams import registry, webui_labels
+
+    later = registry.checks_after_import([seam for seam in registry.ALL if seam.module not in sys.modules])
+    later[webui_labels.ENGINE_MODULE] = webui_labels.label_engine_module  # checks its own seams, then labels
+    return later
 
 
 def registered_names() -> list[str]:

@@ -29,6 +29,8 @@ from llava_lf.common.fit_report import (
 from llava_lf.common.turn_fit import TurnFit, dropped_placeholder, fit_turns, image_tokens_in
 from llava_lf.errors import LlavaLfError
 from llava_lf.formats import IMAGE_TOKEN, LLAVA_PLAIN_CHAT_TEMPLATE, VICUNA_V1_SYSTEM, llava_v1_chat_template
+from llava_lf.seams import registry
+from llava_lf.seams import templates as seam_templates
 
 from .fast_encode import encode_text, encode_with_image_runs
 from .mm_plugin import PLUGIN_NAME, GivenSample, given_sample
@@ -154,6 +156,7 @@ class LlavaTemplate(Template):
         return llava_v1_chat_template(self.default_system)
 
     def fix_special_tokens(self, tokenizer: PreTrainedTokenizer) -> None:
+        registry.require(seam_templates.FEATURE)  # the host loads every template through here: stop on a misfit
         super().fix_special_tokens(tokenizer)
         self.__dict__.pop(MEMO, None)  # the tokenizer may have gained tokens
 

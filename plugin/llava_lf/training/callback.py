@@ -12,12 +12,14 @@ from typing import Any
 from transformers import TrainerCallback
 
 from llava_lf.errors import LlavaLfError
-from llava_lf.host.patches.optimizer import install as install_optimizer_seam
+from llava_lf.seams.optimizer import install as install_optimizer_seam
+from llava_lf.seams.trainer import require_for
 
 from .data_order import image_flags, sampling
 from .modality import check_grouping
 from .model_parts import ModuleKeys
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options
+from .precision import check_precision
 from .projector_lr import check_projector_rates, optimizer_for_run, projector_param_groups
 from .report import (
     TrainingReport,
@@ -73,6 +75,11 @@ class LlavaTrainingCallback(TrainerCallback):
 
     def on_init_end(self, args, state, control, model=None, **kwargs):
         self.options = parse_training_options(args.optim_args, args.optim)
+        check_precision(model, args)
+        try:
+            require_for(self.options)  # the seams group_by_modality and sdpa_backend rely on (llava_lf.seams)
+        except LlavaLfError as error:
+            raise TrainingOptionsError([str(error)]) from None
         _check_resume_point(args)
         if self.options.mm_projector_lr is not None:
             try:

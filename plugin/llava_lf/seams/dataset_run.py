@@ -36,8 +36,9 @@ def _checks() -> list[str]:
     return misfits
 
 
-SEAM = Seam(feature="turn fitting (cutoff_len at turn boundaries) and its trim/drop report",
-            symbol=f"{MODULE}.{FUNCTION}", checks=_checks)
+FEATURE = "turn fitting (cutoff_len at turn boundaries) and its trim/drop report"
+SEAM = Seam(feature=FEATURE, symbol=f"{MODULE}.{FUNCTION}", module=MODULE, checks=_checks,
+            ours="seams/dataset_run.py wraps it; templates/conversation.py: LlavaTemplate.for_preprocessing")
 
 
 def _wrap(host_function):

@@ -5,17 +5,14 @@ language is switched, so `Engine.resume` is wrapped to run `change_lang` after t
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.util
 import inspect
-import sys
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
-from . import Seam, has_parameters
+from . import Seam, has_parameters, mentions
 
 ENGINE_MODULE = "llamafactory.webui.engine"
-WEBUI_PACKAGE = "llamafactory.webui"
+LANGUAGE_ID = "top.lang"  # the language dropdown's element id, which `resume` sets from the user's config
 PATCHED = "_llava_lf_labels_on_load"
 
 
@@ -43,26 +40,32 @@ def _checks() -> list[str]:
     return _engine_misfits(importlib.import_module(ENGINE_MODULE).Engine)
 
 
-SEAM = Seam(feature="web UI labels on first load", symbol=f"{ENGINE_MODULE}.Engine.resume", checks=_checks)
+def _language_checks() -> list[str]:
+    import importlib
+
+    resume = importlib.import_module(ENGINE_MODULE).Engine.resume
+    return mentions(getattr(resume, "__wrapped__", resume), LANGUAGE_ID)
 
 
-def install() -> None:
-    """Patch the web UI's engine now if it is imported, or right after its import in a web UI process."""
-    if WEBUI_PACKAGE not in sys.modules and ENGINE_MODULE not in sys.modules:
-        return
-    module = sys.modules.get(ENGINE_MODULE)
-    if module is not None and hasattr(module, "Engine"):
-        _label_if_it_fits(module.Engine)
-    elif WEBUI_PACKAGE in sys.modules and not any(isinstance(f, _AfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterImport(ENGINE_MODULE, lambda module: _label_if_it_fits(module.Engine)))
+FEATURE = "web UI labels on first load"
+SEAM = Seam(feature=FEATURE, symbol=f"{ENGINE_MODULE}.Engine.resume", module=ENGINE_MODULE, checks=_checks,
+            ours="seams/webui_labels.py wraps it")
+SEAMS = [
+    SEAM,
+    Seam(feature=FEATURE, symbol=f"llamafactory.webui.manager.Manager.get_elem_by_id({LANGUAGE_ID!r})",
+         module=ENGINE_MODULE, checks=_language_checks,
+         ours="seams/webui_labels.py: _language (the language the page starts in)"),
+]
 
 
-def _label_if_it_fits(engine_class: type) -> None:
-    misfits = _engine_misfits(engine_class)
+def label_engine_module(module: Any) -> None:
+    """Label the web UI's pages once its engine module has executed (the hook runs this in web UI processes only:
+    nothing else imports the engine)."""
+    misfits = [misfit for seam in SEAMS for misfit in seam.check()]
     if misfits:  # another host's page may differ: leave it as the host made it
         SEAM.say_once(misfits)
         return
-    label_on_load(engine_class)
+    label_on_load(module.Engine)
 
 
 def label_on_load(engine_class: type) -> None:
@@ -88,39 +91,8 @@ def label_on_load(engine_class: type) -> None:
 def _language(engine: Any, update: dict) -> str:
     """The language `resume` set on the dropdown (from the user's saved config, else English)."""
     try:
-        dropdown = engine.manager.get_elem_by_id("top.lang")
+        dropdown = engine.manager.get_elem_by_id(LANGUAGE_ID)
     except KeyError:
         return "en"
     value = getattr(update.get(dropdown), "value", None)
     return value if isinstance(value, str) and value else "en"
-
-
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """A one-shot finder: run `then(module)` once `name` has executed; never fails the import."""
-
-    def __init__(self, name: str, then: Callable[[Any], None]):
-        self._name, self._then = name, then
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != self._name:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        loader, then = spec.loader, self._then
-
-        class _Loader(importlib.abc.Loader):
-            def create_module(self, spec):
-                return loader.create_module(spec)
-
-            def exec_module(self, module):
-                module.__loader__ = loader
-                loader.exec_module(module)
-                try:
-                    then(module)
-                except Exception as exc:  # a changed host must not break the web UI: it only stays unlabelled
-                    sys.stderr.write(f"llava-lf: web UI labels not set on load ({exc!r})\n")
-
-        spec.loader = _Loader()
-        return spec

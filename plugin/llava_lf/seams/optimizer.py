@@ -11,6 +11,9 @@ from typing import Any
 
 from . import Seam, calls_by_name, has_parameters
 
+FEATURE = "mm_projector_lr (the projector's own learning rate)"
+TRAINER = "transformers.trainer"  # where the optimizer's class, arguments and decay split come from
+
 # (model, training_args, the host's own optimizer or None) -> the optimizer to use instead, or None to keep the host's
 Builder = Callable[[Any, Any, Any], Any]
 
@@ -32,8 +35,40 @@ def _checks() -> list[str]:
     return misfits + calls_by_name(trainer_module.CustomSeq2SeqTrainer.create_optimizer, FUNCTION)
 
 
-SEAM = Seam(feature="mm_projector_lr (the projector's own learning rate)", symbol=f"{MODULE}.{FUNCTION}",
-            checks=_checks)
+def _reads_no_trainer_state(function: Callable) -> list[str]:
+    import dis
+
+    if any(step.opname.startswith("LOAD") and step.argval == "self" for step in dis.get_instructions(function)):
+        return [f"{function.__qualname__} reads the trainer (llava_lf calls it without one)"]
+    return []
+
+
+def _decay_checks() -> list[str]:
+    from transformers import Trainer
+
+    return (has_parameters(Trainer.get_decay_parameter_names, ["self", "model"])
+            + _reads_no_trainer_state(Trainer.get_decay_parameter_names))
+
+
+def _optimizer_class_checks() -> list[str]:
+    import inspect
+
+    from transformers import Trainer
+
+    if not isinstance(inspect.getattr_static(Trainer, "get_optimizer_cls_and_kwargs"), staticmethod):
+        return ["Trainer.get_optimizer_cls_and_kwargs is not a static method"]
+    return has_parameters(Trainer.get_optimizer_cls_and_kwargs, ["args", "model"])
+
+
+SEAM = Seam(feature=FEATURE, symbol=f"{MODULE}.{FUNCTION}", module=TRAINER_MODULE, checks=_checks,
+            ours="seams/optimizer.py wraps it where each trainer module bound it")
+SEAMS = [
+    SEAM,
+    Seam(feature=FEATURE, symbol=f"{TRAINER}.Trainer.get_decay_parameter_names", module=TRAINER, checks=_decay_checks,
+         ours="training/projector_lr.py: optimizer_for_run (the decay/no-decay split, without a trainer)"),
+    Seam(feature=FEATURE, symbol=f"{TRAINER}.Trainer.get_optimizer_cls_and_kwargs", module=TRAINER,
+         checks=_optimizer_class_checks, ours="training/projector_lr.py: optimizer_for_run"),
+]
 
 
 def _wrap(host_function, build: Builder):
@@ -56,7 +91,8 @@ def install(build: Builder) -> int:
     """
     from llamafactory.train import trainer_utils
 
-    SEAM.require()
+    for seam in SEAMS:
+        seam.require()
     host_function = getattr(trainer_utils, FUNCTION)
     host_function = getattr(host_function, _MARK, host_function)
     wrapped, count = _wrap(host_function, build), 0
