@@ -177,8 +177,11 @@ def _with_config(tmp_path: Path, original: dict, **changes) -> Path:
 
 IMPORT_ERRORS = {
     "im_start_end": (lambda t, o: _with_config(t, o, mm_use_im_start_end=True), r"mm_use_im_start_end is true"),
-    "anyres": (lambda t, o: _with_config(t, o, image_aspect_ratio="anyres", mm_patch_merge_type="spatial_unpad"),
-               r"is LLaVA-NeXT \(anyres\) tiling"),
+    "anyres_max_9": (lambda t, o: _with_config(t, o, image_aspect_ratio="anyres_max_9", mm_patch_merge_type="spatial_unpad"),
+                     r"other tilings have no llava-hf LlavaNext form"),
+    "anyres without pinpoints": (lambda t, o: _with_config(t, o, image_aspect_ratio="anyres",
+                                                           mm_patch_merge_type="spatial_unpad"),
+                                 r"image_grid_pinpoints None: LLaVA-NeXT's anyres needs the list"),
     "mlp3x": (lambda t, o: _with_config(t, o, mm_projector_type="mlp3x_gelu"), r"only linear and mlp2x_gelu"),
     "tower width": (lambda t, o: _with_config(t, o, mm_hidden_size=1024),
                     r"mm_hidden_size 1024 but the tower in --vision .* is 96 wide"),

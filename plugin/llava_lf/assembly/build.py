@@ -1,9 +1,10 @@
 """Write a llava-hf checkpoint from resolved parts, one tensor at a time, into a staging directory that
 replaces `out` only once everything is on disk.
 
-Expected names and shapes come from HF Llava itself, built on the meta device (no memory); saved names are
-the hub's llava-hf layout (`language_model.model.*`, `language_model.lm_head.weight`, `multi_modal_projector.*`,
-`vision_tower.vision_model.*`), which transformers 4.x reads as is and 5.x through its key mapping.
+Expected names and shapes come from HF Llava (or LlavaNext) itself, built on the meta device (no memory); saved
+names are the hub's llava-hf layout (`language_model.model.*`, `language_model.lm_head.weight`,
+`multi_modal_projector.*`, `vision_tower.vision_model.*`, NeXT's `image_newline`), which transformers 4.x reads as
+is and 5.x through its key mapping.
 """
 
 from __future__ import annotations
@@ -17,9 +18,19 @@ from pathlib import Path
 import torch
 
 from llava_lf.common.image_tokens import image_seqlen_from_config
-from llava_lf.formats import IMAGE_TOKEN, LLAVA_V1_CHAT_TEMPLATE
+from llava_lf.formats import IMAGE_TOKEN
 
+from .chat_templates import chat_template
 from .language import TextPart, grow_rows
+from .next import (
+    NEWLINE_KEY,
+    check_next_choices,
+    fresh_newline,
+    next_config,
+    next_image_processor,
+    next_processor,
+    split_processor_files,
+)
 from .projector import ACTIVATIONS, ProjectorWeights, check_shapes
 from .publish import publish, recover, staging_dir
 from .spec import AssemblyError, DtypeName, ProjectorKind, SelectStrategy
@@ -29,6 +40,7 @@ from .vision import VisionPart, check_choices
 MAX_LISTED = 8  # problems of one kind listed before "... and N more"
 VOCAB_KEYS = ("model.language_model.embed_tokens.weight", "lm_head.weight")
 HUB_TOWER = "vision_tower.vision_model."
+LLAVA_TYPES = ("llava", "llava_next")  # an --out holding one of these may be replaced
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,8 @@ class Recipe:
     seed: int
     max_shard_bytes: int
     progress: bool
+    anyres_grids: tuple[str, ...] = ()  # LLaVA-NeXT when not empty
+    chat_format: str = "llava_v1"
 
 
 @dataclass
@@ -69,7 +83,8 @@ class AssemblyReport:
     pad_token_id: int
     image_seq_length: int
     pad_to_square: bool
-    notes: tuple[str, ...] = ()  # what was changed on the way to make the inputs fit, one line each
+    notes: tuple[str, ...] = ()
+    anyres_grids: tuple[str, ...] = ()  # what was changed on the way to make the inputs fit, one line each
 
     def summary(self) -> str:
         return "\n".join([*(f"note: {note}" for note in self.notes),
@@ -77,7 +92,9 @@ class AssemblyReport:
             f"  vision {self.vision_type}, language model {self.text_type}, projector {self.projector}",
             (f"  vocabulary rows {self.vocab_rows[0]} -> {self.vocab_rows[1]}; <image> id {self.image_token_id}, "
              f"pad id {self.pad_token_id}"),
-            f"  {self.image_seq_length} tokens per image; pad to square: {'yes' if self.pad_to_square else 'no'}",
+            (f"  LLaVA-NeXT: AnyRes grids {', '.join(self.anyres_grids)}; {self.image_seq_length} base tokens per "
+             "image, then the tiles' unpadded rows, each with an image_newline" if self.anyres_grids else
+             f"  {self.image_seq_length} tokens per image; pad to square: {'yes' if self.pad_to_square else 'no'}"),
         ])
 
 
@@ -102,7 +119,7 @@ def check_destination(out: Path, sources: list[Path]) -> None:
         raise AssemblyError(f"--out {out}: is a file; give a directory path")
     if out.is_dir() and any(out.iterdir()):
         try:
-            is_llava = json.loads((out / "config.json").read_text()).get("model_type") == "llava"
+            is_llava = json.loads((out / "config.json").read_text()).get("model_type") in LLAVA_TYPES
         except (OSError, ValueError, AttributeError):
             is_llava = False
         if not is_llava:
@@ -114,17 +131,15 @@ def check_destination(out: Path, sources: list[Path]) -> None:
 def _llava_config(vision: VisionPart, text: TextPart, recipe: Recipe, image_seq_length: int, dtype: torch.dtype):
     from transformers import LlavaConfig
 
-    config = LlavaConfig(
-        vision_config=vision.config, text_config=text.config,
-        image_token_index=text.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        projector_hidden_act=ACTIVATIONS[recipe.projector],
-        vision_feature_layer=recipe.vision_feature_layer,
-        vision_feature_select_strategy=recipe.select_strategy,
-        image_seq_length=image_seq_length,
-        pad_token_id=text.tokenizer.pad_token_id,
-        tie_word_embeddings=text.tied,
-    )
-    config.architectures = ["LlavaForConditionalGeneration"]  # loaders that dispatch on it (vLLM) pick the class
+    choices = dict(image_token_index=text.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                   projector_hidden_act=ACTIVATIONS[recipe.projector], vision_feature_layer=recipe.vision_feature_layer,
+                   vision_feature_select_strategy=recipe.select_strategy, image_seq_length=image_seq_length,
+                   pad_token_id=text.tokenizer.pad_token_id, tie_word_embeddings=text.tied)
+    if recipe.anyres_grids:
+        config = next_config(vision.config, text.config, recipe.anyres_grids, **choices)
+    else:
+        config = LlavaConfig(vision_config=vision.config, text_config=text.config, **choices)
+        config.architectures = ["LlavaForConditionalGeneration"]  # loaders that dispatch on it (vLLM) pick the class
     for part in (config, config.vision_config, config.text_config):
         part.dtype = dtype
     return config
@@ -133,18 +148,24 @@ def _llava_config(vision: VisionPart, text: TextPart, recipe: Recipe, image_seq_
 def _processor(vision: VisionPart, text: TextPart, recipe: Recipe):
     from transformers import LlavaProcessor
 
+    template = chat_template(recipe.chat_format)
+    if recipe.anyres_grids:
+        image_processor = next_image_processor(vision.image_processor, vision.config.image_size, recipe.anyres_grids)
+        return next_processor(image_processor, text.tokenizer, vision.config.patch_size, recipe.select_strategy,
+                              vision.cls_tokens, template)
     return LlavaProcessor(image_processor=vision.image_processor, tokenizer=text.tokenizer,
                           patch_size=vision.config.patch_size, vision_feature_select_strategy=recipe.select_strategy,
-                          num_additional_image_tokens=vision.cls_tokens, chat_template=LLAVA_V1_CHAT_TEMPLATE)
+                          num_additional_image_tokens=vision.cls_tokens, chat_template=template)
 
 
-def _expected(config) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+def expected_tensors(config) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """Runtime key -> shape of every tensor the checkpoint holds, and runtime key -> saved key."""
-    from transformers import LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
     from transformers.core_model_loading import revert_weight_conversion
 
     with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config)
+        model = (LlavaNextForConditionalGeneration if config.model_type == "llava_next"
+                 else LlavaForConditionalGeneration)(config)
     state = model.state_dict()
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # tied to the embeddings; save_pretrained leaves it out
@@ -213,9 +234,9 @@ def _plan_source(source: WeightSource, matched: dict[str, str], saved: dict[str,
     return planned
 
 
-def _save_configs(staging: Path, config, text: TextPart, processor) -> None:
+def save_configs(staging: Path, config, generation_config, processor) -> None:
     """config.json, generation_config.json and the processor files; a refusal names the file it was writing."""
-    for name, thing in (("config.json", config), ("generation_config.json", text.generation_config),
+    for name, thing in (("config.json", config), ("generation_config.json", generation_config),
                         ("the processor and tokenizer files", processor)):
         try:
             thing.save_pretrained(staging)
@@ -223,6 +244,8 @@ def _save_configs(staging: Path, config, text: TextPart, processor) -> None:
             raise AssemblyError(f"transformers refused to write {name} ({error}); the inputs' config or tokenizer "
                                 "files hold a value it cannot save: fix or remove it and run again") from error
     _drop_named_extras(staging / "tokenizer_config.json")
+    if config.model_type == "llava_next":
+        split_processor_files(staging)
 
 
 def _drop_named_extras(file: Path) -> None:
@@ -238,20 +261,43 @@ def _drop_named_extras(file: Path) -> None:
         file.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_checkpoint(out: Path, planned: list[PlannedTensor], configs: tuple, max_shard_bytes: int, progress: bool,
+                     sources: list[WeightSource]) -> int:
+    """Write the weights and (config, generation config, processor) into a staging folder, then publish it at
+    `out`; return the bytes of weights written."""
+    from tqdm.auto import tqdm
+
+    staging = staging_dir(out)
+    try:
+        total_bytes = sum(tensor.nbytes for tensor in planned)
+        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="writing llava-hf weights",
+                  disable=not progress) as bar:
+            written = write_safetensors(staging, planned, max_shard_bytes, bar)
+        save_configs(staging, *configs)
+        publish(staging, out)
+    finally:
+        for source in sources:
+            source.release()
+        if staging.exists():
+            shutil.rmtree(staging)
+    return written
+
+
 def build_checkpoint(vision: VisionPart, text: TextPart, projector: ProjectorWeights, stored: StoredWeights,
                      recipe: Recipe, out: Path) -> AssemblyReport:
     """Check everything, then write the checkpoint to `out` (atomically); raise AssemblyError listing all problems."""
-    from tqdm.auto import tqdm
-
     dtype = resolve_dtype(recipe.dtype, text.config)
     processor = _processor(vision, text, recipe)
     patches = (vision.config.image_size // vision.config.patch_size) ** 2
     fallback = patches + vision.cls_tokens - (vision.cls_tokens if recipe.select_strategy == "default" else 0)
     image_seq_length = image_seqlen_from_config(processor) or fallback
     config = _llava_config(vision, text, recipe, image_seq_length, dtype)
-    expected, saved = _expected(config)
+    expected, saved = expected_tensors(config)
 
     problems = check_choices(vision, recipe.vision_feature_layer, recipe.select_strategy)
+    if recipe.anyres_grids:
+        problems += check_next_choices(recipe.anyres_grids, recipe.select_strategy, vision.cls_tokens,
+                                       recipe.pad_to_square)
     problems += check_shapes(projector, vision.config.hidden_size, text.config.hidden_size,
                              stored.vision.origin, stored.text.origin)
     tower = {key.removeprefix("model.vision_tower."): shape for key, shape in expected.items()
@@ -263,12 +309,12 @@ def build_checkpoint(vision: VisionPart, text: TextPart, projector: ProjectorWei
         runtime = stored.text_key(key)
         return None if text.tied and runtime == "lm_head.weight" else runtime  # a tied head is not stored
 
-    text_expected = {key: shape for key, shape in expected.items()
-                     if key.startswith("model.language_model.") or key == "lm_head.weight"}
+    text_expected = {key: shape for key, shape in expected.items()  # an original NeXT stores image_newline there
+                     if key.startswith("model.language_model.") or key in ("lm_head.weight", NEWLINE_KEY)}
     text_matched, text_problems = _match(stored.text, text_key, text_expected, text.stored_rows)
     problems += vision_problems + text_problems
     missing = [key for key in expected if key not in vision_matched and key not in text_matched
-               and not key.startswith("model.multi_modal_projector.")]
+               and not key.startswith("model.multi_modal_projector.") and key != NEWLINE_KEY]
     problems += _listed("tensors missing from the inputs (wrong or incomplete checkpoint?)", missing)
     if problems:
         raise AssemblyError("cannot assemble:\n  " + "\n  ".join(problems))
@@ -277,25 +323,18 @@ def build_checkpoint(vision: VisionPart, text: TextPart, projector: ProjectorWei
     for name, tensor in projector.tensors.items():
         runtime = "model.multi_modal_projector." + name
         planned.append(PlannedTensor(saved[runtime], dtype, expected[runtime], lambda t=tensor: t.to(dtype)))
+    if NEWLINE_KEY in expected and NEWLINE_KEY not in text_matched:
+        newline = fresh_newline(expected[NEWLINE_KEY][0], recipe.seed, dtype)
+        planned.append(PlannedTensor(saved[NEWLINE_KEY], dtype, expected[NEWLINE_KEY], lambda: newline))
     planned += _plan_source(stored.text, text_matched, saved, dtype, expected, recipe.seed)
 
-    staging = staging_dir(out)
-    try:
-        total_bytes = sum(tensor.nbytes for tensor in planned)
-        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="writing llava-hf weights",
-                  disable=not recipe.progress) as progress:
-            written = write_safetensors(staging, planned, recipe.max_shard_bytes, progress)
-        _save_configs(staging, config, text, processor)
-        publish(staging, out)
-    finally:
-        stored.vision.release()
-        stored.text.release()
-        if staging.exists():
-            shutil.rmtree(staging)
+    written = write_checkpoint(out, planned, (config, text.generation_config, processor), recipe.max_shard_bytes,
+                               recipe.progress, [stored.vision, stored.text])
     return AssemblyReport(
         out=out, bytes_written=written, dtype=str(dtype).removeprefix("torch."),
         vision_type=vision.config.model_type, text_type=text.config.model_type,
         projector=f"{projector.kind} from {projector.origin}", vocab_rows=(text.stored_rows, text.config.vocab_size),
         image_token_id=config.image_token_index, pad_token_id=text.tokenizer.pad_token_id,
         image_seq_length=image_seq_length, pad_to_square=recipe.pad_to_square, notes=tuple(text.notes),
+        anyres_grids=recipe.anyres_grids,
     )

@@ -9,7 +9,16 @@ from pathlib import Path
 
 from llava_lf.errors import EXIT_OK
 
-from .spec import DTYPE_NAMES, PROJECTOR_KINDS, SELECT_STRATEGIES, AssemblySpec, ImportSpec
+from .spec import (
+    CHAT_FORMATS,
+    DTYPE_NAMES,
+    PROJECTOR_KINDS,
+    SELECT_STRATEGIES,
+    AssemblyError,
+    AssemblySpec,
+    ImportSpec,
+    UpgradeSpec,
+)
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -33,9 +42,12 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_subcommand(commands) -> None:
-    assemble = commands.add_parser("assemble", help="CLIP + projector + LLaMA -> a llava-hf checkpoint")
-    assemble.add_argument("--vision", type=Path, required=True, help="CLIP or SigLIP checkpoint directory")
-    assemble.add_argument("--llm", type=Path, required=True, help="LLaMA/Vicuna, Mistral or Qwen2 directory")
+    assemble = commands.add_parser("assemble", help="CLIP + projector + LLaMA -> a llava-hf checkpoint (LLaVA or NeXT)")
+    assemble.add_argument("--vision", type=Path, default=None, help="CLIP or SigLIP checkpoint directory")
+    assemble.add_argument("--llm", type=Path, default=None, help="LLaMA/Vicuna, Mistral or Qwen2 directory")
+    assemble.add_argument("--llava", type=Path, default=None,
+                          help="instead of --vision/--llm: a LLaVA-1.5-layout llava-hf checkpoint (stage 1) to turn "
+                               "into LLaVA-NeXT with a NeXT preset, every tensor carried")
     _add_output_flags(assemble)
     assemble.add_argument("--preset", default=None,
                           help="yaml/assemble/NAME.yaml or its NAME (e.g. llava1_5_7b); flags override it")
@@ -49,6 +61,10 @@ def add_subcommand(commands) -> None:
     assemble.add_argument("--pad-to-square", action=argparse.BooleanOptionalAction, default=None,
                           help="pad images to a square with the mean colour before resizing (LLaVA-1.5)")
     assemble.add_argument("--vocab-multiple", type=int, default=None, help="default 64")
+    assemble.add_argument("--anyres-grids", type=_grids, default=None,
+                          help="LLaVA-NeXT tile grids, rows x columns, e.g. 1x2,2x1,2x2,3x1,1x3 (the NeXT presets')")
+    assemble.add_argument("--chat-format", choices=CHAT_FORMATS, default=None,
+                          help="the processor's chat template (default llava_v1)")
     assemble.set_defaults(run=run_assemble)
 
     original = commands.add_parser("import-llava", help="original LLaVA checkpoint (liuhaotian format) -> llava-hf")
@@ -59,16 +75,44 @@ def add_subcommand(commands) -> None:
     original.set_defaults(run=run_import)
 
 
+def _grids(text: str) -> tuple[str, ...]:
+    from llava_lf.common.anyres import parse_grid
+
+    grids = tuple(part.strip() for part in text.split(",") if part.strip())
+    try:
+        for grid in grids:
+            parse_grid(grid)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return grids
+
+
 def _given(args: argparse.Namespace, names: list[str]) -> dict:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def assembly_spec(args: argparse.Namespace) -> AssemblySpec:
-    """Defaults < preset < flags."""
+def assembly_spec(args: argparse.Namespace) -> AssemblySpec | UpgradeSpec:
+    """Defaults < preset < flags; with --llava, the upgrade of a stage-1 checkpoint (which keeps its own weights'
+    choices: only the grids, the chat format and the seed apply)."""
     from .presets import load_preset
 
-    choices = [field.name for field in fields(AssemblySpec)]
     settings = load_preset(args.preset) if args.preset else {}
+    if args.llava is not None:
+        parts = [flag for flag, value in (("--vision", args.vision), ("--llm", args.llm)) if value is not None]
+        if parts:
+            raise AssemblyError(f"--llava and {' / '.join(parts)}: give either a stage-1 checkpoint (--llava) or the "
+                                "parts (--vision and --llm), not both")
+        choices = [field.name for field in fields(UpgradeSpec)]
+        settings = {key: value for key, value in settings.items() if key in choices}
+        settings.update(_given(args, choices))
+        if args.max_shard_size is not None:
+            settings["max_shard_bytes"] = args.max_shard_size
+        settings.setdefault("anyres_grids", ())
+        return UpgradeSpec(**settings, progress=not args.quiet)
+    if args.vision is None or args.llm is None:
+        raise AssemblyError("assemble needs --vision and --llm (the parts), or --llava (a stage-1 checkpoint to "
+                            "turn into LLaVA-NeXT)")
+    choices = [field.name for field in fields(AssemblySpec)]
     settings.update(_given(args, choices))
     if args.max_shard_size is not None:
         settings["max_shard_bytes"] = args.max_shard_size
@@ -83,9 +127,11 @@ def import_spec(args: argparse.Namespace) -> ImportSpec:
 
 
 def run_assemble(args: argparse.Namespace) -> int:
-    from . import assemble_report
+    from . import assemble_report, upgrade_to_next_report
 
-    print(assemble_report(assembly_spec(args)).summary())
+    spec = assembly_spec(args)
+    report = upgrade_to_next_report(spec) if isinstance(spec, UpgradeSpec) else assemble_report(spec)
+    print(report.summary())
     return EXIT_OK
 
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
-from llava_lf.formats import IMAGE_TOKEN, LLAVA_V1_CHAT_TEMPLATE, PAD_TOKEN
+from llava_lf.formats import IMAGE_TOKEN, PAD_TOKEN
 
+from .chat_templates import FORMAT_TOKENS, chat_template
 from .generation import make_savable
-from .spec import AssemblyError
+from .spec import AssemblyError, ChatFormat
 
 # model_type -> the decoder HF Llava builds for it; each one is covered by a parity test.
 SUPPORTED_TEXT_TYPES = ("llama", "mistral", "qwen2")
@@ -68,9 +69,10 @@ def adds_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
-def prepare_tokenizer(tokenizer) -> None:
+def prepare_tokenizer(tokenizer, chat_format: ChatFormat = "llava_v1") -> list[str]:
     """Add `<image>` and a pad token (`<pad>`, never `<unk>`), make a tokenizer with a BOS add it, pad on the
-    left (batched generation) and set the `llava_v1` chat template, which leaves BOS to the tokenizer."""
+    left (batched generation) and set the chat template of `chat_format`, which leaves BOS to the tokenizer.
+    Tokens the format writes (ChatML's, Llama-3's headers) are added after those when missing; returns them."""
     from tokenizers import AddedToken
 
     strip_presets(tokenizer)
@@ -86,9 +88,14 @@ def prepare_tokenizer(tokenizer) -> None:
         if not adds_bos(tokenizer):
             raise AssemblyError(f"tokenizer {type(tokenizer).__name__} has BOS {tokenizer.bos_token!r} but cannot be "
                                 "made to add it; save the language model with a fast tokenizer (tokenizer.json)")
+    missing = [token for token in FORMAT_TOKENS[chat_format] if token not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens([AddedToken(token, special=True, normalized=False) for token in missing],
+                             special_tokens=True)
     tokenizer.padding_side = "left"
     tokenizer.init_kwargs["padding_side"] = "left"
-    tokenizer.chat_template = LLAVA_V1_CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template(chat_format)
+    return missing
 
 
 def padded_rows(tokenizer_size: int, stored_rows: int, multiple: int) -> int:
@@ -127,10 +134,11 @@ class TextPart:
         return bool(getattr(self.config, "tie_word_embeddings", False))
 
 
-def finish_text(config, tokenizer, generation_config, multiple: int, where: str) -> TextPart:
+def finish_text(config, tokenizer, generation_config, multiple: int, where: str,
+                chat_format: ChatFormat = "llava_v1") -> TextPart:
     """Prepare the tokenizer and size the vocabulary; the config then describes the output's decoder."""
     stored_rows = config.vocab_size
-    prepare_tokenizer(tokenizer)
+    added = prepare_tokenizer(tokenizer, chat_format)
     config.vocab_size = padded_rows(len(tokenizer), stored_rows, multiple)
     config.pad_token_id = tokenizer.pad_token_id
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
@@ -138,6 +146,9 @@ def finish_text(config, tokenizer, generation_config, multiple: int, where: str)
         if value is not None:
             setattr(generation_config, name, value)
     notes = make_savable(generation_config, f"{where}/generation_config.json")
+    if added:
+        notes.append(f"{where}: the tokenizer lacked {', '.join(added)}, which the {chat_format} format writes; "
+                     "added as special tokens with new embedding rows (the model has yet to learn them)")
     return TextPart(config, tokenizer, generation_config, stored_rows, notes)
 
 

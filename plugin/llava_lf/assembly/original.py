@@ -3,6 +3,9 @@
 The original keeps the decoder under `model.*` / `lm_head`, the projector under `model.mm_projector.*`,
 and sometimes the tower under `model.vision_tower.*`; its config.json is the decoder's plus `mm_*` keys
 that spell the LLaVA choices. The vision tower's config and image processor come from `--vision`.
+LLaVA-NeXT (1.6: `image_aspect_ratio: anyres`, `mm_patch_merge_type: spatial_unpad`) adds `model.image_newline`
+and its `image_grid_pinpoints`, and becomes a LlavaNext checkpoint, named as transformers' own conversion
+script (`convert_llava_next_weights_to_hf.py`) names it.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .build import AssemblyReport, Recipe, StoredWeights, build_checkpoint, check_destination
+from .chat_templates import infer_chat_format
 from .generation import load_generation_config
 from .language import check_text_type, finish_text, llm_key, load_tokenizer, text_config_from
+from .next import NEWLINE_KEY, grids_of
 from .projector import PROJECTOR_KEY_PART, read_original
 from .spec import DTYPE_NAMES, AssemblyError, ImportSpec, ProjectorKind, SelectStrategy
 from .tensor_files import weight_source
@@ -35,17 +40,24 @@ def _text_type(raw: dict[str, Any], where: Path) -> str:
     return check_text_type(model_type, where)
 
 
-def _choices(raw: dict[str, Any], where: Path) -> tuple[ProjectorKind, int, SelectStrategy, bool]:
-    """LLaVA's mm_* settings as llava-hf choices; anything llava-hf cannot express is an error."""
+def _choices(raw: dict[str, Any], where: Path) -> tuple[ProjectorKind, int, SelectStrategy, bool, list | None]:
+    """LLaVA's mm_* settings as llava-hf choices (the last: NeXT's pinpoints, None for LLaVA); anything llava-hf
+    cannot express is an error."""
     problems = []
     if raw.get("mm_use_im_start_end"):
         problems.append("mm_use_im_start_end is true: the model wraps images in <im_start>/<im_end>, which "
                         "llava-hf's processor cannot reproduce; only checkpoints trained without it import")
     merge = raw.get("mm_patch_merge_type", "flat")
     aspect = raw.get("image_aspect_ratio") or "square"
-    if merge != "flat" or aspect not in {"pad", "square"}:
-        problems.append(f"image_aspect_ratio {aspect!r} / mm_patch_merge_type {merge!r} is LLaVA-NeXT (anyres) "
-                        "tiling; this importer converts LLaVA v1 and v1.5 (pad or square, flat)")
+    is_next = aspect == "anyres" and merge == "spatial_unpad"
+    pinpoints = raw.get("image_grid_pinpoints")
+    if not is_next and (merge != "flat" or aspect not in {"pad", "square"}):
+        problems.append(f"image_aspect_ratio {aspect!r} / mm_patch_merge_type {merge!r}: this importer converts "
+                        "LLaVA v1 and v1.5 (pad or square, flat) and LLaVA-NeXT (anyres, spatial_unpad); other "
+                        "tilings have no llava-hf LlavaNext form")
+    if is_next and not (isinstance(pinpoints, list) and pinpoints):
+        problems.append(f"image_grid_pinpoints {pinpoints!r}: LLaVA-NeXT's anyres needs the list of [width, height] "
+                        "canvases (the 1.6 releases: [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]])")
     projector = raw.get("mm_projector_type") or "linear"  # v1 checkpoints predate the key
     if projector not in {"linear", "mlp2x_gelu"}:
         problems.append(f"mm_projector_type {projector!r}: only linear and mlp2x_gelu have a llava-hf form")
@@ -55,7 +67,10 @@ def _choices(raw: dict[str, Any], where: Path) -> tuple[ProjectorKind, int, Sele
     if problems:
         raise AssemblyError(f"{where}: cannot import:\n  " + "\n  ".join(problems))
     layer = raw.get("mm_vision_select_layer", -1)  # LLaVA's own default when the key is absent
-    return projector, int(layer), SELECT_FEATURES[feature], aspect == "pad"
+    if is_next and feature != "patch":
+        raise AssemblyError(f"{where}: cannot import: mm_vision_select_feature {feature!r} keeps the CLS token, which "
+                            "AnyRes cannot lay out (the original asserts on it too)")
+    return projector, int(layer), SELECT_FEATURES[feature], aspect == "pad", pinpoints if is_next else None
 
 
 def read_original_config(src: Path) -> dict[str, Any]:
@@ -89,7 +104,7 @@ def import_original(spec: ImportSpec) -> AssemblyReport:
     raw = read_original_config(spec.src)
     where = spec.src / "config.json"
     check_destination(spec.out, [spec.src, spec.vision])
-    projector_kind, layer, strategy, pad_to_square = _choices(raw, where)
+    projector_kind, layer, strategy, pad_to_square, pinpoints = _choices(raw, where)
     source = _weights_or_hint(spec.src)
     text_type = _text_type(raw, where)
 
@@ -103,13 +118,20 @@ def import_original(spec: ImportSpec) -> AssemblyReport:
     text_config = text_config_from(decoder, text_type)
     generation_config = load_generation_config(spec.src, text_config, "SRC")
     generation_config.max_length = None  # liuhaotian's training length; llava-hf's checkpoints carry none
-    text = finish_text(text_config, load_tokenizer(spec.src, "SRC"), generation_config, spec.vocab_multiple,
-                       f"SRC {spec.src}")
+    tokenizer = load_tokenizer(spec.src, "SRC")
+    grids = grids_of(pinpoints, vision.config.image_size, str(where)) if pinpoints else ()
+    chat_format = infer_chat_format(tokenizer.get_vocab(), raw.get("model_type")) if grids else "llava_v1"
+    if grids and NEWLINE_KEY not in source:
+        raise AssemblyError(f"SRC {spec.src}: LLaVA-NeXT config but no {NEWLINE_KEY} tensor; the weights are not "
+                            "this config's (or were saved before stage 2)")
+    text = finish_text(text_config, tokenizer, generation_config, spec.vocab_multiple, f"SRC {spec.src}", chat_format)
 
     projector = read_original(source, projector_kind)
     has_tower = any(key.startswith("model.vision_tower.") for key in source)
 
     def decoder_key(key: str) -> str | None:
+        if key == NEWLINE_KEY:
+            return NEWLINE_KEY
         return None if PROJECTOR_KEY_PART in key or key.startswith("model.vision_tower.") else llm_key(key)
 
     stored = StoredWeights(
@@ -119,5 +141,6 @@ def import_original(spec: ImportSpec) -> AssemblyReport:
     )
     recipe = Recipe(projector=projector_kind, vision_feature_layer=layer, select_strategy=strategy,
                     pad_to_square=pad_to_square, dtype=spec.dtype, vocab_multiple=spec.vocab_multiple,
-                    seed=spec.seed, max_shard_bytes=spec.max_shard_bytes, progress=spec.progress)
+                    seed=spec.seed, max_shard_bytes=spec.max_shard_bytes, progress=spec.progress,
+                    anyres_grids=grids, chat_format=chat_format)
     return build_checkpoint(vision, text, projector, stored, recipe, spec.out)

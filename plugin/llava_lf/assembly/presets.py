@@ -10,7 +10,7 @@ from typing import Any
 
 from llava_lf.resources import presets_dir
 
-from .spec import DTYPE_NAMES, PROJECTOR_KINDS, SELECT_STRATEGIES, AssemblyError
+from .spec import CHAT_FORMATS, DTYPE_NAMES, PROJECTOR_KINDS, SELECT_STRATEGIES, AssemblyError
 
 # key -> (type, allowed values or None)
 PRESET_KEYS: dict[str, tuple[type, tuple[str, ...] | None]] = {
@@ -20,6 +20,8 @@ PRESET_KEYS: dict[str, tuple[type, tuple[str, ...] | None]] = {
     "pad_to_square": (bool, None),
     "dtype": (str, DTYPE_NAMES),
     "vocab_multiple": (int, None),
+    "anyres_grids": (list, None),  # LLaVA-NeXT: tile grids, e.g. [1x2, 2x1, 2x2, 3x1, 1x3]
+    "chat_format": (str, CHAT_FORMATS),
 }
 
 
@@ -33,6 +35,18 @@ def find_preset(value: str) -> Path:
         return named
     known = sorted(file.stem for file in presets_dir().glob("*.yaml"))
     raise AssemblyError(f"--preset {value}: no such file or preset; known presets: {', '.join(known) or 'none'}")
+
+
+def _grid_problems(path: Path, grids: list) -> list[str]:
+    from llava_lf.common.anyres import parse_grid
+
+    problems = []
+    for grid in grids:
+        try:
+            parse_grid(grid)
+        except ValueError as error:
+            problems.append(f"{path}: anyres_grids: {error}")
+    return problems
 
 
 def load_preset(name_or_path: str) -> dict[str, Any]:
@@ -55,6 +69,10 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
             problems.append(f"{path}: {key} must be a {kind.__name__}, got {value!r}")
         elif allowed is not None and value not in allowed:
             problems.append(f"{path}: {key} {value!r} is not one of {', '.join(allowed)}")
+        elif key == "anyres_grids":
+            problems += _grid_problems(path, value)
     if problems:
         raise AssemblyError("\n".join(problems))
+    if "anyres_grids" in data:
+        data["anyres_grids"] = tuple(str(grid) for grid in data["anyres_grids"])
     return data

@@ -11,10 +11,13 @@ from llava_lf.errors import LlavaLfError
 ProjectorKind = Literal["mlp2x_gelu", "linear"]
 SelectStrategy = Literal["default", "full"]
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
+# The conversation format whose chat template the processor carries (LLaVA-NeXT's conversation.py names).
+ChatFormat = Literal["llava_v1", "mistral_instruct", "chatml_direct", "llama_3"]
 
 PROJECTOR_KINDS: tuple[str, ...] = get_args(ProjectorKind)
 SELECT_STRATEGIES: tuple[str, ...] = get_args(SelectStrategy)
 DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
+CHAT_FORMATS: tuple[str, ...] = get_args(ChatFormat)
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3
 
@@ -45,12 +48,32 @@ class AssemblySpec:
     pad_to_square: bool = False  # LLaVA-1.5 pads with the CLIP mean colour; the presets turn it on
     dtype: DtypeName = "auto"  # auto: the language model's stored dtype
     vocab_multiple: int = 64
-    seed: int = 0  # new embedding rows and a fresh projector
+    seed: int = 0  # new embedding rows, a fresh projector and image_newline
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES
+    progress: bool = True
+    anyres_grids: tuple[str, ...] = ()  # LLaVA-NeXT tile grids ("1x2", ...); empty: LLaVA (one tile, no newline)
+    chat_format: ChatFormat = "llava_v1"
+
+    def __post_init__(self) -> None:
+        _paths_as_paths(self, ("vision", "llm", "out", "projector_weights"))
+        object.__setattr__(self, "anyres_grids", tuple(self.anyres_grids))
+
+
+@dataclass(frozen=True)
+class UpgradeSpec:
+    """A LLaVA-1.5-layout llava-hf checkpoint (NeXT's stage 1) -> LLaVA-NeXT, every tensor carried bit for bit."""
+
+    llava: Path
+    out: Path
+    anyres_grids: tuple[str, ...]
+    chat_format: ChatFormat = "llava_v1"
+    seed: int = 0  # image_newline
     max_shard_bytes: int = DEFAULT_SHARD_BYTES
     progress: bool = True
 
     def __post_init__(self) -> None:
-        _paths_as_paths(self, ("vision", "llm", "out", "projector_weights"))
+        _paths_as_paths(self, ("llava", "out"))
+        object.__setattr__(self, "anyres_grids", tuple(self.anyres_grids))
 
 
 @dataclass(frozen=True)
