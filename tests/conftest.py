@@ -17,6 +17,15 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
+def plugin_wheel(tmp_path_factory) -> Path:
+    """The project's wheel (what `pip install .` installs), built once per session by hatchling in process."""
+    from hatchling.builders.wheel import WheelBuilder
+
+    out = tmp_path_factory.mktemp("plugin_dist")
+    return Path(next(iter(WheelBuilder(str(REPO)).build(directory=str(out), versions=["standard"]))))
+
+
+@pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
     """A small synthetic picture set (the demo's generator) converted to a host dataset."""
     from llava_lf.data.convert import convert_file

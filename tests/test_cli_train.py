@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN
+from helpers.host_cli import cli
 
 import yaml
 
@@ -41,18 +39,16 @@ def _train_config(tmp_path: Path, model: Path, datasets: Path, **overrides) -> P
     return path
 
 
-def _run_cli(config: Path, **env_overrides: str) -> subprocess.CompletedProcess:
-    # As in an activated venv: the host launches `torchrun` from PATH.
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **env_overrides}
-    return subprocess.run([str(BIN / "llamafactory-cli"), "train", str(config)], capture_output=True, text=True,
-                          env=env, timeout=900)
+def _train(config: Path, **env: str) -> str:
+    """The run's log; the run must succeed."""
+    log = config.parent / "train.log"
+    cli("train", config, {}, log, env=env, timeout=900)
+    return log.read_text()
 
 
 def test_llamafactory_cli_trains_with_llava_v1(tmp_path, tiny_llava, demo_data):
     _, datasets = demo_data
-    result = _run_cli(_train_config(tmp_path, tiny_llava, datasets))
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
+    log = _train(_train_config(tmp_path, tiny_llava, datasets))
     # The host prints one tokenised example: it must be the Vicuna v1 rendering of our template.
     assert "<s>A chat between a curious user and an artificial intelligence assistant." in log
     assert "questions. USER: <image><image>" in log
@@ -62,9 +58,7 @@ def test_llamafactory_cli_trains_with_llava_v1(tmp_path, tiny_llava, demo_data):
 def test_torchrun_workers_see_our_template(tmp_path, tiny_llava, demo_data):
     _, datasets = demo_data
     config = _train_config(tmp_path, tiny_llava, datasets, ddp_backend="gloo")
-    result = _run_cli(config, FORCE_TORCHRUN="1", NPROC_PER_NODE="2", CUDA_VISIBLE_DEVICES="")
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
+    log = _train(config, FORCE_TORCHRUN="1", NPROC_PER_NODE="2", CUDA_VISIBLE_DEVICES="")
     assert "Initializing 2 distributed tasks" in log
     # Each worker logs its rank; both got past template lookup (a missing template fails the run) and trained,
     # and the example the host prints was rendered by our template, not a look-alike.

@@ -9,7 +9,6 @@ import time
 import zipfile
 
 import pytest
-from conftest import REPO
 
 from llava_lf.errors import LlavaLfError
 
@@ -217,13 +216,10 @@ def test_base_url_must_be_http():
         TeacherClient(TeacherConfig(base_url="localhost:8000/v1", model="m"))
 
 
-def test_prompt_files_ship_in_the_wheel(tmp_path):
-    from hatchling.builders.wheel import WheelBuilder
-
+def test_prompt_files_ship_in_the_wheel(plugin_wheel):
     from llava_lf.data.generate.tasks import PACKAGED_PROMPTS
 
-    wheel = next(iter(WheelBuilder(str(REPO)).build(directory=str(tmp_path), versions=["standard"])))
-    names = set(zipfile.ZipFile(wheel).namelist())
+    names = set(zipfile.ZipFile(plugin_wheel).namelist())
     shipped = {f"llava_lf/data/generate/prompts/{path.name}" for path in PACKAGED_PROMPTS.iterdir()}
     assert len(shipped) == 7 and shipped <= names
 

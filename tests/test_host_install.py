@@ -1,11 +1,12 @@
 """Installing the plugin keeps the user's host: in an environment that already holds LLaMA-Factory (the host's main
-branch from the wheel in ../shared/hosts, or the 0.9.5 release), `pip install` of our wheel, with its dependencies
-resolved, leaves llamafactory and transformers at the same version in the same place, and installs nothing the
-host pins. A pin like `llamafactory==0.9.5` in pyproject.toml fails here (pip would put 0.9.5 over main).
+branch as `make install-main` installed it, from a wheel or a git URL, or the 0.9.5 release), `pip install` of our
+wheel, with its dependencies resolved, leaves llamafactory and transformers at the same version in the same place,
+and installs nothing the host pins. A pin like `llamafactory==0.9.5` in pyproject.toml fails here (pip would put
+0.9.5 over main).
 
 Cheap: each environment is a fresh venv without pip that reaches a `make` environment's site-packages through a
 path line (which runs none of that folder's `.pth` files, so its editable install of the plugin stays invisible),
-as tests/test_packaging.py does; for main, the host's wheel is installed `--no-deps` into the new venv itself.
+as tests/test_packaging.py does; for main, the host itself is installed `--no-deps` into the new venv.
 Only our wheel is installed for real; everything else is already there, so pip needs the index only when it
 would replace something."""
 
@@ -23,7 +24,6 @@ from conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.host, pytest.mark.timeout(600)]
 
-HOST_WHEELS = REPO.parent / "shared" / "hosts"  # what `make` installs into .venv-main (HOST_MAIN_DIR)
 ENVIRONMENTS = {"release": REPO / ".venv", "main": REPO / ".venv-main"}
 KEPT = ("llamafactory", "transformers")
 PROBE = """
@@ -57,31 +57,29 @@ def _normalise(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
-@pytest.fixture(scope="module")
-def plugin_wheel(tmp_path_factory) -> Path:
-    from hatchling.builders.wheel import WheelBuilder
-
-    out = tmp_path_factory.mktemp("plugin_dist")
-    return Path(next(iter(WheelBuilder(str(REPO)).build(directory=str(out), versions=["standard"]))))
+def _host_main_source(main_venv: Path) -> str:
+    """Where `make install-main` took the host's main from, as its stamp records it: a wheel or a pip git URL."""
+    stamp = main_venv / ".installed"
+    source = stamp.read_text().strip() if stamp.exists() else ""
+    if not (source.startswith("git+") or source.endswith(".whl") and Path(source).is_file()):
+        pytest.skip(f"{stamp} names no host main wheel or git URL (`make install-main` writes it)")
+    return source
 
 
 def _host_environment(tmp_path: Path, host: str) -> Path:
-    """A fresh venv that reaches a `make` environment's packages; main's host is its own, from the wheel."""
+    """A fresh venv that reaches a `make` environment's packages; main's host is its own, from where `make` took it."""
     source = ENVIRONMENTS[host]
-    wheel = None
-    if host == "main":
-        wheels = sorted(HOST_WHEELS.glob("llamafactory-*.whl"))
-        if not wheels:
-            pytest.skip(f"no host main wheel (llamafactory-*.whl) in {HOST_WHEELS}: the main-branch case needs it "
-                        "(see shared/hosts/README.md)")
-        wheel = wheels[-1]
+    host_main = None
     if not (source / "bin" / "python").exists():
         pytest.skip(f"{source.name} is missing: `make install-main` (or `make install`) creates it")
+    if host == "main":
+        host_main = _host_main_source(source)
     env_dir = tmp_path / f"{host}_env"
     venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
     (_site_packages(env_dir) / "_host_dependencies.pth").write_text(f"{_site_packages(source)}\n")
-    if wheel is not None:
-        installed = _pip(env_dir, "install", "--no-deps", "--no-index", "--ignore-installed", "--quiet", str(wheel))
+    if host_main is not None:  # a git URL is built here (pip fetches the build backend from the index)
+        offline = [] if host_main.startswith("git+") else ["--no-index"]
+        installed = _pip(env_dir, "install", "--no-deps", *offline, "--ignore-installed", "--quiet", host_main)
         assert installed.returncode == 0, installed.stderr
         assert _probe(env_dir)["llamafactory"]["origin"].startswith(str(env_dir)), "the host must be the venv's own"
     return env_dir

@@ -28,22 +28,14 @@ def _site_packages(env_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    from hatchling.builders.wheel import WheelBuilder
-
-    out = tmp_path_factory.mktemp("dist")
-    return Path(next(iter(WheelBuilder(str(REPO)).build(directory=str(out), versions=["standard"]))))
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory, wheel) -> Path:
+def installed(tmp_path_factory, plugin_wheel) -> Path:
     """A fresh venv with only our wheel installed; the project's dependencies are reached through a path line."""
     env_dir = tmp_path_factory.mktemp("wheel_env") / "venv"
     venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
     site = _site_packages(env_dir)
     (site / "_project_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
-                    "--no-deps", "--no-index", "--quiet", str(wheel)], check=True, capture_output=True, text=True)
+                    "--no-deps", "--no-index", "--quiet", str(plugin_wheel)], check=True, capture_output=True, text=True)
     return env_dir
 
 
@@ -53,8 +45,8 @@ def _run(env_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=540)
 
 
-def test_wheel_carries_the_recipes_prompts_and_hook(wheel):
-    names = set(zipfile.ZipFile(wheel).namelist())
+def test_wheel_carries_the_recipes_prompts_and_hook(plugin_wheel):
+    names = set(zipfile.ZipFile(plugin_wheel).namelist())
     shipped = {name for name in names if name.startswith("llava_lf/resources/recipes/")}
     in_repo = {f"llava_lf/resources/recipes/{p.relative_to(REPO / 'yaml').as_posix()}"
                for p in (REPO / "yaml").rglob("*") if p.is_file() and p.suffix in {".yaml", ".json"}}

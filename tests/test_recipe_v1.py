@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from helpers.recipe_chain import TINY, cli
+from helpers.host_cli import cli
+from helpers.recipe_chain import TINY
 
 import yaml
 

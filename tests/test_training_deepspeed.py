@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO
-from helpers.recipe_chain import cli
+from helpers.host_cli import cli
 from helpers.training_runs import DEEPSPEED_CPU_FIX, first_step_sizes
 
 pytestmark = [pytest.mark.slow, pytest.mark.host]

@@ -10,7 +10,8 @@ import os
 
 import pytest
 from conftest import BIN, REPO
-from helpers.recipe_chain import TINY, cli
+from helpers.host_cli import cli
+from helpers.recipe_chain import TINY
 from helpers.training_runs import first_step_sizes
 
 LR, PROJECTOR_LR = 2e-4, 2e-5

@@ -1,4 +1,4 @@
-"""Training resume after SIGKILL (issue 16): a stage-2 LoRA run of the real `llamafactory-cli` on the tiny model
+"""Training resume after SIGKILL: a stage-2 LoRA run of the real `llamafactory-cli` on the tiny model
 is killed while it writes a checkpoint, then started again with the same command, as docs/recipe.md promises.
 It must resume from a complete checkpoint (never the half-written one) and finish; an explicit
 `resume_from_checkpoint` of a complete checkpoint ends with the same weights. The choice of checkpoint is also
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from helpers.recipe_chain import TINY, cli
+from helpers.host_cli import cli
+from helpers.recipe_chain import TINY
 
 from llava_lf.training.resume import choose_resume_point
 

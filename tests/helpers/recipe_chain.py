@@ -12,13 +12,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.host_cli import cli
+
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 LR, PROJECTOR_LR, STAGE2_STEPS = 2e-4, 2e-5, 6
 TINY = {  # what a CPU and a toy model need; every other setting comes from the YAML itself
@@ -37,22 +37,6 @@ class Chain:
     checkpoints_at_kill: list[str]
     resumed_log: str
     stage2_log: str
-
-
-def cli(command: str, config: Path, overrides: dict, log: Path, wait: bool = True, env: dict | None = None):
-    """`llamafactory-cli COMMAND CONFIG key=value ...` in its own process group, output to `log`.
-
-    It runs in the log's folder: the web UI writes a `llamaboard_cache/` into its working directory.
-    """
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
-    args = [str(BIN / "llamafactory-cli"), command, str(config)] + [f"{k}={v}" for k, v in overrides.items()]
-    with open(log, "w") as handle:
-        process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                   cwd=log.parent)
-    if wait:
-        code = process.wait(timeout=600)
-        assert code == 0, f"{' '.join(args)} exited {code}:\n{log.read_text()[-4000:]}"
-    return process
 
 
 def _mixed_grouped_dataset(root: Path, demo_data) -> Path:
