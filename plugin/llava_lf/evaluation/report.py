@@ -46,7 +46,8 @@ def listing(ids: Sequence[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(ids) - limit} more; all in the JSON)" if len(ids) > limit else "")
 
 
-def _cell(value: float | None, digits: int = 1) -> str:
+def cell(value: float | None, digits: int = 1) -> str:
+    """A figure as a table or summary shows it; a dash where there is none (an empty group, a server's score)."""
     return "–" if value is None else f"{value:.{digits}f}"
 
 
@@ -66,7 +67,7 @@ def comparison_table(rows: Sequence[Row], published: dict[str, tuple[Published, 
     body = []
     for row in rows:
         reported = {p.model: p.value for p in published.get(row.key, ())}
-        body.append([row.label, str(row.questions), _cell(row.value, digits)]
+        body.append([row.label, str(row.questions), cell(row.value, digits)]
                     + ["–" if reported.get(m) is None else f"{reported[m]:g}" for m in models])
     return markdown_table(["", "n", ours] + models, body)
 

@@ -137,7 +137,7 @@ def run_table(config: TableConfig) -> TableResult:
     return _write(config, outcomes)
 
 
-def _cell(outcome: ColumnOutcome) -> str:
+def _outcome_cell(outcome: ColumnOutcome) -> str:
     if outcome.status == "scored":
         return f"{outcome.value:g}"
     return outcome.status
@@ -146,7 +146,7 @@ def _cell(outcome: ColumnOutcome) -> str:
 def _write(config: TableConfig, outcomes: list[ColumnOutcome]) -> TableResult:
     model = str(config.predict.get("model")) + (f" + {config.predict['adapter']}" if config.predict.get("adapter") else "")
     header = [""] + [o.column for o in outcomes]
-    rows = [["this run"] + [_cell(o) for o in outcomes]]
+    rows = [["this run"] + [_outcome_cell(o) for o in outcomes]]
     rows += [[name] + [f"{published.LLAVA_1_5[o.column][index]:g}" for o in outcomes]
              for index, name in enumerate(published.TABLE_MODELS)]
     uploads = [f"- {o.column}: send `{o.detail}` to {SERVERS.get(o.column, 'the benchmark server')}"

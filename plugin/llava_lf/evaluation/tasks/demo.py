@@ -21,7 +21,8 @@ from llava_lf.common.jsonl import read_json_rows
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import GenerationSettings, PredictionRequest, Predictor, model_id
 from llava_lf.evaluation.prediction_file import PredictRunSummary, answers_for, run_predictions
-from llava_lf.evaluation.report import Report, Row, bar_chart, listing, markdown_table
+from llava_lf.evaluation.report import Report, Row, bar_chart, cell, listing, markdown_table
+from llava_lf.evaluation.tally import Tally
 from llava_lf.evaluation.tasks import Task
 
 COLOR_NAMES = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -56,16 +57,15 @@ def normalise_answer(text: str) -> str:
     return " ".join(_WORDS.get(word, word) for word in words)
 
 
-@dataclass(frozen=True)
-class TypeScore:
-    qtype: str
-    questions: int
-    correct: int
-    chance: float
+@dataclass
+class TypeScore(Tally):
+    qtype: str = ""
+    chance: float = 0.0  # the accuracy of a uniform guess, a fraction
 
     @property
-    def accuracy(self) -> float:
-        return self.correct / self.questions if self.questions else 0.0
+    def accuracy(self) -> float | None:
+        """A fraction, as the demo's own tables print it."""
+        return self.fraction
 
 
 def load_questions(path: Path) -> list[dict]:
@@ -93,11 +93,11 @@ def score(questions: list[dict], answers: dict[str, str], only_answered: bool = 
         qtype = question["qtype"]
         total[qtype] += 1
         correct[qtype] += normalise_answer(answers.get(qid, "")) == normalise_answer(question["answer"])
-    scores = {qtype: TypeScore(qtype, total[qtype], correct[qtype], chance_accuracy(qtype))
+    scores = {qtype: TypeScore(total[qtype], correct[qtype], qtype, chance_accuracy(qtype))
               for qtype in QUESTION_TYPES if total[qtype]}
     n = sum(total.values())
     chance = sum(chance_accuracy(q) * total[q] for q in total) / n if n else 0.0
-    scores["all"] = TypeScore("all", n, sum(correct.values()), chance)
+    scores["all"] = TypeScore(n, sum(correct.values()), "all", chance)
     return scores
 
 
@@ -159,16 +159,15 @@ def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
 
 def _report(args: argparse.Namespace) -> Report:
     scores, missing = score_demo(args.questions, args.predictions, args.allow_partial)
-    rows = [Row(key, key, s.questions, 100 * s.accuracy) for key, s in scores.items()]
+    rows = [Row(key, key, s.questions, s.percent) for key, s in scores.items()]
     table = markdown_table(["question type", "n", "chance", "accuracy"],
-                           [[k, str(s.questions), f"{100 * s.chance:.1f}", f"{100 * s.accuracy:.1f}"]
-                            for k, s in scores.items()])
+                           [[k, str(s.questions), cell(100 * s.chance), cell(s.percent)] for k, s in scores.items()])
     markdown = "Demo held-out questions, exact answer match in percent.\n\n" + table
     if missing:
         markdown += f"\n\nNot answered ({len(missing)}): {listing(missing)}"
     chance = {key: 100 * s.chance for key, s in scores.items()}
     payload = {"scores": {k: asdict(s) | {"accuracy": s.accuracy} for k, s in scores.items()}, "missing": missing}
-    summary = "demo: " + ", ".join(f"{k} {100 * s.accuracy:.1f}% (chance {100 * s.chance:.1f})" for k, s in scores.items())
+    summary = "demo: " + ", ".join(f"{k} {cell(s.percent)}% (chance {cell(100 * s.chance)})" for k, s in scores.items())
     return Report("demo", "Demo held-out questions", payload, markdown,
                   lambda out: bar_chart(rows, {}, out, "demo held-out accuracy", "accuracy (%)", baseline=chance),
                   summary)

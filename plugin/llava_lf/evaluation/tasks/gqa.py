@@ -14,7 +14,8 @@ from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import PredictionRecord, answered, read_answers
 from llava_lf.evaluation.questions import loader_requests, read_question_file
-from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
+from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
+from llava_lf.evaluation.tally import Tally
 from llava_lf.evaluation.tasks import TableColumn, Task
 
 # GQA's eval.py leaves these steps out of a question's reasoning length (the final "query" step).
@@ -35,29 +36,12 @@ class GqaQuestion:
 
 
 @dataclass
-class GqaGroup:
-    questions: int = 0
-    correct: int = 0
-
-    @property
-    def accuracy(self) -> float | None:
-        return 100 * self.correct / self.questions if self.questions else None
-
-    def add(self, right: bool) -> None:
-        self.questions += 1
-        self.correct += right
-
-    def as_dict(self) -> dict:
-        return {"questions": self.questions, "correct": self.correct, "accuracy": self.accuracy}
-
-
-@dataclass
 class GqaResult:
-    overall: dict[str, GqaGroup]  # all, binary, open
-    structural: dict[str, GqaGroup]
-    semantic: dict[str, GqaGroup]
-    steps: dict[int, GqaGroup]
-    words: dict[int, GqaGroup]
+    overall: dict[str, Tally]  # all, binary, open
+    structural: dict[str, Tally]
+    semantic: dict[str, Tally]
+    steps: dict[int, Tally]
+    words: dict[int, Tally]
     distribution: float | None  # eval.py's chi-square / 100 (lower is better); None: no global group at all
     missing: list[str] = field(default_factory=list)  # balanced questions without an answer (counted wrong)
     right_if_stripped: list[str] = field(default_factory=list)  # wrong only for surrounding whitespace
@@ -136,7 +120,7 @@ def _chi_square_over_groups(gold: dict[str, dict[str, int]], predicted: dict[str
 def score(questions: Sequence[GqaQuestion], predictions: dict[str, str]) -> GqaResult:
     """Accuracy over the balanced questions; `predictions` are cleaned answers by question id. An unanswered
     balanced question counts wrong (eval.py refuses to run instead)."""
-    result = GqaResult({"all": GqaGroup(), "binary": GqaGroup(), "open": GqaGroup()}, {}, {}, {}, {}, None)
+    result = GqaResult({"all": Tally(), "binary": Tally(), "open": Tally()}, {}, {}, {}, {}, None)
     gold: dict[str, dict[str, int]] = {}
     predicted: dict[str, dict[str, int]] = {}
     for q in questions:
@@ -149,9 +133,9 @@ def score(questions: Sequence[GqaQuestion], predictions: dict[str, str]) -> GqaR
         elif not right and prediction.strip() == q.answer:
             result.right_if_stripped.append(q.question_id)
         for group in (result.overall["all"], result.overall["open" if q.structural == "query" else "binary"],
-                      result.structural.setdefault(q.structural, GqaGroup()),
-                      result.semantic.setdefault(q.semantic, GqaGroup()),
-                      result.steps.setdefault(q.steps, GqaGroup()), result.words.setdefault(q.words, GqaGroup())):
+                      result.structural.setdefault(q.structural, Tally()),
+                      result.semantic.setdefault(q.semantic, Tally()),
+                      result.steps.setdefault(q.steps, Tally()), result.words.setdefault(q.words, Tally())):
             group.add(right)
         if q.global_group is not None:
             counts = gold.setdefault(q.global_group, {})
@@ -199,7 +183,7 @@ def _asked(args: argparse.Namespace, questions: list[GqaQuestion]) -> list[str]:
 
 
 def _group_table(title: str, groups: dict) -> str:
-    return markdown_table([title, "n", "accuracy"], [[str(key), str(g.questions), f"{g.accuracy:.2f}"]
+    return markdown_table([title, "n", "accuracy"], [[str(key), str(g.questions), cell(g.percent, 2)]
                                                      for key, g in sorted(groups.items(), key=lambda kv: str(kv[0]))])
 
 
@@ -214,7 +198,7 @@ def _report(args: argparse.Namespace) -> Report:
     overall = result.overall["all"]
     if overall.questions == 0:
         raise LlavaLfError(f"{args.annotations} has no balanced question (isBalanced true): nothing to score")
-    rows = [Row(key, label, g.questions, g.accuracy) for key, label, g in
+    rows = [Row(key, label, g.questions, g.percent) for key, label, g in
             (("all", "accuracy", overall), ("binary", "binary (yes/no)", result.overall["binary"]),
              ("open", "open (query)", result.overall["open"]))]
     column = published.column("GQA")
@@ -234,7 +218,7 @@ def _report(args: argparse.Namespace) -> Report:
         "convert_gqa_for_eval.py writes them: rename it testdev_balanced_predictions.json for GQA's eval.py.",
     ]))
     payload = {
-        "accuracy": {key: g.accuracy for key, g in result.overall.items()},
+        "accuracy": {key: g.percent for key, g in result.overall.items()},
         "questions": {key: g.questions for key, g in result.overall.items()},
         "correct": {key: g.correct for key, g in result.overall.items()},
         "structural": {key: g.as_dict() for key, g in result.structural.items()},
@@ -243,8 +227,8 @@ def _report(args: argparse.Namespace) -> Report:
         "words": {str(key): g.as_dict() for key, g in sorted(result.words.items())},
         "distribution": result.distribution, "missing": missing, "right_if_stripped": result.right_if_stripped,
     }
-    summary = (f"GQA testdev-balanced: accuracy {overall.accuracy:.2f}% of {overall.questions} (binary "
-               + ", open ".join("–" if g.accuracy is None else f"{g.accuracy:.2f}%"
+    summary = (f"GQA testdev-balanced: accuracy {cell(overall.percent, 2)}% of {overall.questions} (binary "
+               + ", open ".join(cell(g.percent, 2) + ("" if g.percent is None else "%")
                                 for g in (result.overall["binary"], result.overall["open"]))
                + ")" + (f"; {len(missing)} unanswered counted wrong" if missing else ""))
 

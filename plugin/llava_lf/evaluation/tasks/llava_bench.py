@@ -22,7 +22,7 @@ from llava_lf.evaluation import published
 from llava_lf.evaluation.judge import JudgeClient, add_judge_arguments, judge_client, write_reviews
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for
-from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
+from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
 from llava_lf.evaluation.tasks import TableColumn, Task
 
 CATEGORIES = ("conv", "detail", "complex")
@@ -255,10 +255,8 @@ def _report(args: argparse.Namespace) -> Report:
     rows = [Row(key, CATEGORY_NAMES[key], score.questions, score.relative) for key, score in categories.items()]
     detail = markdown_table(
         ["", "scored", "unparsable", "reference mean", "candidate mean", "relative (%)"],
-        [[CATEGORY_NAMES[k], str(s.scored), str(s.unparsable),
-          "–" if s.reference_mean is None else f"{s.reference_mean:.2f}",
-          "–" if s.candidate_mean is None else f"{s.candidate_mean:.2f}",
-          "–" if s.relative is None else f"{s.relative:.1f}"] for k, s in categories.items()])
+        [[CATEGORY_NAMES[k], str(s.scored), str(s.unparsable), cell(s.reference_mean, 2), cell(s.candidate_mean, 2),
+          cell(s.relative)] for k, s in categories.items()])
     markdown = "\n\n".join(filter(None, [
         f"LLaVA-Bench ({args.variant}), relative score in percent; judge: `{args.judge_model}`"
         + (f" (served as {', '.join(result.judge_served_models)})" if result.judge_served_models else "") + ".",

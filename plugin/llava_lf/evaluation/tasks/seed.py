@@ -13,7 +13,8 @@ from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import PredictionRecord, records_for
 from llava_lf.evaluation.questions import loader_requests, read_question_file
-from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
+from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
+from llava_lf.evaluation.tally import Tally
 from llava_lf.evaluation.tasks import TableColumn, Task
 
 UPLOAD_FILE = "seed_upload.jsonl"
@@ -37,22 +38,9 @@ class SeedQuestion:
 
 
 @dataclass
-class SeedGroup:
-    questions: int = 0
-    correct: int = 0
-
-    @property
-    def accuracy(self) -> float | None:
-        return 100 * self.correct / self.questions if self.questions else None
-
-    def as_dict(self) -> dict:
-        return {"questions": self.questions, "correct": self.correct, "accuracy": self.accuracy}
-
-
-@dataclass
 class SeedResult:
-    overall: dict[str, SeedGroup]  # all, image, video
-    types: dict[str, SeedGroup]  # by type name, in type-id order
+    overall: dict[str, Tally]  # all, image, video
+    types: dict[str, Tally]  # by type name, in type-id order
     missing: list[str] = field(default_factory=list)  # unanswered: counted wrong
     id_type_mismatch: list[str] = field(default_factory=list)  # answered under a string id: counted wrong
     right_but_for_format: list[str] = field(default_factory=list)  # e.g. "A." or " a": wrong by exact match
@@ -104,8 +92,8 @@ def load_seed(path: Path) -> SeedBench:
 def score(bench: SeedBench, records: dict[str, PredictionRecord]) -> SeedResult:
     """Exact `text == answer`; an answer is found only under the id the official script looks up (see
     `SeedQuestion.id_as_scored`). Unanswered questions count wrong, as in the official accuracy."""
-    result = SeedResult({"all": SeedGroup(), "image": SeedGroup(), "video": SeedGroup()},
-                        {bench.type_names[t]: SeedGroup() for t in sorted({q.type_id for q in bench.questions})})
+    result = SeedResult({"all": Tally(), "image": Tally(), "video": Tally()},
+                        {bench.type_names[t]: Tally() for t in sorted({q.type_id for q in bench.questions})})
     for question in bench.questions:
         record = records.get(question.question_id)
         if record is None:
@@ -120,8 +108,7 @@ def score(bench: SeedBench, records: dict[str, PredictionRecord]) -> SeedResult:
                 result.right_but_for_format.append(question.question_id)
         for group in (result.overall["all"], result.overall[question.data_type],
                       result.types[bench.type_names[question.type_id]]):
-            group.questions += 1
-            group.correct += right
+            group.add(right)
     return result
 
 
@@ -147,26 +134,22 @@ def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
     return loader_requests(read_question_file(args.questions), args.image_folder)
 
 
-def _cell(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
 def _report(args: argparse.Namespace) -> Report:
     bench = load_seed(args.annotations)
     records, _ = records_for([q.question_id for q in bench.questions], args.predictions, args.allow_partial)
     result = score(bench, records)
     overall = result.overall
     column = published.column("SEED")
-    rows = [Row("all", "total (image and video)", overall["all"].questions, overall["all"].accuracy),
-            Row("image", "image", overall["image"].questions, overall["image"].accuracy),
-            Row("video", "video (middle frame)", overall["video"].questions, overall["video"].accuracy)]
+    rows = [Row("all", "total (image and video)", overall["all"].questions, overall["all"].percent),
+            Row("image", "image", overall["image"].questions, overall["image"].percent),
+            Row("video", "video (middle frame)", overall["video"].questions, overall["video"].percent)]
     uploaded = upload_rows(bench, records)
     markdown = "\n\n".join(filter(None, [
         "SEED-Bench (v1), accuracy in percent: the answer must be exactly the option's letter "
         "(convert_seed_for_submission.py's rule; `A.` or `(A)` count wrong).",
         comparison_table(rows, column, digits=2), notes(column),
         markdown_table(["question type", "n", "accuracy"],
-                       [[name, str(g.questions), _cell(g.accuracy)] for name, g in result.types.items()]),
+                       [[name, str(g.questions), cell(g.percent, 2)] for name, g in result.types.items()]),
         "A type with no right answer shows 0 (where each of its questions is answered, the official script "
         "raises a KeyError instead)."
         if any(g.correct == 0 for g in result.types.values()) else "",
@@ -182,15 +165,15 @@ def _report(args: argparse.Namespace) -> Report:
         f"`{UPLOAD_FILE}` holds {len(uploaded)} answers in SEED's order for the leaderboard (optional).",
     ]))
     payload = {
-        "accuracy": {key: g.accuracy for key, g in overall.items()} | {
-            "types": {name: g.accuracy for name, g in result.types.items()}},
+        "accuracy": {key: g.percent for key, g in overall.items()} | {
+            "types": {name: g.percent for name, g in result.types.items()}},
         "groups": {key: g.as_dict() for key, g in overall.items()},
         "types": {name: g.as_dict() for name, g in result.types.items()},
         "missing": result.missing, "id_type_mismatch": result.id_type_mismatch,
         "right_but_for_format": result.right_but_for_format, "uploaded": len(uploaded),
     }
-    summary = (f"SEED-Bench: total {_cell(overall['all'].accuracy)}% of {overall['all'].questions} (image "
-               f"{_cell(overall['image'].accuracy)}%, video {_cell(overall['video'].accuracy)}%)"
+    summary = (f"SEED-Bench: total {cell(overall['all'].percent, 2)}% of {overall['all'].questions} (image "
+               f"{cell(overall['image'].percent, 2)}%, video {cell(overall['video'].percent, 2)}%)"
                + (f"; {len(result.missing)} unanswered counted wrong and left out of the upload"
                   if result.missing else "")
                + (f"; {len(result.id_type_mismatch)} string ids counted wrong" if result.id_type_mismatch else ""))

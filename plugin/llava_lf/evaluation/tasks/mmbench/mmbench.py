@@ -11,7 +11,7 @@ from pathlib import Path
 from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import PredictionRecord, answered, read_answers
-from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table
+from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table
 from llava_lf.evaluation.tasks import TableColumn, Task
 
 from .mmbench_circular import CircularResult, CircularRow, circular_score
@@ -82,8 +82,8 @@ def _estimate_text(variant: Variant, result: CircularResult | None) -> list[str]
         return ["The TSV carries no answers (a test split): no local estimate; the server's figure is the only one."]
     rows = [Row("all", "local circular estimate (rules only)", result.overall.questions, result.overall.percent)]
     reference = published.column(variant.column)
-    category_rows = [[name, str(acc.questions), f"{acc.percent:.1f}"] for name, acc in result.categories.items()]
-    l2_rows = [[name, str(acc.questions), f"{acc.percent:.1f}"] for name, acc in result.l2_categories.items()]
+    category_rows = [[name, str(acc.questions), cell(acc.percent)] for name, acc in result.categories.items()]
+    l2_rows = [[name, str(acc.questions), cell(acc.percent)] for name, acc in result.l2_categories.items()]
     rules = ", ".join(f"{name}: {count}" for name, count in result.rules.items())
     return [
         "**Local estimate, not the server's figure.** Circular accuracy from the TSV's answers: a question counts "
@@ -91,7 +91,7 @@ def _estimate_text(variant: Variant, result: CircularResult | None) -> list[str]
         "scorer (VLMEvalKit's `can_infer`), with no GPT judge, so answers the rules cannot read count wrong. "
         "The published numbers beside it are the server's.",
         comparison_table(rows, reference),
-        f"First rotation alone (no circular copies): {result.single_pass.percent:.1f}% of "
+        f"First rotation alone (no circular copies): {cell(result.single_pass.percent)}% of "
         f"{result.single_pass.questions}. Answers read by rule: {rules}.",
         markdown_table(["category", "questions", "circular (%)"], category_rows) if category_rows else "",
         markdown_table(["l2-category", "questions", "circular (%)"], l2_rows) if l2_rows else "",
@@ -134,7 +134,7 @@ def _report(variant: Variant, args: argparse.Namespace) -> Report:
         if missing else "",
     ]))
     estimate = "no local estimate (no answers in the TSV)" if result is None else (
-        f"local circular estimate {result.overall.percent:.1f}% of {result.overall.questions} "
+        f"local circular estimate {cell(result.overall.percent)}% of {result.overall.questions} "
         f"(rules only, {len(result.unreadable)} unreadable rows counted wrong)")
     summary = (f"{variant.title}: {estimate}; upload {variant.upload} to the OpenCompass server for the paper's "
                f"figure" + (f"; removed {sheet.removed_characters} control characters from {len(cleaned)} cells"

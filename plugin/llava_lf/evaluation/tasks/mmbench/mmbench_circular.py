@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from llava_lf.evaluation.tally import Tally
+
 # The circular copies of a question are rows of their own, at index + k * COPY_STRIDE.
 COPY_STRIDE = 1_000_000
 # Characters the rule-based extraction reads as spaces before it splits the answer into tokens.
@@ -73,25 +75,12 @@ class CircularRow:
         return self.index % COPY_STRIDE
 
 
-@dataclass(frozen=True)
-class Accuracy:
-    questions: int
-    correct: int
-
-    @property
-    def percent(self) -> float:
-        return 100.0 * self.correct / self.questions if self.questions else 0.0
-
-    def as_dict(self) -> dict:
-        return {"questions": self.questions, "correct": self.correct, "accuracy": self.percent}
-
-
 @dataclass
 class CircularResult:
-    overall: Accuracy  # circular: a question counts when all its rotations are right
-    categories: dict[str, Accuracy]
-    l2_categories: dict[str, Accuracy]
-    single_pass: Accuracy  # the first rotation (k = 0) of each question alone, for comparison
+    overall: Tally  # circular: a question counts when all its rotations are right
+    categories: dict[str, Tally]
+    l2_categories: dict[str, Tally]
+    single_pass: Tally  # the first rotation (k = 0) of each question alone, for comparison
     rules: dict[str, int]  # answers read by each rule
     unreadable: list[int] = field(default_factory=list)  # row indices whose answer no rule could read (wrong)
     refused: list[int] = field(default_factory=list)  # row indices read as Z (wrong)
@@ -107,7 +96,7 @@ class CircularResult:
                 "unreadable": self.unreadable, "refused": self.refused, "missing": self.missing}
 
 
-def _tally(flags: Mapping[int, bool], label_of: Mapping[int, str | None]) -> dict[str, Accuracy]:
+def _tally(flags: Mapping[int, bool], label_of: Mapping[int, str | None]) -> dict[str, Tally]:
     totals: dict[str, list[int]] = {}
     for group, right in flags.items():
         label = label_of[group]
@@ -116,7 +105,7 @@ def _tally(flags: Mapping[int, bool], label_of: Mapping[int, str | None]) -> dic
         counts = totals.setdefault(label, [0, 0])
         counts[0] += 1
         counts[1] += right
-    return {label: Accuracy(n, c) for label, (n, c) in sorted(totals.items())}
+    return {label: Tally(n, c) for label, (n, c) in sorted(totals.items())}
 
 
 def circular_score(rows: Sequence[CircularRow], answers: Mapping[int, str]) -> CircularResult:
@@ -146,6 +135,6 @@ def circular_score(rows: Sequence[CircularRow], answers: Mapping[int, str]) -> C
     categories = {group: row.category for group, row in first_row.items()}
     l2_categories = {group: row.l2_category for group, row in first_row.items()}
     return CircularResult(
-        Accuracy(len(question_right), sum(question_right.values())),
+        Tally(len(question_right), sum(question_right.values())),
         _tally(question_right, categories), _tally(question_right, l2_categories),
-        Accuracy(len(first_right), sum(first_right.values())), rules, unreadable, refused, missing)
+        Tally(len(first_right), sum(first_right.values())), rules, unreadable, refused, missing)

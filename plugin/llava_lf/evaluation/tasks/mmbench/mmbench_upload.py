@@ -31,7 +31,7 @@ class UploadSheet:
         return sum(cell.removed for cell in self.cleaned)
 
 
-def _cell(value: object) -> object:
+def _excel_value(value: object) -> object:
     # pandas writes NaN as an empty cell
     return None if isinstance(value, float) and value != value else value
 
@@ -51,7 +51,7 @@ def upload_sheet(table, answers: Mapping[int, str]) -> UploadSheet:
     sheet = UploadSheet(header, [])
     for record in table[kept].to_dict("records"):
         index = int(record["index"])
-        values = {name: _cell(record[name]) for name in kept} | {PREDICTION_COLUMN: answers.get(index)}
+        values = {name: _excel_value(record[name]) for name in kept} | {PREDICTION_COLUMN: answers.get(index)}
         values["index"] = index
         row = []
         for name in header:

@@ -13,7 +13,7 @@ from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answered, by_id_and_prompt, read_answers
 from llava_lf.evaluation.questions import loader_requests, read_question_file
-from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table, notes
+from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
 from llava_lf.evaluation.tasks import TableColumn, Task
 
 from .mme_ground_truth import MmeQuestion, eval_tool_line, match_ground_truth, one_line
@@ -135,10 +135,6 @@ def _shown(question: MmeQuestion) -> str:
     return f"{question.question_id} ({question.gt_question})"
 
 
-def _cell(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
 def _sum(scores: dict[str, SubtaskScore], names: Sequence[str]) -> float | None:
     present = [scores[name].score for name in names if name in scores]
     return sum(present) if present else None
@@ -184,7 +180,7 @@ def _report(args: argparse.Namespace) -> Report:
                "tasks": {name: s.as_dict() for name, s in scores.items()},
                "missing": missing, "absent_subtasks": absent, "position_pair_mismatches": mismatched,
                "flattened_answers": flattened}
-    summary = (f"MME: perception {_cell(perception)} (of 2000), cognition {_cell(cognition)} (of 800)"
+    summary = (f"MME: perception {cell(perception, 2)} (of 2000), cognition {cell(cognition, 2)} (of 800)"
                + (f"; {len(missing)} unanswered counted wrong" if missing else "")
                + (f"; {len(flattened)} answers with tabs/line breaks flattened in the eval_tool files"
                   if flattened else ""))

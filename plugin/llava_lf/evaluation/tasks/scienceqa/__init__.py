@@ -13,10 +13,10 @@ from llava_lf.evaluation import published
 from llava_lf.evaluation.judge import add_judge_arguments, judge_client, write_reviews
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for
-from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, notes
+from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, notes
 from llava_lf.evaluation.tasks import TableColumn, Task
 
-from .scienceqa import GROUP_NAMES, Problem, load_problems, prediction_requests, score
+from .scienceqa import GROUP_NAMES, Problem, ScienceQAResult, load_problems, prediction_requests, score
 from .scienceqa_cqma import cqma_requests, load_cqma
 
 
@@ -55,6 +55,11 @@ def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
                                not args.no_letter_instruction)
 
 
+def _groups(result: ScienceQAResult) -> dict[str, dict]:
+    return {key: {"group": key, "questions": group.questions, "correct": group.correct}
+            for key, group in result.groups.items()}
+
+
 def _judged(args: argparse.Namespace, problems: list, answers: dict[str, str]) -> tuple[dict, Row, str, str]:
     """The judged figures: (payload, table row, Markdown paragraph, summary clause)."""
     from . import scienceqa_judge
@@ -69,16 +74,15 @@ def _judged(args: argparse.Namespace, problems: list, answers: dict[str, str]) -
     served = sorted({item.served_model for item in judged if item.served_model})
     overall = final.groups["all"]
     payload = {"model": args.judge_model, "served_models": served, "sources": sources,
-               "groups": {key: asdict(group) for key, group in final.groups.items()},
-               "accuracy": {key: group.accuracy for key, group in final.groups.items()},
+               "groups": _groups(final), "accuracy": {key: group.percent for key, group in final.groups.items()},
                "judge_stats": client.stats.as_dict()}
     text = (f"With judge `{args.judge_model}`: {sources['agreed']} answers agreed with its own; of the "
             f"{sources['judge'] + sources['ours']} that differed, its decision counted for {sources['judge']} and "
             f"{sources['ours']} kept ours (no readable \"The answer is X.\"). "
-            f"Overall {overall.accuracy:.2f}%" + (f", with image {final.groups['IMG'].accuracy:.2f}%"
+            f"Overall {cell(overall.percent, 2)}%" + (f", with image {cell(final.groups['IMG'].percent, 2)}%"
                                                   if "IMG" in final.groups else "") + ".")
-    row = Row("judged", f"overall, with judge {args.judge_model}", overall.questions, overall.accuracy)
-    return payload, row, text, f"; with judge {overall.accuracy:.2f}%"
+    row = Row("judged", f"overall, with judge {args.judge_model}", overall.questions, overall.percent)
+    return payload, row, text, f"; with judge {cell(overall.percent, 2)}%"
 
 
 def _report(args: argparse.Namespace) -> Report:
@@ -88,8 +92,9 @@ def _report(args: argparse.Namespace) -> Report:
     answers, missing = answers_for([p.pid for p in problems], args.predictions, args.allow_partial)
     result = score(problems, answers, args.split, missing)
     rows = [Row(key, f"{GROUP_NAMES.get(key, key)} ({key})" if key != "all" else "overall",
-                group.questions, group.accuracy) for key, group in result.groups.items()]
-    payload = asdict(result) | {"accuracy": {key: group.accuracy for key, group in result.groups.items()},
+                group.questions, group.percent) for key, group in result.groups.items()]
+    payload = asdict(result) | {"groups": _groups(result),
+                                "accuracy": {key: group.percent for key, group in result.groups.items()},
                                 "questions_file": (args.questions or args.data / "problems.json").name}
     judged_text = judged_summary = ""
     if args.judge_base_url:
@@ -109,8 +114,8 @@ def _report(args: argparse.Namespace) -> Report:
     ]))
     overall = result.groups["all"]
     image = result.groups.get("IMG")
-    summary = (f"ScienceQA {args.split}: {overall.accuracy:.2f}% of {overall.questions}"
-               + (f"; with image {image.accuracy:.2f}% of {image.questions}" if image else "") + judged_summary
+    summary = (f"ScienceQA {args.split}: {cell(overall.percent, 2)}% of {overall.questions}"
+               + (f"; with image {cell(image.percent, 2)}% of {image.questions}" if image else "") + judged_summary
                + f"; failed to parse {len(result.failed_to_parse)}, out of range {len(result.out_of_range)}")
     return Report("scienceqa", f"ScienceQA ({args.split})", payload, markdown,
                   lambda out: bar_chart(rows, published.SCIENCEQA, out, f"ScienceQA {args.split}", "accuracy (%)"),

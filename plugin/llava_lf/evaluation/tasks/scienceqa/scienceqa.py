@@ -19,6 +19,7 @@ from typing import Literal
 
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import PredictionRequest
+from llava_lf.evaluation.tally import Tally
 
 LETTERS = string.ascii_uppercase
 # The option letters the published scorer knows (its `--options` default); ScienceQA has at most five choices.
@@ -151,21 +152,10 @@ def choice_index(extraction: Extraction, problem: Problem) -> int | None:
     return OPTIONS.index(letter)
 
 
-@dataclass(frozen=True)
-class GroupAccuracy:
-    group: str
-    questions: int
-    correct: int
-
-    @property
-    def accuracy(self) -> float:
-        return 100.0 * self.correct / self.questions if self.questions else 0.0
-
-
 @dataclass
 class ScienceQAResult:
     split: str
-    groups: dict[str, GroupAccuracy]
+    groups: dict[str, Tally]  # GROUP_ORDER first
     rules: dict[str, int]  # how many answers each extraction rule read
     failed_to_parse: list[str]  # pids whose answer no rule could read (counted wrong)
     out_of_range: list[str]  # pids answered with a letter past the last option (counted wrong)
@@ -176,8 +166,7 @@ def score(problems: Sequence[Problem], answers: dict[str, str], split: str,
           missing: Sequence[str] = ()) -> ScienceQAResult:
     """Accuracy per group over every problem of the split: an unanswered problem counts as FAILED (wrong),
     as in the published scorer (only reachable with --allow-partial)."""
-    correct: dict[str, int] = {}
-    total: dict[str, int] = {}
+    tallies: dict[str, Tally] = {}
     rules = {"letter": 0, "prefix": 0, "answer_is": 0, "failed": 0}
     failed, out_of_range = [], []
     for problem in problems:
@@ -193,8 +182,6 @@ def score(problems: Sequence[Problem], answers: dict[str, str], split: str,
             out_of_range.append(problem.pid)
         hit = index == problem.answer
         for group in problem.groups:
-            total[group] = total.get(group, 0) + 1
-            correct[group] = correct.get(group, 0) + hit
-    groups = {g: GroupAccuracy(g, total[g], correct[g]) for g in GROUP_ORDER if g in total}
-    groups.update({g: GroupAccuracy(g, total[g], correct[g]) for g in total if g not in groups})
+            tallies.setdefault(group, Tally()).add(hit)
+    groups = {g: tallies[g] for g in GROUP_ORDER if g in tallies} | tallies
     return ScienceQAResult(split, groups, rules, failed, out_of_range, list(missing))
