@@ -195,7 +195,7 @@ def test_demo_score_uses_the_demo_scoring(tmp_path):
 
 
 def test_demo_score_keys_answers_by_content_not_line(tmp_path):
-    """A reordered question file scores the same (issue 16: by line number it scored 6% instead of 98%)."""
+    """A reordered question file scores the same (matched by line number, it once scored 6% instead of 98%)."""
     rows = [{"qtype": "color", "question": f"What color is shape {i}?", "answer": colour, "image": f"{i % 3}.png"}
             for i, colour in enumerate(["red", "blue", "green", "red", "purple", "orange"])]
     questions = tmp_path / "questions.jsonl"
