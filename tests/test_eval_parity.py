@@ -94,7 +94,7 @@ def test_scienceqa_equals_the_published_rules_on_adversarial_answers(tmp_path):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_scienceqa_equals_the_published_rules_on_random_mixes(tmp_path, seed):
-    """Answers drawn from real styles and their near misses; a scorer that differed on such a mix once gave 7.75% where the rules give 11.75%."""
+    """Answers drawn from real styles and their near misses; a 7.75% vs 11.75% disagreement came from such a mix."""
     rng = random.Random(seed)
     styles = ["{L}", "{L}.", "{L}. ", "{L}. {w}", "The answer is {L}.", "The answer is {L},", "The answer is {L}!",
               "{w}. The answer is {L}.", "The answer is {L}", "{l}", "({L})", "The answer is {L}. The answer is {M}.",
