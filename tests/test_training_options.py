@@ -82,19 +82,29 @@ def test_the_hook_registers_the_callback_for_report_to():
     assert get_reporting_integration_callbacks(["llava_lf"]) == [LlavaTrainingCallback]
 
 
-def test_callback_accepts_projector_lr_under_deepspeed_and_wraps_the_host_seam():
+@pytest.fixture
+def host_optimizer():
+    """The host's own `create_custom_optimizer` before and after the test: what a run wraps does not outlive it."""
+    from llava_lf.seams import optimizer as optimizer_seam
+
+    optimizer_seam.uninstall()
+    yield optimizer_seam
+    optimizer_seam.uninstall()
+
+
+def test_callback_accepts_projector_lr_under_deepspeed_and_wraps_the_host_seam(host_optimizer):
     """The projector's groups now exist from optimizer creation, so ZeRO may take them over."""
     import llamafactory.train.sft.trainer as sft_trainer
     from transformers import TrainingArguments
     from transformers.trainer_callback import TrainerControl, TrainerState
 
-    from llava_lf.seams import optimizer as optimizer_seam
     from llava_lf.training.callback import LlavaTrainingCallback
 
+    assert not host_optimizer.installed(sft_trainer)
     args = TrainingArguments(output_dir="unused", optim_args="mm_projector_lr=2e-5", report_to=[], use_cpu=True)
     args.deepspeed = "yaml/deepspeed/ds_z3_config.json"  # set after init: DeepSpeed itself is not installed here
     LlavaTrainingCallback().on_init_end(args, TrainerState(), TrainerControl())
-    assert optimizer_seam.installed(sft_trainer)
+    assert host_optimizer.installed(sft_trainer)
 
 
 # ---- modality grouping ---------------------------------------------------------------------------------------

@@ -163,6 +163,17 @@ def _tiny_lora_llava():
     return get_peft_model(model, lora)
 
 
+@pytest.fixture(autouse=True)
+def host_optimizer():
+    """The host's own `create_custom_optimizer` before and after each test: what a trainer wraps does not outlive it,
+    so each test sees whether its own trainer wrapped it."""
+    from llava_lf.seams import optimizer as optimizer_seam
+
+    optimizer_seam.uninstall()
+    yield optimizer_seam
+    optimizer_seam.uninstall()
+
+
 def _host_trainer(tmp_path, **extra):
     from llamafactory.hparams import FinetuningArguments
     from llamafactory.hparams import TrainingArguments as HostTrainingArguments
@@ -186,13 +197,12 @@ def _rates_by_kind(optimizer) -> dict[float, set[str]]:
     return found
 
 
-def test_the_host_trainer_creates_our_optimizer_through_its_seam(tmp_path):
+def test_the_host_trainer_creates_our_optimizer_through_its_seam(tmp_path, host_optimizer):
     from llamafactory.train.sft import trainer as sft_trainer
 
-    from llava_lf.seams import optimizer as optimizer_seam
-
+    assert not host_optimizer.installed(sft_trainer)
     trainer = _host_trainer(tmp_path)  # on_init_end of our callback wraps the seam
-    assert optimizer_seam.installed(sft_trainer)
+    assert host_optimizer.installed(sft_trainer)
     optimizer = trainer.create_optimizer()
     assert _rates_by_kind(optimizer) == {LR: {"lora"}, PROJECTOR_LR: {"projector"}}
     scheduler = trainer.create_scheduler(num_training_steps=10, optimizer=optimizer)

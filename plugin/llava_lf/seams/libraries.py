@@ -1,6 +1,6 @@
 """Private attributes of libraries the plugin reads outside training: the Rust tokenizer behind a fast tokenizer
-(fast template encoding, clearing a checkpoint's presets) and argparse's list of actions (the eval table's options).
-Both have a public way in that gives the same object, so their checks compare the two.
+(fast template encoding, clearing a checkpoint's presets), argparse's list of actions (the eval table's options) and
+the import system's mark of a module still executing (the import hook waits for it).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from . import Seam, calls_by_name
 
 FAST_ENCODING = "fast template encoding and the assembled tokenizer's presets"
 EVAL_TABLE = "llava-lf eval table (each benchmark's accepted options)"
+IMPORT_HOOK = "the import hook's after-import callbacks"
 
 
 def _backend_tokenizer() -> list[str]:
@@ -25,9 +26,17 @@ def _parser_actions() -> list[str]:
     return [] if getattr(parser, "_actions", None) == [action] else ["ArgumentParser keeps no _actions list"]
 
 
+def _spec_initializing() -> list[str]:
+    from importlib import _bootstrap
+
+    return calls_by_name(_bootstrap._load_unlocked, "_initializing")
+
+
 SEAMS = [
     Seam(FAST_ENCODING, "transformers.PreTrainedTokenizerFast._tokenizer", "transformers", _backend_tokenizer,
          ours="templates/fast_encode.py: encode_text; assembly/language.py: strip_presets"),
     Seam(EVAL_TABLE, "argparse.ArgumentParser._actions", "argparse", _parser_actions,
          ours="evaluation/table.py: _accepted, _needs_judge"),
+    Seam(IMPORT_HOOK, "importlib.machinery.ModuleSpec._initializing", "importlib", _spec_initializing,
+         ours="_hook.py: after_import (a module still executing is not handed to a callback)"),
 ]

@@ -104,5 +104,16 @@ def install(build: Builder) -> int:
     return count
 
 
+def uninstall() -> int:
+    """Give every `llamafactory.train*` module back the host's function (tests restore what a run rebinds)."""
+    count = 0
+    for name, module in list(sys.modules.items()):
+        bound = getattr(module, FUNCTION, None)
+        if name.startswith("llamafactory.train") and hasattr(bound, _MARK):
+            setattr(module, FUNCTION, getattr(bound, _MARK))
+            count += 1
+    return count
+
+
 def installed(module: Any) -> bool:
     return hasattr(getattr(module, FUNCTION, None), _MARK)
