@@ -243,21 +243,30 @@ def save_configs(staging: Path, config, generation_config, processor) -> None:
         except (ValueError, TypeError, AttributeError) as error:
             raise AssemblyError(f"transformers refused to write {name} ({error}); the inputs' config or tokenizer "
                                 "files hold a value it cannot save: fix or remove it and run again") from error
-    _drop_named_extras(staging / "tokenizer_config.json")
+    _portable_tokenizer_config(staging / "tokenizer_config.json")
     if config.model_type == "llava_next":
         split_processor_files(staging)
 
 
-def _drop_named_extras(file: Path) -> None:
-    """transformers 5 lists BOS/EOS again under `extra_special_tokens` for a converted LLaMA tokenizer; 4.x wants a
-    mapping there and fails on the list. Tokens already named (bos, eos, unk, pad) lose nothing by leaving it."""
+def _portable_tokenizer_config(file: Path) -> None:
+    """tokenizer_config.json as 4.x reads it too. transformers 5 lists BOS/EOS again under `extra_special_tokens` for
+    a converted LLaMA tokenizer; 4.x wants a mapping there and fails on the list. Tokens already named (bos, eos,
+    unk, pad) lose nothing by leaving it."""
     if not file.is_file():
         return
     settings = json.loads(file.read_text())
     extras = settings.get("extra_special_tokens")
     named = {settings.get(name) for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    changed = False
     if isinstance(extras, list) and all(token in named for token in extras):
         del settings["extra_special_tokens"]
+        changed = True
+    # transformers 5 names a plain tokenizer.json tokenizer (Llama-3's) TokenizersBackend, a class 4.x lacks; both
+    # read the 4.x name PreTrainedTokenizerFast as that same class.
+    if settings.get("tokenizer_class") == "TokenizersBackend":
+        settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+        changed = True
+    if changed:
         file.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
 
 
