@@ -124,3 +124,40 @@ def test_built_wheels_carry_the_pth_at_their_root(tmp_path, plugin_wheel, editab
     assert "llava_lf.pth" in names
     if not editable:
         assert "llava_lf/_hook.py" in names
+
+
+def test_after_import_runs_once_the_module_has_executed_and_then_leaves(tmp_path, monkeypatch):
+    """The one after-import finder: a callback for a module not yet imported runs right after it executes, with the
+    module whole; one for a loaded module runs at once; with nothing left to wait for, the finder leaves."""
+    from llava_lf import _hook
+
+    (tmp_path / "llava_lf_probe_a.py").write_text("VALUE = 1\n")
+    (tmp_path / "llava_lf_probe_b.py").write_text("raise ImportError('b is broken')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = list(sys.meta_path)  # this session's own finder and its pending callbacks are put back after
+    monkeypatch.setattr(_hook, "_pending", {})
+    _hook.uninstall()
+    seen = []
+    try:
+        _hook.after_import("llava_lf_probe_a", lambda module: seen.append(("a", module.VALUE)))
+        assert sum(isinstance(finder, _hook.AfterImport) for finder in sys.meta_path) == 1
+        import llava_lf_probe_a  # noqa: F401
+
+        assert seen == [("a", 1)] and _hook._pending == {}
+        assert not any(isinstance(finder, _hook.AfterImport) for finder in sys.meta_path)
+        _hook.after_import("llava_lf_probe_b", lambda module: seen.append(("b", module)))
+        with pytest.raises(ImportError, match="b is broken"):
+            import llava_lf_probe_b  # noqa: F401
+        assert list(_hook._pending) == ["llava_lf_probe_b"]  # a failed import runs it at the next try
+        _hook.after_import("llava_lf_probe_a", lambda module: seen.append(("a again", module.VALUE)))
+        assert seen == [("a", 1), ("a again", 1)]
+    finally:
+        sys.meta_path[:] = before
+        sys.modules.pop("llava_lf_probe_a", None)
+
+
+def test_the_hook_is_the_only_finder_in_the_package():
+    """One after-import mechanism: no other module of the package defines a meta-path finder."""
+    finders = sorted(str(path.relative_to(REPO)) for path in (REPO / "plugin" / "llava_lf").rglob("*.py")
+                     if "def find_spec" in path.read_text())
+    assert finders == ["plugin/llava_lf/_hook.py"]
