@@ -39,6 +39,8 @@ def add_phase_arguments(parser: argparse.ArgumentParser, task: Task, phase: str)
         add_predict_arguments(parser, task)
     else:
         add_score_arguments(parser)
+    if task.questions is not None:
+        task.questions.add_arguments(parser, phase)
     task.add_arguments(parser, phase)
 
 
@@ -49,7 +51,7 @@ def predict(task: Task, args: argparse.Namespace,
     from .predict import GenerationSettings, Predictor, model_id, resolve_device, resolve_dtype
     from .prediction_file import run_predictions
 
-    requests = task.requests(args)
+    requests = task.prediction_requests(args)
     if args.limit is not None:
         requests = requests[: args.limit]
     device = resolve_device(args.device)

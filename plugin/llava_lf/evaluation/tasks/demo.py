@@ -23,7 +23,7 @@ from llava_lf.evaluation.predict import GenerationSettings, PredictionRequest, P
 from llava_lf.evaluation.prediction_file import PredictRunSummary, answers_for, run_predictions
 from llava_lf.evaluation.report import Report, Row, bar_chart, cell, listing, markdown_table
 from llava_lf.evaluation.tally import Tally
-from llava_lf.evaluation.tasks import Task
+from llava_lf.evaluation.tasks import QuestionFiles, Task
 
 COLOR_NAMES = ("red", "green", "blue", "yellow", "purple", "orange")
 KINDS = ("circle", "square", "triangle", "cross")
@@ -147,12 +147,6 @@ def evaluate_demo(model_dir: Path, questions_path: Path, image_dir: Path, predic
 
 # The command: `llava-lf eval demo {predict,score}` ---------------------------------------------------
 
-def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    parser.add_argument("--questions", type=Path, required=True, help="the demo's shapes_test_questions.jsonl")
-    if phase == "predict":
-        parser.add_argument("--image-folder", type=Path, required=True, help="the demo's data/images")
-
-
 def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
     return demo_requests(load_questions(args.questions), args.image_folder)
 
@@ -173,4 +167,5 @@ def _report(args: argparse.Namespace) -> Report:
                   summary)
 
 
-TASK = Task("demo", "the demo's held-out shape questions", 8, _arguments, _requests, _report)
+TASK = Task("demo", "the demo's held-out shape questions", 8, _report,
+            QuestionFiles("the demo's shapes_test_questions.jsonl", "the demo's data/images"), requests=_requests)

@@ -11,12 +11,11 @@ from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
-from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import PredictionRecord, answered, read_answers
-from llava_lf.evaluation.questions import loader_requests, read_question_file
+from llava_lf.evaluation.questions import read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
 from llava_lf.evaluation.tally import Tally
-from llava_lf.evaluation.tasks import TableColumn, Task
+from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
 # GQA's eval.py leaves these steps out of a question's reasoning length (the final "query" step).
 _NOT_A_STEP = ("exist", "query: name", "choose name")
@@ -155,18 +154,8 @@ def prediction_rows(records: Sequence[PredictionRecord]) -> list[dict]:
 # The command: `llava-lf eval gqa {predict,score}` ----------------------------------------------------
 
 def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    if phase == "predict":
-        parser.add_argument("--questions", type=Path, required=True, help="LLaVA's llava_gqa_testdev_balanced.jsonl")
-        parser.add_argument("--image-folder", type=Path, required=True, help="GQA's images folder")
-        return
-    parser.add_argument("--annotations", type=Path, required=True, help="GQA's testdev_balanced_questions.json")
-    parser.add_argument("--questions", type=Path, default=None,
-                        help="LLaVA's llava_gqa_testdev_balanced.jsonl: answers must be to its questions (default: "
-                             "to questions of --annotations); every balanced question is scored, as eval.py does")
-
-
-def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
-    return loader_requests(read_question_file(args.questions), args.image_folder)
+    if phase == "score":
+        parser.add_argument("--annotations", type=Path, required=True, help="GQA's testdev_balanced_questions.json")
 
 
 def _asked(args: argparse.Namespace, questions: list[GqaQuestion]) -> list[str]:
@@ -240,5 +229,9 @@ def _report(args: argparse.Namespace) -> Report:
                   files=((PREDICTIONS_FILE, write_predictions),))
 
 
-TASK = Task("gqa", "GQA testdev-balanced accuracy (GQA's eval.py rules) and its predictions file", 128,
-            _arguments, _requests, _report, column=TableColumn("GQA", lambda payload: payload["accuracy"]["all"]))
+TASK = Task("gqa", "GQA testdev-balanced accuracy (GQA's eval.py rules) and its predictions file", 128, _report,
+            QuestionFiles("LLaVA's llava_gqa_testdev_balanced.jsonl", "GQA's images folder", scored="optional",
+                          score_help="LLaVA's llava_gqa_testdev_balanced.jsonl: answers must be to its questions "
+                                     "(default: to questions of --annotations); every balanced question is scored, "
+                                     "as eval.py does"),
+            _arguments, column=TableColumn("GQA", lambda payload: payload["accuracy"]["all"]))

@@ -23,7 +23,7 @@ from llava_lf.evaluation.judge import JudgeClient, add_judge_arguments, judge_cl
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for
 from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
-from llava_lf.evaluation.tasks import TableColumn, Task
+from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
 CATEGORIES = ("conv", "detail", "complex")
 CATEGORY_NAMES = {"conv": "conversation", "detail": "detail description", "complex": "complex reasoning",
@@ -220,11 +220,9 @@ def judge_all(client: JudgeClient, items: Sequence[BenchQuestion], answers: dict
 # The command: `llava-lf eval llava-bench {predict,score}` --------------------------------------------
 
 def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    parser.add_argument("--questions", type=Path, required=True, help="questions JSONL (question_id, image, text, category)")
     parser.add_argument("--variant", choices=sorted(published.LLAVA_BENCH), default="wild",
                         help="which published numbers to compare with (In-the-Wild or COCO)")
     if phase == "predict":
-        parser.add_argument("--image-folder", type=Path, required=True)
         return
     parser.add_argument("--contexts", type=Path, required=True, help="image descriptions JSONL (context.jsonl / caps_boxes)")
     parser.add_argument("--answers", type=Path, required=True, help="reference answers JSONL (answers_gpt4.jsonl)")
@@ -281,5 +279,6 @@ def _headline(payload: dict) -> float | None:
     return None if overall is None else overall["relative"]
 
 
-TASK = Task("llava-bench", "LLaVA-Bench relative score through a judge model", 1024, _arguments, _requests, _report,
-            column=TableColumn("LLaVA-W", _headline))
+TASK = Task("llava-bench", "LLaVA-Bench relative score through a judge model", 1024, _report,
+            QuestionFiles("questions JSONL (question_id, image, text, category)", "the benchmark's images"),
+            _arguments, _requests, column=TableColumn("LLaVA-W", _headline))

@@ -25,7 +25,7 @@ from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for
 from llava_lf.evaluation.report import Report, Row, comparison_table, grouped_bar_chart, listing, markdown_table
-from llava_lf.evaluation.tasks import TableColumn, Task
+from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
 # LLaVA-1.5's instruction for short answers.
 SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
@@ -224,11 +224,7 @@ def score(questions: Sequence[PopeQuestion], answers: dict[str, str], missing: S
 
 def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
     parser.add_argument("--annotations", type=Path, default=None, help="folder of coco_{split}.json files")
-    parser.add_argument("--questions", type=Path, default=None,
-                        help="LLaVA-1.5's llava_test.jsonl (all splits, a category each, unique ids); "
-                             "labels come from --annotations unless its lines carry them")
     if phase == "predict":
-        parser.add_argument("--image-folder", type=Path, required=True, help="COCO val2014 images")
         parser.add_argument("--no-instruction", action="store_true",
                             help="leave out LLaVA-1.5's 'Answer the question using a single word or phrase.'")
 
@@ -270,5 +266,7 @@ def _report(args: argparse.Namespace) -> Report:
                   summary)
 
 
-TASK = Task("pope", "POPE accuracy, precision, recall, F1 and yes-ratio per split", 128, _arguments, _requests, _report,
-            column=TableColumn("POPE", lambda payload: 100 * payload["mean_f1"]))
+TASK = Task("pope", "POPE accuracy, precision, recall, F1 and yes-ratio per split", 128, _report,
+            QuestionFiles("LLaVA-1.5's llava_test.jsonl (all splits, a category each, unique ids); labels come from "
+                          "--annotations unless its lines carry them", "COCO val2014 images", required=False),
+            _arguments, _requests, column=TableColumn("POPE", lambda payload: 100 * payload["mean_f1"]))

@@ -10,12 +10,10 @@ from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
-from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import PredictionRecord, records_for
-from llava_lf.evaluation.questions import loader_requests, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
 from llava_lf.evaluation.tally import Tally
-from llava_lf.evaluation.tasks import TableColumn, Task
+from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
 UPLOAD_FILE = "seed_upload.jsonl"
 
@@ -122,16 +120,8 @@ def upload_rows(bench: SeedBench, records: dict[str, PredictionRecord]) -> list[
 # The command: `llava-lf eval seed {predict,score}` ---------------------------------------------------
 
 def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    if phase == "predict":
-        parser.add_argument("--questions", type=Path, required=True, help="LLaVA's llava-seed-bench.jsonl")
-        parser.add_argument("--image-folder", type=Path, required=True,
-                            help="holding SEED-Bench-image/ and SEED-Bench-video-image/ (the middle frames)")
-        return
-    parser.add_argument("--annotations", type=Path, required=True, help="SEED-Bench.json (v1)")
-
-
-def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
-    return loader_requests(read_question_file(args.questions), args.image_folder)
+    if phase == "score":
+        parser.add_argument("--annotations", type=Path, required=True, help="SEED-Bench.json (v1)")
 
 
 def _report(args: argparse.Namespace) -> Report:
@@ -186,6 +176,7 @@ def _report(args: argparse.Namespace) -> Report:
                   files=((UPLOAD_FILE, write_upload),))
 
 
-TASK = Task("seed", "SEED-Bench accuracy (image, video, per type) and its leaderboard upload file", 128,
-            _arguments, _requests, _report,
-            column=TableColumn("SEED", lambda payload: payload["accuracy"]["all"], upload=None))
+TASK = Task("seed", "SEED-Bench accuracy (image, video, per type) and its leaderboard upload file", 128, _report,
+            QuestionFiles("LLaVA's llava-seed-bench.jsonl",
+                          "holding SEED-Bench-image/ and SEED-Bench-video-image/ (the middle frames)", scored="no"),
+            _arguments, column=TableColumn("SEED", lambda payload: payload["accuracy"]["all"], upload=None))

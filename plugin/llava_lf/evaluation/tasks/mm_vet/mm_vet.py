@@ -12,11 +12,9 @@ from pathlib import Path
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
 from llava_lf.evaluation.judge import add_judge_arguments, judge_client, write_reviews
-from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import AnswerFile, answered, read_answers
-from llava_lf.evaluation.questions import loader_requests, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table
-from llava_lf.evaluation.tasks import TableColumn, Task
+from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
 from .mm_vet_grader import GRADER_MAX_TOKENS, Grade, GradeRequest, grade_runs
 
@@ -142,8 +140,6 @@ def grade_file(grades: list[list[Grade]]) -> dict:
 
 def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
     if phase == "predict":
-        parser.add_argument("--questions", type=Path, required=True, help="LLaVA's llava-mm-vet.jsonl")
-        parser.add_argument("--image-folder", type=Path, required=True, help="mm-vet/images (v1_0.png, ...)")
         return
     parser.add_argument("--data", type=Path, required=True,
                         help="MM-Vet's mm-vet.json (questions, ground truths with <AND>/<OR>, capabilities)")
@@ -152,10 +148,6 @@ def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
                         help="grade every answer N times and report the mean (LLaVA-1.5 7B's figure: 3 runs)")
     # The grader's settings: the first request at temperature 0, three tokens.
     parser.set_defaults(judge_temperature=0.0, judge_max_tokens=GRADER_MAX_TOKENS)
-
-
-def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
-    return loader_requests(read_question_file(args.questions), args.image_folder)
 
 
 def _markdown(args: argparse.Namespace, result: MmVetScores, served: list[str], given_up: list[str],
@@ -218,5 +210,6 @@ def _report(args: argparse.Namespace) -> Report:
                ("mm_vet_reviews.jsonl", lambda path: write_reviews(path, [g for run in grades for g in run]))))
 
 
-TASK = Task("mm-vet", "MM-Vet total and per-capability scores through MM-Vet's GPT grader", 1024, _arguments,
-            _requests, _report, column=TableColumn("MM-Vet", lambda payload: payload["total"]))
+TASK = Task("mm-vet", "MM-Vet total and per-capability scores through MM-Vet's GPT grader", 1024, _report,
+            QuestionFiles("LLaVA's llava-mm-vet.jsonl", "mm-vet/images (v1_0.png, ...)", scored="no"), _arguments,
+            column=TableColumn("MM-Vet", lambda payload: payload["total"]))

@@ -150,9 +150,9 @@ def _report(variant: Variant, args: argparse.Namespace) -> Report:
 
 
 def _task(variant: Variant, help_text: str) -> Task:
-    return Task(variant.name, help_text, 1024,
-                lambda parser, phase: _arguments(variant, parser, phase),
-                lambda args: _requests(variant, args), lambda args: _report(variant, args),
+    return Task(variant.name, help_text, 1024, lambda args: _report(variant, args),
+                add_arguments=lambda parser, phase: _arguments(variant, parser, phase),
+                requests=lambda args: _requests(variant, args),
                 column=TableColumn(variant.column, lambda payload: None, upload=variant.upload))
 
 

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Literal
 
 from llava_lf.evaluation import published
-from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answered, by_id_and_prompt, read_answers
-from llava_lf.evaluation.questions import loader_requests, read_question_file
+from llava_lf.evaluation.questions import read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
-from llava_lf.evaluation.tasks import TableColumn, Task
+from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
 from .mme_ground_truth import MmeQuestion, eval_tool_line, match_ground_truth, one_line
 
@@ -119,16 +118,9 @@ def eval_tool_files(in_file_order: Sequence[tuple[MmeQuestion, str]]) -> dict[st
 # The command: `llava-lf eval mme {predict,score}` ----------------------------------------------------
 
 def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    parser.add_argument("--questions", type=Path, required=True, help="LLaVA's llava_mme.jsonl")
-    if phase == "predict":
-        parser.add_argument("--image-folder", type=Path, required=True, help="MME_Benchmark_release_version")
-        return
-    parser.add_argument("--data", type=Path, required=True,
-                        help="MME_Benchmark_release_version (the ground-truth .txt files)")
-
-
-def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
-    return loader_requests(read_question_file(args.questions), args.image_folder, repeated_ids=True)
+    if phase == "score":
+        parser.add_argument("--data", type=Path, required=True,
+                            help="MME_Benchmark_release_version (the ground-truth .txt files)")
 
 
 def _shown(question: MmeQuestion) -> str:
@@ -199,5 +191,5 @@ def _writer(text: str):
 
 
 TASK = Task("mme", "MME perception and cognition scores (MME's calculation.py) and its eval_tool files", 128,
-            _arguments, _requests, _report, key_of=by_id_and_prompt,
-            column=TableColumn("MME", lambda payload: payload["perception"], digits=1))
+            _report, QuestionFiles("LLaVA's llava_mme.jsonl", "MME_Benchmark_release_version"), _arguments,
+            key_of=by_id_and_prompt, column=TableColumn("MME", lambda payload: payload["perception"], digits=1))

@@ -14,22 +14,18 @@ from llava_lf.evaluation.judge import add_judge_arguments, judge_client, write_r
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for
 from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, notes
-from llava_lf.evaluation.tasks import TableColumn, Task
+from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
 from .scienceqa import GROUP_NAMES, Problem, ScienceQAResult, load_problems, prediction_requests, score
 from .scienceqa_cqma import cqma_requests, load_cqma
 
 
 def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    parser.add_argument("--questions", type=Path, default=None,
-                        help="LLaVA-1.5's llava_test_CQM-A.json, asked as it is (the paper's SQA-IMG)")
     parser.add_argument("--data", type=Path, default=None,
                         help="instead: folder holding ScienceQA's problems.json and pid_splits.json, asked in "
                              "LLaVA v1's format")
     parser.add_argument("--split", default="test", help="with --data: which split (with --questions: a label)")
     if phase == "predict":
-        parser.add_argument("--image-folder", type=Path, default=None,
-                            help="with --questions: the folder its `image` paths start from (scienceqa/images/test)")
         parser.add_argument("--images", type=Path, default=None,
                             help="with --data: folder holding {split}/{pid}/image.png (default: DATA/images)")
         parser.add_argument("--no-letter-instruction", action="store_true",
@@ -122,6 +118,8 @@ def _report(args: argparse.Namespace) -> Report:
                   summary)
 
 
-TASK = Task("scienceqa", "ScienceQA accuracy (overall, with image, by subject, context, grade)", 1024,
-            _arguments, _requests, _report,
-            column=TableColumn("SQA-IMG", lambda payload: payload["accuracy"].get("IMG"), digits=1))
+TASK = Task("scienceqa", "ScienceQA accuracy (overall, with image, by subject, context, grade)", 1024, _report,
+            QuestionFiles("LLaVA-1.5's llava_test_CQM-A.json, asked as it is (the paper's SQA-IMG)",
+                          "with --questions: the folder its `image` paths start from (scienceqa/images/test)",
+                          required=False, images_required=False),
+            _arguments, _requests, column=TableColumn("SQA-IMG", lambda payload: payload["accuracy"].get("IMG"), digits=1))

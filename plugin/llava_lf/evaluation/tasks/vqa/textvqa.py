@@ -13,11 +13,10 @@ from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
-from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for, by_id_and_prompt
-from llava_lf.evaluation.questions import LlavaQuestion, loader_requests, question_key, read_question_file
+from llava_lf.evaluation.questions import LlavaQuestion, question_key, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table
-from llava_lf.evaluation.tasks import TableColumn, Task
+from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
 from .vqa_answers import SOFT_SCORE_ANSWERS, normalize_answer, soft_scores
 
@@ -151,15 +150,8 @@ def score(questions: Sequence[LlavaQuestion], answers: dict[str, str], annotatio
 # The command: `llava-lf eval textvqa {predict,score}` ----------------------------------------------------
 
 def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    parser.add_argument("--questions", type=Path, required=True, help=f"LLaVA's {QUESTION_FILE}")
-    if phase == "predict":
-        parser.add_argument("--image-folder", type=Path, required=True, help="TextVQA's train_images folder")
-    else:
+    if phase == "score":
         parser.add_argument("--annotations", type=Path, required=True, help=f"TextVQA's {ANNOTATION_FILE}")
-
-
-def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
-    return loader_requests(read_question_file(args.questions), args.image_folder, repeated_ids=True)
 
 
 def _key_text(key: str) -> str:
@@ -204,5 +196,5 @@ def _report(args: argparse.Namespace) -> Report:
 
 
 TASK = Task("textvqa", "TextVQA val accuracy (M4C soft accuracy over 10 human answers), OCR tokens in the prompt",
-            128, _arguments, _requests, _report, key_of=by_id_and_prompt,
-            column=TableColumn("TextVQA", lambda payload: payload["accuracy"]["all"]))
+            128, _report, QuestionFiles(f"LLaVA's {QUESTION_FILE}", "TextVQA's train_images folder"), _arguments,
+            key_of=by_id_and_prompt, column=TableColumn("TextVQA", lambda payload: payload["accuracy"]["all"]))

@@ -7,12 +7,10 @@ import argparse
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from llava_lf.evaluation.predict import PredictionRequest
-from llava_lf.evaluation.questions import LlavaQuestion, loader_requests, read_question_file
+from llava_lf.evaluation.questions import LlavaQuestion, read_question_file
 from llava_lf.evaluation.report import Report, listing, markdown_table
-from llava_lf.evaluation.tasks import TableColumn, Task
+from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
 from .vqa_answers import (
     LatestAnswers,
@@ -51,16 +49,6 @@ def build_upload(questions: Sequence[LlavaQuestion], answers: LatestAnswers, all
 
 # The command: `llava-lf eval vizwiz {predict,score}` -------------------------------------------------------
 
-def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    parser.add_argument("--questions", type=Path, required=True, help=f"LLaVA's VizWiz {QUESTION_FILE}")
-    if phase == "predict":
-        parser.add_argument("--image-folder", type=Path, required=True, help="VizWiz's test images")
-
-
-def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
-    return loader_requests(read_question_file(args.questions), args.image_folder)
-
-
 def _report(args: argparse.Namespace) -> Report:
     questions = read_question_file(args.questions)
     answers = read_latest_answers(args.predictions)
@@ -91,4 +79,5 @@ def _report(args: argparse.Namespace) -> Report:
 
 
 TASK = Task("vizwiz", "VizWiz test: the EvalAI upload (answers EvalAI-processed, in question-file order)", 128,
-            _arguments, _requests, _report, column=TableColumn("VizWiz", lambda payload: None, upload=UPLOAD))
+            _report, QuestionFiles(f"LLaVA's VizWiz {QUESTION_FILE}", "VizWiz's test images"),
+            column=TableColumn("VizWiz", lambda payload: None, upload=UPLOAD))

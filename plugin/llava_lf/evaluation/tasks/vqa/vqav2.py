@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
-from llava_lf.evaluation.predict import PredictionRequest
-from llava_lf.evaluation.questions import LlavaQuestion, loader_requests, read_question_file
+from llava_lf.evaluation.questions import LlavaQuestion, read_question_file
 from llava_lf.evaluation.report import Report, listing, markdown_table
-from llava_lf.evaluation.tasks import TableColumn, Task
+from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
 from .vqa_answers import (
     LatestAnswers,
@@ -64,16 +63,9 @@ def build_upload(asked: Sequence[LlavaQuestion], universe: Sequence[LlavaQuestio
 # The command: `llava-lf eval vqav2 {predict,score}` -------------------------------------------------------
 
 def _arguments(parser: argparse.ArgumentParser, phase: str) -> None:
-    parser.add_argument("--questions", type=Path, required=True, help=f"LLaVA's {QUESTION_FILE} (what is asked)")
-    if phase == "predict":
-        parser.add_argument("--image-folder", type=Path, required=True, help="COCO test2015 images")
-    else:
+    if phase == "score":
         parser.add_argument("--upload-questions", type=Path, required=True,
                             help=f"LLaVA's {UPLOAD_QUESTION_FILE} (every question the upload must list)")
-
-
-def _requests(args: argparse.Namespace) -> list[PredictionRequest]:
-    return loader_requests(read_question_file(args.questions), args.image_folder)
 
 
 def _report(args: argparse.Namespace) -> Report:
@@ -109,4 +101,5 @@ def _report(args: argparse.Namespace) -> Report:
 
 
 TASK = Task("vqav2", "VQAv2 test-dev: the EvalAI upload (every test2015 question, answers EvalAI-processed)", 128,
-            _arguments, _requests, _report, column=TableColumn("VQAv2", lambda payload: None, upload=UPLOAD))
+            _report, QuestionFiles(f"LLaVA's {QUESTION_FILE} (what is asked)", "COCO test2015 images"), _arguments,
+            column=TableColumn("VQAv2", lambda payload: None, upload=UPLOAD))
