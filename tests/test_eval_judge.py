@@ -29,8 +29,8 @@ def scripted(*replies: Reply) -> FakeOpenAI:
 
 
 def client(server: FakeOpenAI, **overrides) -> JudgeClient:
-    settings = {"base_url": server.url, "model": "judge", "api_key_env": None, "timeout": 5.0, "max_attempts": 4,
-                "backoff": 0.05} | overrides
+    settings = {"base_url": server.url, "model": "judge", "api_key_env": None, "timeout_s": 5.0, "max_retries": 3,
+                "backoff_s": 0.05} | overrides
     return JudgeClient(JudgeConfig(**settings))
 
 
@@ -57,7 +57,7 @@ def test_429_waits_as_long_as_retry_after_says(form):
     # An HTTP date has one-second resolution: two seconds ahead waits between one and two.
     value = "1" if form == "seconds" else formatdate(time.time() + 2, usegmt=True)
     with scripted(status(429, b'{"error": "slow down"}', Retry_After=value), ok("9 8")) as server:
-        judge = client(server, backoff=0.01)
+        judge = client(server, backoff_s=0.01)
         reply = judge.complete(HI)
     assert reply.text == "9 8" and not reply.cached
     gap = server.seen[1].at - server.seen[0].at
@@ -99,7 +99,7 @@ def test_requests_per_minute_holds_across_threads():
 
 def test_500_is_retried_with_growing_backoff():
     with scripted(status(500, b"internal error"), status(502, b"bad gateway"), ok("6 5")) as server:
-        judge = client(server, backoff=0.4)
+        judge = client(server, backoff_s=0.4)
         assert judge.complete(HI).text == "6 5"
     times = [seen.at for seen in server.seen]
     # Jittered in [half, whole] of 0.4 s, then of 0.8 s.
@@ -109,7 +109,7 @@ def test_500_is_retried_with_growing_backoff():
 
 def test_a_reply_slower_than_the_timeout_is_abandoned_and_retried():
     with scripted(ok("1 1", delay_s=3.0), ok("7 7")) as server:
-        judge = client(server, timeout=0.5)
+        judge = client(server, timeout_s=0.5)
         started = time.monotonic()
         assert judge.complete(HI).text == "7 7"
         elapsed = time.monotonic() - started
@@ -127,7 +127,7 @@ def test_a_body_that_is_not_a_completion_is_retried():
 
 def test_gives_up_after_the_last_attempt_with_a_clear_error():
     with scripted(status(503, b"down")) as server:
-        judge = client(server, max_attempts=3, backoff=0.01)
+        judge = client(server, max_retries=2, backoff_s=0.01)
         with pytest.raises(JudgeError, match=r"HTTP 503: down \(gave up after 3 attempts\).*--judge-attempts"):
             judge.complete(HI)
     assert len(server.seen) == 3

@@ -15,28 +15,22 @@ JUDGE_OPTIONS = OptionNames(base_url="--judge-base-url", model="--judge-model", 
 
 
 @dataclass(frozen=True)
-class JudgeConfig:
-    base_url: str  # e.g. http://127.0.0.1:8000/v1 (the part before /chat/completions)
-    model: str
-    api_key_env: str | None = "OPENAI_API_KEY"  # the variable's name; its value is never logged
-    timeout: float = 120.0  # seconds: each wait on the server, and the whole reply
-    max_attempts: int = 6
-    backoff: float = 2.0  # first wait (jittered); doubles per attempt up to max_backoff
-    max_backoff: float = 60.0
+class JudgeConfig(ClientConfig):
+    """The shared client's settings with the judge's defaults: few, slow calls, so each retry is logged, and a
+    200 that is not a completion is retried as a gateway's glitch."""
+    max_retries: int = 5  # --judge-attempts 6
+    backoff_s: float = 2.0
     temperature: float = 0.2
-    max_tokens: int = 1024
-    cache_dir: Path | None = None
+    retry_bad_response: bool = True
+    log_retries: bool = True
+    label: str = "judge"
+    options: OptionNames = JUDGE_OPTIONS
 
 
 class JudgeClient(OpenAIClient):
-    def __init__(self, config: JudgeConfig):
-        super().__init__(ClientConfig(
-            base_url=config.base_url, model=config.model, api_key_env=config.api_key_env or None,
-            timeout_s=config.timeout, max_retries=max(config.max_attempts, 1) - 1, backoff_s=config.backoff,
-            backoff_cap_s=config.max_backoff, temperature=config.temperature, max_tokens=config.max_tokens,
-            cache_dir=config.cache_dir, retry_bad_response=True, log_retries=True, label="judge",
-            options=JUDGE_OPTIONS))
-        self.judge_config = config
+    """The shared client, set up by a `JudgeConfig`."""
+
+    config: JudgeConfig
 
 
 def add_judge_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -57,7 +51,7 @@ def add_judge_arguments(parser: argparse.ArgumentParser, required: bool) -> None
 def judge_client(args: argparse.Namespace) -> JudgeClient:
     return JudgeClient(JudgeConfig(
         base_url=args.judge_base_url, model=args.judge_model, api_key_env=args.judge_key_env or None,
-        timeout=args.judge_timeout, max_attempts=args.judge_attempts, backoff=args.judge_backoff,
+        timeout_s=args.judge_timeout, max_retries=max(args.judge_attempts, 1) - 1, backoff_s=args.judge_backoff,
         temperature=args.judge_temperature, max_tokens=args.judge_max_tokens,
         cache_dir=args.judge_cache or args.out_dir / "judge_cache"))
 
