@@ -1,6 +1,6 @@
 """Benchmark: records/s and peak RSS of `llava-lf convert` on generated mix665k-shaped files.
 
-Targets (issue 3): >= 20,000 records/s without image verification, peak RSS under 300 MB, and RSS
+Targets: >= 20,000 records/s without image verification, peak RSS under 300 MB, and RSS
 independent of the file size (compare the two sizes). Each conversion runs in its own subprocess; its
 peak RSS is read from `os.wait4`'s resource usage for that child alone.
 
@@ -48,7 +48,7 @@ def _pairs(rng: random.Random, n: int, question: tuple[int, int], answer: tuple[
     return turns
 
 
-def _image_record(rng: random.Random, source: str, index: int) -> dict:
+def _image_record(rng: random.Random, source: str, index: int, pools: dict[str, int]) -> dict:
     if source == "coco" and rng.random() < 0.45:  # llava_instruct: conversation / detail / complex reasoning
         turns = _pairs(rng, rng.choice((1, 1, 2, 3, 4)), (6, 16), (40, 110))
     elif source == "coco":  # VQAv2 / OKVQA / A-OKVQA / RefCOCO: many short turns
@@ -63,9 +63,9 @@ def _image_record(rng: random.Random, source: str, index: int) -> dict:
         turns = _pairs(rng, 1, (20, 40), (1, 3))
     first = turns[0]
     first["value"] = f"{first['value']}\n<image>" if rng.random() < 0.1 else f"<image>\n{first['value']}"
-    folders = [f for f in IMAGE_POOLS if f.startswith(source + "/")]
+    folders = [f for f in pools if f.startswith(source + "/")]
     folder = rng.choice(folders)
-    image = f"{folder}/{rng.randrange(IMAGE_POOLS[folder]):012d}.jpg"
+    image = f"{folder}/{rng.randrange(pools[folder]):012d}.jpg"
     return {"id": f"{source}-{index}", "image": image, "conversations": turns}
 
 
@@ -73,7 +73,12 @@ def _text_record(rng: random.Random, index: int) -> dict:  # ShareGPT rows: long
     return {"id": f"sharegpt-{index}", "model": "", "conversations": _pairs(rng, rng.randint(1, 5), (10, 60), (60, 260))}
 
 
-def write_mix(path: Path, n_records: int, seed: int = 0) -> None:
+def image_pools(cap: int | None = None) -> dict[str, int]:
+    """Placeholder files per image folder: IMAGE_POOLS, or at most `cap` each (a smoke run's few files)."""
+    return {folder: min(count, cap or count) for folder, count in IMAGE_POOLS.items()}
+
+
+def write_mix(path: Path, n_records: int, seed: int = 0, pools: dict[str, int] = IMAGE_POOLS) -> None:
     rng = random.Random(seed)
     sources = [name for name, count in MIX665K.items() for _ in range(count)]
     rng.shuffle(sources)
@@ -81,13 +86,13 @@ def write_mix(path: Path, n_records: int, seed: int = 0) -> None:
         handle.write("[\n")
         for index in range(n_records):
             source = sources[index % len(sources)]
-            record = _text_record(rng, index) if source == "text" else _image_record(rng, source, index)
+            record = _text_record(rng, index) if source == "text" else _image_record(rng, source, index, pools)
             handle.write(("" if index == 0 else ",\n") + json.dumps(record, indent=4))
         handle.write("\n]\n")
 
 
-def write_image_folder(root: Path) -> None:
-    for folder, count in IMAGE_POOLS.items():
+def write_image_folder(root: Path, pools: dict[str, int] = IMAGE_POOLS) -> None:
+    for folder, count in pools.items():
         (root / folder).mkdir(parents=True, exist_ok=True)
         for number in range(count):
             (root / folder / f"{number:012d}.jpg").touch()
@@ -96,8 +101,9 @@ def write_image_folder(root: Path) -> None:
 def measure(src: Path, images: Path, out: Path, extra: list[str]) -> dict:
     command = [str(BIN / "llava-lf"), "convert", str(src), "--image-folder", str(images), "--out", str(out),
                "--name", src.stem, *extra]
+    errors = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: nobody reads it while the run goes on
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
     samples = []  # (seconds, RSS MB) every 0.1 s, for the chart
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)  # on exit: this child's own peak RSS
@@ -109,7 +115,8 @@ def measure(src: Path, images: Path, out: Path, extra: list[str]) -> dict:
     output = process.stdout.read()
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{output}")
+        errors.seek(0)
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{output}{errors.read()[-3000:]}")
     total = int(output.split(": ", 1)[1].split(" records", 1)[0])
     cpu = usage.ru_utime + usage.ru_stime
     return {"records": total, "seconds": seconds, "records_per_s": total / seconds, "cpu_s": cpu,
@@ -152,15 +159,19 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, sum(MIX665K.values())])
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep the files")
     parser.add_argument("--chart", type=Path, default=Path("runs/bench/convert_throughput.png"))
+    parser.add_argument("--pool-cap", type=int, default=None,
+                        help="at most this many placeholder images per folder (default: IMAGE_POOLS, 65,000 files)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `llava-lf convert` options")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="convert-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    pools = image_pools(args.pool_cap)
     try:
         images = work / "images"
         if not images.is_dir():
-            write_image_folder(images)
+            write_image_folder(images, pools)
         print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work slows wall time; "
               "CPU time is the converter's own)")
         print(f"{'records':>9} {'file MB':>8} {'wall s':>7} {'records/s':>10} {'CPU s':>6} {'records/CPU-s':>14} "
@@ -169,7 +180,7 @@ def main() -> None:
         for size in args.sizes:
             src = work / f"mix_{size}.json"
             if not src.is_file():
-                write_mix(src, size)
+                write_mix(src, size, pools=pools)
             result = measure(src, images, work / "datasets", args.extra)
             results.append(result)
             print(f"{result['records']:>9,} {result['file_mb']:>8.0f} {result['seconds']:>7.1f} "
@@ -179,6 +190,9 @@ def main() -> None:
         args.chart.parent.mkdir(parents=True, exist_ok=True)
         plot(results, args.chart)
         print(f"chart: {args.chart}")
+        if args.json is not None:
+            rows = [{key: value for key, value in result.items() if key != "samples"} for result in results]
+            args.json.write_text(json.dumps({"runs": rows}, indent=1))
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -60,6 +60,7 @@ class SpeedResult:
     batched: Timing
     identical: int  # answers equal between the two runs
     differing: list[dict]  # {"key", "question", "one_at_a_time", "run", "answer"}: the first run that changed it
+    answers: dict[str, list[str]]  # the last run's answers of each, in question order
 
     @property
     def speedup(self) -> float:
@@ -106,10 +107,12 @@ def measure(model: Path, questions_file: Path, image_folder: Path, questions: in
     seconds: dict[int, list[float]] = {1: [], batch_size: []}
     reference: list[str] = []  # the first one-at-a-time answers; every later run must give them again
     differing: dict[str, dict] = {}
+    last: dict[str, list[str]] = {}
     for _ in range(repeats):
         for size, label in ((1, "one at a time"), (batch_size, "batched")):
             elapsed, answers = timed(predictor, requests, size, label)
             seconds[size].append(elapsed)
+            last[label] = answers
             reference = reference or answers
             for request, expected, got in zip(requests, reference, answers, strict=True):
                 if got != expected:
@@ -118,7 +121,7 @@ def measure(model: Path, questions_file: Path, image_folder: Path, questions: in
     single = Timing("one at a time", 1, seconds[1], len(requests))
     batched = Timing("batched", batch_size, seconds[batch_size], len(requests))
     return SpeedResult(len(requests), max_new_tokens, torch.get_num_threads(), repeats, single, batched,
-                       len(requests) - len(differing), list(differing.values()))
+                       len(requests) - len(differing), list(differing.values()), last)
 
 
 def report(result: SpeedResult) -> str:

@@ -91,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400, help="synthetic images; three requests each")
     parser.add_argument("--chart", type=Path, default=Path("runs/benchmarks/generate_throughput.png"))
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
     from llava_lf.demo.dataset import write_demo_data
@@ -99,17 +100,20 @@ def main() -> None:
     server = multiprocessing.get_context("spawn").Process(target=serve, args=(ready,), daemon=True)
     server.start()
     url = f"http://127.0.0.1:{ready.get(timeout=30)}/v1"
-    rates = {}
+    rates, counts = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         data = write_demo_data(Path(scratch) / "coco", n_train=args.images, n_test=1, image_size=48, seed=0)
         for concurrency in CONCURRENCY:
             rates[concurrency], requests = measure(url, data.root, Path(scratch), concurrency)
+            counts[concurrency] = requests
             print(f"concurrency {concurrency:>2}: {rates[concurrency]:7.0f} requests/s ({requests} requests)", flush=True)
     server.terminate()
     verdict = "meets" if rates[32] >= TARGET_AT_32 else "MISSES"
     print(f"at 32 in flight: {rates[32]:.0f} requests/s, {verdict} the {TARGET_AT_32:.0f} requests/s target")
     chart(rates, args.chart)
     print(f"chart: {args.chart}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"images": args.images, "requests": counts, "requests_per_s": rates}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: records/s and peak RSS of `llava-lf inspect` on a generated mix665k-shaped file, and image headers/s.
 
-Targets (issue 24): >= 20,000 records/s wall without images and tokenizer, peak RSS under 400 MB; image
+Targets: >= 20,000 records/s wall without images and tokenizer, peak RSS under 400 MB; image
 headers >= 2,000 images/s. Each run is its own subprocess (one process: DuckDB's threads are inside it); its
 peak RSS and CPU seconds are read from `os.wait4`'s resource usage for that child. Each card is checked
 against the file: records, image records, sources and questions counted here with the converter's reader,

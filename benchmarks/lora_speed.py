@@ -11,6 +11,7 @@ ours/stock and whether the loss curves agree within --loss-rtol. Writes OUT/lora
     python benchmarks/lora_speed.py                    # 7B shape, on a GPU (benchmarks/gpu_run.sh)
     python benchmarks/lora_speed.py --tiny             # CPU-size correctness check (the test suite runs it)
     python benchmarks/lora_speed.py --variant nockpt disable_gradient_checkpointing=true
+    python benchmarks/lora_speed.py --plan-only        # the 7B model on the meta device and the runs' settings
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from speed.configs import (
     ours_plan,
     parse_assignments,
     parse_variant,
+    plan_problems,
     stock_plan,
 )
 from speed.data import BenchData, write_bench_data
 from speed.metrics import peak_tflops
-from speed.model import SHAPES, ModelFacts
+from speed.model import SHAPES, ModelFacts, facts_without_weights
 from speed.probe import RunRecord
 from speed.report import acceptance, compare, document, run_summary, table, write_chart, write_json
 
@@ -94,6 +96,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip", nargs="+", default=[], choices=("stock", "ours"), help="runs to leave out")
     parser.add_argument("--run-timeout", type=float, default=900.0, help="seconds per training run")
     parser.add_argument("--rebuild", action="store_true", help="build the model even if WORK/model has it")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="train nothing: count the shape's parameters on the meta device, write every run's "
+                             "settings as a GPU would get them to OUT/lora_speed_plan.json, check each against "
+                             "the host's arguments and our optim_args; exit 2 on a problem")
     args = parser.parse_args(argv)
     if args.tiny:
         args.shape = "tiny"
@@ -214,8 +220,33 @@ def plans_for(args: argparse.Namespace, settings: BenchSettings) -> list[RunPlan
     return plans
 
 
+def plan_only(args: argparse.Namespace) -> int:
+    """The runs as a GPU machine would get them, the model counted on the meta device: nothing trained."""
+    from dataclasses import asdict
+
+    facts = facts_without_weights(SHAPES[args.shape])
+    settings = BenchSettings(model_dir=args.work / "model", data=BenchData(args.work / "data"), work=args.work,
+                             max_steps=args.steps, seed=args.seed, on_gpu=True, stock_micro_batch=args.stock_batch,
+                             every_run=EVERY_RUN[args.shape])
+    plans = plans_for(args, settings)
+    global_batch = align_global_batch(plans, args.global_batch)
+    problems = [problem for plan in plans for problem in plan_problems(plan)]
+    plan = {"shape": args.shape, "facts": asdict(facts), "global_batch": global_batch, "steps": args.steps,
+            "runs": {plan.name: {"base": plan.base, "command": plan.cli_args(), "settings": plan.merged()}
+                     for plan in plans}, "problems": problems}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "lora_speed_plan.json").write_text(json.dumps(plan, indent=1, default=str), encoding="utf-8")
+    print(f"{args.shape}: language model {facts.llm_params / 1e9:.3f}B, vision {facts.vision_params / 1e6:.1f}M, "
+          f"{facts.image_tokens} image tokens; runs {', '.join(plan['runs'])}; global batch {global_batch}")
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 2 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.plan_only:
+        return plan_only(args)
     out = args.out
     signal.signal(signal.SIGTERM, _on_signal)
     import torch

@@ -1,5 +1,7 @@
-"""The inspect benchmark script runs end to end on a tiny input, so it cannot rot; its cards must agree with
-the files (the script fails when they do not) and its figures with each other."""
+"""The inspect benchmark script runs end to end on a tiny input, so it cannot rot. Checked is what it measured:
+each timed `llava-lf inspect` read the whole generated file (its card counts what the file holds, counted here
+independently), the image run read every header and the run without headers none, and the printed row is the
+recorded one. The script's own guard (it fails when a card disagrees with its file) is checked below."""
 
 from __future__ import annotations
 
@@ -12,19 +14,27 @@ from conftest import REPO
 
 
 def test_inspect_benchmark_runs_on_a_tiny_input(tmp_path):
-    figures = tmp_path / "figures.json"
+    figures, work = tmp_path / "figures.json", tmp_path / "work"
     done = subprocess.run([sys.executable, str(REPO / "benchmarks/inspect_throughput.py"), "--sizes", "300",
-                           "--images", "12", "--keep", str(tmp_path / "work"), "--json", str(figures)],
+                           "--images", "12", "--keep", str(work), "--json", str(figures)],
                           timeout=600, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     result = json.loads(figures.read_text())
     [row] = result["records"]
-    assert row["records"] == 300
-    assert row["records_per_s"] == pytest.approx(row["records"] / row["seconds"])
-    assert row["records_per_cpu_s"] == pytest.approx(row["records"] / row["cpu_s"])
-    assert f"{row['records']:>9,} {row['file_mb']:>8.0f}" in done.stdout  # the printed row is this row
-    images = result["images"]
-    assert images["images"] == 12 and images["seconds_with"] > 0 and images["seconds_without"] > 0
+    records = json.loads((work / "mix_300.json").read_text())  # the generated file, read here with plain json
+    card = json.loads((work / "card_300" / "card.json").read_text())["datasets"][0]
+    assert row["records"] == card["composition"]["records"] == len(records) == 300
+    assert card["composition"]["with_image"] == sum("image" in record for record in records)
+    assert card["diversity"]["questions"] == sum(len(record["conversations"]) // 2 for record in records)
+    assert row["seconds"] > 0 and row["cpu_s"] > 0 and row["peak_rss_mb"] > 0  # os.wait4 saw the child run
+    printed = f"{row['records']:>9,} {row['file_mb']:>8.0f} {row['seconds']:>7.1f} {row['records_per_s']:>10,.0f}"
+    assert printed in done.stdout  # the printed row is the recorded one
+
+    with_headers, without = (json.loads((work / name / "card.json").read_text())["datasets"][0]["images"]
+                             for name in ("card_images", "card_images_off"))
+    assert with_headers["width"]["count"] == with_headers["distinct"] == without["distinct"] == 12
+    assert with_headers["headers_read"] and not without["headers_read"] and without["width"] is None
+    assert result["images"]["images"] == 12 and result["images"]["seconds_with"] > 0
 
 
 def test_the_benchmark_fails_when_a_card_disagrees_with_its_file(tmp_path):

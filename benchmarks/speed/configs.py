@@ -158,3 +158,30 @@ def align_global_batch(plans: list[RunPlan], global_batch: int | None) -> int:
     for plan in plans:
         plan.overrides["gradient_accumulation_steps"] = size // micro[plan.name]
     return size
+
+
+def plan_problems(plan: RunPlan) -> list[str]:
+    """What the host or our callback would refuse in a run's settings, found without loading anything:
+    keys no host argument class declares (the host stops on them), `optim_args` our callback cannot read."""
+    from dataclasses import fields
+
+    from llamafactory.hparams import (
+        DataArguments,
+        FinetuningArguments,
+        GeneratingArguments,
+        ModelArguments,
+        TrainingArguments,
+    )
+
+    from llava_lf.training.options import TrainingOptionsError, parse_training_options
+
+    declared = {item.name: item for cls in (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments,
+                                            GeneratingArguments) for item in fields(cls)}
+    merged = plan.merged()
+    problems = [f"{plan.name}: {key} is no host training argument" for key in merged if key not in declared]
+    if merged.get("optim_args"):
+        try:
+            parse_training_options(merged["optim_args"], merged.get("optim", declared["optim"].default))
+        except TrainingOptionsError as error:
+            problems.append(f"{plan.name}: optim_args: {error}")
+    return problems

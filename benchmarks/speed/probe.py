@@ -110,6 +110,12 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def _zero_stage(args) -> int | None:
+    """The ZeRO stage DeepSpeed was configured with (None without DeepSpeed), as the trainer holds it."""
+    config = getattr(getattr(args, "hf_deepspeed_config", None), "config", None)
+    return config.get("zero_optimization", {}).get("stage") if config else None
+
+
 def _setup(args, model, processing_class) -> dict[str, Any]:
     config = getattr(model, "config", None)
     text = getattr(config, "text_config", config)
@@ -121,6 +127,7 @@ def _setup(args, model, processing_class) -> dict[str, Any]:
         "dataloader_num_workers": args.dataloader_num_workers, "torch_compile": args.torch_compile,
         "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)),
         "attn_implementation": getattr(text, "_attn_implementation", None),
+        "deepspeed_zero_stage": _zero_stage(args),
         "trainable_params": trainable, "model_class": type(model).__name__,
         "processing_class": type(processing_class).__name__,
     }

@@ -13,7 +13,7 @@ from .model import ModelFacts
 from .probe import RunRecord
 
 LOSS_STEPS = 20
-# Acceptance of issue 9, measured side by side in one run on one H100/H200.
+# The speed acceptance, measured side by side in one run on one H100/H200.
 TARGET_RATIO, TARGET_MFU, MEMORY_LIMIT_GIB = 2.2, 0.45, 80.0
 
 
@@ -43,7 +43,7 @@ def compare(runs: dict[str, dict[str, Any]], records: dict[str, RunRecord], refe
 
 def acceptance(runs: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]], on_gpu: bool,
                candidate: str = "ours") -> dict[str, bool | None]:
-    """Issue 9's acceptance for one run; speed and memory only mean something on a GPU (None on CPU)."""
+    """The speed acceptance for one run; speed and memory only mean something on a GPU (None on CPU)."""
     summary, versus = runs.get(candidate, {}), comparisons.get(candidate)
     if "error" in summary or versus is None:
         return {"ratio_ge_2_2": False, "mfu_ge_45": False, "memory_le_80_gib": False, "loss_within_tolerance": False}
