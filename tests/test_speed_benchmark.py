@@ -190,12 +190,15 @@ def test_gpu_wheels_fit_what_a_device_run_receives():
     assert total < DEVICE_LIMIT, f"{total / 2**20:.1f} MiB: wheels {sum(sizes.values()) / 2**20:.1f} + tree {tree / 2**20:.1f}"
 
 
-def test_packing_measurement_orders_the_layouts():
-    """benchmarks/packing_padding.py on a small draw: packing (the host's own knapsack) pads least and carries
-    the most real tokens in the same peak slots; modality grouping pads less than a shuffled order."""
-    from packing_padding import measure
+def test_packing_measurement_orders_the_layouts(tmp_path, capsys):
+    """benchmarks/packing_padding.py on a small draw, through its command line: packing (the host's own knapsack)
+    pads least and carries the most real tokens in the same peak slots; modality grouping pads less than a
+    shuffled order."""
+    from packing_padding import main
 
-    result = measure(samples=4000, batch=16, cutoff=2048, seed=0)
+    assert main(["--samples", "4000", "--json", str(tmp_path / "packing.json")]) == 0
+    result = json.loads((tmp_path / "packing.json").read_text())
+    assert result["samples"] == 4000 and "4000 samples" in capsys.readouterr().out
     share = {layout["name"]: layout["padding_share"] for layout in result["layouts"]}
     tokens = {layout["name"]: layout["real_tokens_per_step_mean"] for layout in result["layouts"]}
     assert share["packed"] < 0.15 < share["grouped"] < share["random"]
