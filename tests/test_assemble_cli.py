@@ -25,6 +25,8 @@ def test_shipped_presets_load_and_spell_their_recipe(preset):
     assert choices["vision_feature_layer"] == -2 and choices["select_strategy"] == "default"
     if preset.stem.startswith("llava1_5"):
         assert choices["projector"] == "mlp2x_gelu" and choices["pad_to_square"] is True
+    elif "anyres_grids" in choices:  # LLaVA-NeXT (tests/test_assemble_next.py checks what they build)
+        assert choices["projector"] == "mlp2x_gelu" and choices["pad_to_square"] is False
     else:
         assert choices["projector"] == "linear" and choices["pad_to_square"] is False
     assert load_preset(preset.stem) == choices  # a preset can also be named
