@@ -13,6 +13,7 @@ import re
 import numpy as np
 import pytest
 from helpers.fake_openai import FakeOpenAI, ok
+from helpers.scienceqa_reference import eval_science_qa
 from test_eval_data import run_cli, scienceqa_problem, write_scienceqa
 
 from llava_lf.evaluation.tasks import llava_bench
@@ -28,31 +29,6 @@ SQA_ANSWERS = [
     "The answer is C", "The answer is A.The answer is A.", "The answer is\u00a0A.", "A\u0301", "Z",
     "The correct option: The answer is D;", "B.\u00a0", "The answer is CC",
 ]
-
-
-def published_scienceqa(problems: dict, pids: list[str], rows: list[dict]) -> dict:
-    """eval_science_qa.py as described: options A-E; exact letter, "X. " prefix, or exactly one
-    `The answer is ([A-Z]).`; else FAILED; a letter past the choices is wrong; no prediction is FAILED
-    with prompt 'Unknown'; IMG = prompt holds <image>."""
-    options = ["A", "B", "C", "D", "E"]
-    by_id = {row["question_id"]: row for row in rows}
-    correct = total = img_correct = img_total = 0
-    for pid in pids:
-        row = by_id.get(pid, {"text": "FAILED", "prompt": "Unknown"})
-        text = row["text"]
-        if text in options:
-            answer = text
-        elif len(text) >= 3 and text[0] in options and text[1:3] == ". ":
-            answer = text[0]
-        else:
-            found = re.compile(r"The answer is ([A-Z]).").findall(text)
-            answer = found[0] if len(found) == 1 else "FAILED"
-        valid = options[: len(problems[pid]["choices"])]
-        hit = (options.index(answer) if answer in valid else -1) == problems[pid]["answer"]
-        total, correct = total + 1, correct + hit
-        if "<image>" in row["prompt"]:
-            img_total, img_correct = img_total + 1, img_correct + hit
-    return {"all": 100 * correct / total, "IMG": 100 * img_correct / img_total}
 
 
 def _sqa_setup(tmp_path, answers: list[str], seed: int = 0):
@@ -83,7 +59,7 @@ def _ours_scienceqa(data, predictions, out, *extra) -> dict:
 
 def test_scienceqa_equals_the_published_rules_on_adversarial_answers(tmp_path):
     problems, data, rows = _sqa_setup(tmp_path, SQA_ANSWERS)
-    expected = published_scienceqa(problems, list(problems), rows)
+    expected = eval_science_qa(problems, rows)
     ours = _ours_scienceqa(data, _write_rows(tmp_path / "answers.jsonl", rows), tmp_path / "r")
     assert ours["accuracy"]["all"] == pytest.approx(expected["all"], abs=1e-9)
     assert ours["accuracy"]["IMG"] == pytest.approx(expected["IMG"], abs=1e-9)
@@ -102,7 +78,7 @@ def test_scienceqa_equals_the_published_rules_on_random_mixes(tmp_path, seed):
     answers = [rng.choice(styles).format(L=rng.choice("ABCDEFG"), M=rng.choice("ABCDE"), l=rng.choice("abcde"),
                                          w=rng.choice(["Because", "milk", "x"])) for _ in range(80)]
     problems, data, rows = _sqa_setup(tmp_path, answers, seed)
-    expected = published_scienceqa(problems, list(problems), rows)
+    expected = eval_science_qa(problems, rows)
     ours = _ours_scienceqa(data, _write_rows(tmp_path / "answers.jsonl", rows), tmp_path / "r")
     assert (ours["accuracy"]["all"], ours["accuracy"]["IMG"]) == pytest.approx((expected["all"], expected["IMG"]))
 
@@ -110,7 +86,7 @@ def test_scienceqa_equals_the_published_rules_on_random_mixes(tmp_path, seed):
 def test_scienceqa_unanswered_problems_count_as_failed_as_published(tmp_path):
     problems, data, rows = _sqa_setup(tmp_path, ["A", "B", "C", "A", "B", "C"])
     kept = [row for row in rows if not (row["question_id"] == "101")]  # a problem without an image, unanswered
-    expected = published_scienceqa(problems, list(problems), kept)
+    expected = eval_science_qa(problems, kept)
     predictions = _write_rows(tmp_path / "answers.jsonl", kept)
     assert run_cli("scienceqa", "score", "--data", data, "--predictions", predictions, "--out-dir", tmp_path / "r") == 2
     ours = _ours_scienceqa(data, predictions, tmp_path / "r", "--allow-partial")  # our deliberate refusal, lifted

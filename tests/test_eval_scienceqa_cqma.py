@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.scienceqa_reference import eval_science_qa as published_rules
 from test_eval_data import run_cli, tiny_image
 
 from llava_lf.evaluation.tasks import TASKS
@@ -71,34 +72,15 @@ def llava_science_requests(question_file: Path) -> list[tuple[str, str, str, str
 
 
 def eval_science_qa(question_file: Path, answer_file: Path) -> dict:
-    """eval_science_qa.py: the letter rules, -1 past the options, FAILED for unanswered, IMG by `<image>` in the
-    stored prompt; the printed figures (two decimals)."""
-    predictions = {}
-    for line in answer_file.read_text().splitlines():
-        record = json.loads(line)
-        predictions[record["question_id"]] = record
-    correct, total, img_correct, img_total, failed = 0, 0, 0, 0, []
+    """eval_science_qa.py on LLaVA-1.5's question file (options and answer letter from its turns); the printed
+    figures (two decimals)."""
+    problems = {}
     for problem in json.loads(question_file.read_text()):
         human = problem["conversations"][0]["value"]
-        n_choices = len(re.findall(r"^[A-E]\. ", human, flags=re.MULTILINE))
-        truth = OPTIONS.index(problem["conversations"][1]["value"])
-        pred = predictions.get(problem["id"], {"text": "FAILED", "prompt": "Unknown"})
-        text = pred["text"]
-        if text in OPTIONS:
-            answer = text
-        elif len(text) >= 3 and text[0] in OPTIONS and text[1:3] == ". ":
-            answer = text[0]
-        else:
-            found = re.compile(r"The answer is ([A-Z]).").findall(text)
-            answer = found[0] if len(found) == 1 else "FAILED"
-        if answer == "FAILED" and problem["id"] in predictions:
-            failed.append(problem["id"])
-        index = OPTIONS.index(answer) if answer in OPTIONS[:n_choices] else -1
-        right = index == truth
-        multimodal = "<image>" in pred["prompt"]
-        correct, total = correct + right, total + 1
-        img_correct, img_total = img_correct + (right and multimodal), img_total + multimodal
-    return {"all": f"{correct / total * 100:.2f}", "IMG": f"{img_correct / img_total * 100:.2f}", "failed": failed}
+        problems[problem["id"]] = {"choices": re.findall(r"^[A-E]\. ", human, flags=re.MULTILINE),
+                                   "answer": OPTIONS.index(problem["conversations"][1]["value"])}
+    figures = published_rules(problems, [json.loads(line) for line in answer_file.read_text().splitlines()])
+    return {"all": f"{figures['all']:.2f}", "IMG": f"{figures['IMG']:.2f}", "failed": figures["failed"]}
 
 
 def llava_answer_file(path: Path, question_file: Path, texts: list[str], skip: set[int] = frozenset()) -> Path:

@@ -1,5 +1,5 @@
-"""Small stand-ins for the twelve benchmarks' files, each shaped as the real one (field names, id types, layouts,
-from ../shared/docs/EVAL_TABLE.md), for runs through `llava-lf eval table`. Each writer returns its benchmark's
+"""Small stand-ins for the twelve benchmarks' files, each shaped as the real one (field names, id types, layouts),
+for runs through `llava-lf eval table`. Each writer returns its benchmark's
 table entry: the `predict`/`score` options naming the files it wrote."""
 
 from __future__ import annotations
