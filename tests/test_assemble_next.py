@@ -194,3 +194,30 @@ def test_each_preset_is_hub_exact(tmp_path, tiny_parts, preset):
     for token in FORMAT_TOKENS.get(preset, ()):
         assert processor.tokenizer.tokenize(token) == [token]
     assert bool(report.notes) == (preset in FORMAT_TOKENS)  # the tiny tokenizer lacks them: added, and said so
+
+
+# LLaVA-NeXT facts 1.9: (width, height) -> transformers' count with the 1.6 settings (CLIP-L/336, patch 14); the
+# last two are the tie-break and rounding cases where the original code counts 976 and 1296.
+WORKED_EXAMPLES = {(1024, 899): 2634, (640, 480): 2340, (1920, 1080): 1948, (1000, 250): 1890, (400, 900): 1926,
+                   (336, 336): 1176, (300, 200): 1464, (110, 352): 1392}
+
+
+def test_anyres_count_is_transformers_on_the_worked_examples_and_a_sweep(tiny_parts):
+    """`llava_lf.common.anyres` (which the assembly's pinpoints come from) against the installed processor's own
+    arithmetic at 336 px, on the worked examples and a sweep that includes the round-to-7-places edge cases."""
+    from transformers import AutoTokenizer, LlavaNextImageProcessor, LlavaNextProcessor
+
+    from llava_lf.common.anyres import NEXT_GRIDS, grid_pinpoints, image_token_count
+
+    pinpoints = grid_pinpoints(NEXT_GRIDS, 336)
+    assert pinpoints == [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+    for (width, height), tokens in WORKED_EXAMPLES.items():
+        assert image_token_count(height, width, pinpoints, 336, 14) == tokens, (width, height)
+    processor = LlavaNextProcessor(image_processor=LlavaNextImageProcessor(image_grid_pinpoints=pinpoints),
+                                   tokenizer=AutoTokenizer.from_pretrained(tiny_parts[1]), patch_size=14,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    sizes = [(width, height) for width in range(10, 1400, 37) for height in range(10, 1400, 41)]
+    sizes += [(110, 352), (352, 110), (47, 1128), (1, 900), (900, 1), (336, 337), (673, 336)]
+    for width, height in sizes:  # the processor subtracts one for "default" after this
+        expected = processor._get_number_of_features(height, width, 336, 336) - 1
+        assert image_token_count(height, width, pinpoints, 336, 14) == expected, (width, height)
