@@ -40,10 +40,11 @@ def after_imports() -> dict[str, Callable[[ModuleType], None]]:
     registration (the trainer, the chat engine), and the web UI's labels (only web UI processes import its engine)."""
     import sys
 
-    from llava_lf.seams import registry, webui_labels
+    from llava_lf.seams import registry, webui_labels, zero3_wrapped_modules
 
     later = registry.checks_after_import([seam for seam in registry.ALL if seam.module not in sys.modules])
     later[webui_labels.ENGINE_MODULE] = webui_labels.label_engine_module  # checks its own seams, then labels
+    later[zero3_wrapped_modules.MODULE] = zero3_wrapped_modules.install  # ZeRO-3 and PEFT's wrapped projector
     return later
 
 

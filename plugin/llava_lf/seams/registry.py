@@ -9,9 +9,10 @@ from collections.abc import Callable
 from types import ModuleType
 
 from . import Seam, dataset_run, exit_after_generation, libraries, optimizer, templates, trainer, webui_labels
+from .zero3_wrapped_modules import SEAM as ZERO3_WRAPPED_MODULES
 
 ALL: list[Seam] = [dataset_run.SEAM, *optimizer.SEAMS, *webui_labels.SEAMS, exit_after_generation.SEAM,
-                   *templates.SEAMS, *trainer.SEAMS, *libraries.SEAMS]
+                   *templates.SEAMS, *trainer.SEAMS, *libraries.SEAMS, ZERO3_WRAPPED_MODULES]
 
 
 def check_loaded() -> list[Seam]:
