@@ -110,14 +110,21 @@ def test_a_stage1_resaved_by_transformers_upgrades_to_the_same_tensors(tmp_path,
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    (("--vision", "X"), r"--llava and --vision: give either"),
-    (("--anyres-grids", "1x2,2by2"), r"AnyRes grid '2by2': write rows x columns"),
+    (("--preset", "llava1_6_vicuna_7b", "--llava", "S1", "--vision", "X"), r"--llava and --vision: give either"),
+    (("--preset", "llava1_6_vicuna_7b", "--llava", "S1", "--anyres-grids", "1x2,2by2"),
+     r"AnyRes grid '2by2': write rows x columns"),
+    (("--preset", "llava1_6_34b", "--llava", "S1"), r"lacks <\|im_start\|>, <\|im_end\|>, which chatml_direct writes"),
+    (("--llava", "S1"), r"give a NeXT preset \(one with anyres_grids"),
+    (("--preset", "llava1_6_vicuna_7b"), r"needs --vision and --llm \(the parts\), or --llava"),
+    (("--preset", "llava1_6_vicuna_7b", "--vision", "CLIP", "--llm", "LLM", "--pad-to-square", "--select-strategy",
+      "full"), r"full keeps CLIP's CLS token.*\n.*pad_to_square is LLaVA-1.5's single-tile padding"),
 ])
-def test_upgrade_refuses_mixed_or_bad_flags(tmp_path, stage1, arguments, message):
+def test_next_assembly_refuses_what_it_cannot_build(tmp_path, stage1, tiny_parts, arguments, message):
     import re
 
-    result = llava_lf("assemble", "--preset", "llava1_6_vicuna_7b", "--llava", str(stage1), "--out",
-                      str(tmp_path / "next"), *arguments)
+    paths = {"S1": str(stage1), "CLIP": str(tiny_parts[0]), "LLM": str(tiny_parts[1])}
+    result = llava_lf("assemble", *(paths.get(argument, argument) for argument in arguments), "--out",
+                      str(tmp_path / "next"), "--quiet")
     assert result.returncode == 2 and re.search(message, result.stderr), result.stderr
     assert not (tmp_path / "next").exists()
 
