@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
+
+from tqdm import tqdm
 
 from llava_lf.common.openai_client import ClientConfig, OpenAIClient, OptionNames
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 JUDGE_OPTIONS = OptionNames(base_url="--judge-base-url", model="--judge-model", api_key_env="--judge-key-env",
                             retries="--judge-attempts", timeout="--judge-timeout")
@@ -54,6 +62,13 @@ def judge_client(args: argparse.Namespace) -> JudgeClient:
         timeout_s=args.judge_timeout, max_retries=max(args.judge_attempts, 1) - 1, backoff_s=args.judge_backoff,
         temperature=args.judge_temperature, max_tokens=args.judge_max_tokens,
         cache_dir=args.judge_cache or args.out_dir / "judge_cache"))
+
+
+def ask_all(ask: Callable[[T], R], items: Sequence[T], workers: int, desc: str) -> list[R]:
+    """`ask(item)` for every item, in a small thread pool (the judge is remote and slow); results in item order."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(ask, item) for item in items]
+        return [future.result() for future in tqdm(futures, desc=desc, unit="question")]
 
 
 def write_reviews(path: Path, items: list) -> None:

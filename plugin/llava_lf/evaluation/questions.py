@@ -66,6 +66,25 @@ def read_question_file(path: Path) -> list[LlavaQuestion]:
     return questions
 
 
+def read_json(path: Path, what: str) -> object:
+    """A benchmark's own JSON file; `what` names it and its option for the errors ("SEED-Bench.json as
+    --annotations")."""
+    if not path.is_file():
+        raise LlavaLfError(f"no file at {path}; pass {what}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LlavaLfError(f"{path}: not JSON ({error}); pass {what}") from None
+
+
+def require_images(requests: list[PredictionRequest], fix: str) -> list[PredictionRequest]:
+    """The requests, once every image they name is a file; else one error: how many are not, the first, `fix`."""
+    missing = sorted({str(r.image) for r in requests if r.image is not None and not r.image.is_file()})
+    if missing:
+        raise LlavaLfError(f"{len(missing)} image(s) missing (first: {missing[0]}); {fix}")
+    return requests
+
+
 def question_key(question: LlavaQuestion, repeated_ids: bool) -> str:
     """How answers find their question: by id, or by id and prompt where the file repeats ids."""
     return id_prompt_key(question.question_id, question.text) if repeated_ids else str(question.question_id)
@@ -74,10 +93,6 @@ def question_key(question: LlavaQuestion, repeated_ids: bool) -> str:
 def loader_requests(questions: Sequence[LlavaQuestion], image_folder: Path,
                     repeated_ids: bool = False) -> list[PredictionRequest]:
     """What LLaVA's loader runner asks: the text verbatim after the image, stored verbatim as the prompt."""
-    requests = [PredictionRequest(question_key(q, repeated_ids), q.text, image_folder / q.image,
-                                  question_id=q.question_id, prompt=q.text) for q in questions]
-    missing = sorted({str(r.image) for r in requests if not r.image.is_file()})
-    if missing:
-        raise LlavaLfError(f"{len(missing)} image(s) not found (first: {missing[0]}); pass the folder that holds "
-                           "the benchmark's images as --image-folder")
-    return requests
+    return require_images([PredictionRequest(question_key(q, repeated_ids), q.text, image_folder / q.image,
+                                             question_id=q.question_id, prompt=q.text) for q in questions],
+                          "pass the folder that holds the benchmark's images as --image-folder")

@@ -21,6 +21,7 @@ from llava_lf.common.jsonl import read_json_rows
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import GenerationSettings, PredictionRequest, Predictor, model_id
 from llava_lf.evaluation.prediction_file import PredictRunSummary, answers_for, run_predictions
+from llava_lf.evaluation.questions import require_images
 from llava_lf.evaluation.report import Report, Row, bar_chart, cell, listing, markdown_table
 from llava_lf.evaluation.tally import Tally
 from llava_lf.evaluation.tasks import QuestionFiles, Task
@@ -102,16 +103,9 @@ def score(questions: list[dict], answers: dict[str, str], only_answered: bool = 
 
 
 def demo_requests(questions: Sequence[dict], image_dir: Path) -> list[PredictionRequest]:
-    requests, missing = [], []
-    for qid, question in zip(question_ids(questions), questions, strict=True):
-        image = image_dir / question["image"]
-        if not image.is_file():
-            missing.append(str(image))
-        requests.append(PredictionRequest(qid, question["question"], image))
-    if missing:
-        raise LlavaLfError(f"{len(missing)} image(s) missing (first: {missing[0]}); --image-folder must be the "
-                            "demo's data/images folder")
-    return requests
+    return require_images([PredictionRequest(qid, question["question"], image_dir / question["image"])
+                           for qid, question in zip(question_ids(questions), questions, strict=True)],
+                          "--image-folder must be the demo's data/images folder")
 
 
 def predict_demo(model_dir: Path, questions_path: Path, image_dir: Path, predictions: Path, *,

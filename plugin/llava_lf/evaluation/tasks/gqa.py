@@ -12,7 +12,7 @@ from pathlib import Path
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
 from llava_lf.evaluation.prediction_file import PredictionRecord, answered, read_answers
-from llava_lf.evaluation.questions import read_question_file
+from llava_lf.evaluation.questions import read_json, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
 from llava_lf.evaluation.tally import Tally
 from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
@@ -87,12 +87,7 @@ def _question(qid: str, record: object, problems: list[str]) -> GqaQuestion | No
 
 def load_annotations(path: Path) -> list[GqaQuestion]:
     """GQA's `testdev_balanced_questions.json` (a dict from question id to its record), in file order."""
-    if not path.is_file():
-        raise LlavaLfError(f"no GQA questions at {path}; pass GQA's testdev_balanced_questions.json as --annotations")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise LlavaLfError(f"{path}: not JSON ({error}); pass GQA's testdev_balanced_questions.json") from None
+    data = read_json(path, "GQA's testdev_balanced_questions.json as --annotations")
     if not isinstance(data, dict) or not data:
         raise LlavaLfError(f"{path}: GQA's questions file is an object from question id to question; this is not one")
     problems: list[str] = []

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-from tqdm import tqdm
 
 from llava_lf.common.jsonl import read_json_rows
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
-from llava_lf.evaluation.judge import JudgeClient, add_judge_arguments, judge_client, write_reviews
+from llava_lf.evaluation.judge import JudgeClient, add_judge_arguments, ask_all, judge_client, write_reviews
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for
+from llava_lf.evaluation.questions import require_images
 from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
 from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
@@ -108,13 +106,10 @@ def load_bench(questions: Path, contexts: Path, references: Path) -> list[BenchQ
 
 def prediction_requests(questions: Path, image_folder: Path) -> list[PredictionRequest]:
     """What the model is asked: each question as written, with its image (LLaVA-1.5 adds no instruction)."""
-    requests = [PredictionRequest(str(_field(row, "question_id", questions)), _field(row, "text", questions),
-                                  image_folder / _field(row, "image", questions)) for row in _read_jsonl(questions)]
-    missing = [str(r.image) for r in requests if not r.image.is_file()]
-    if missing:
-        raise LlavaLfError(f"{len(missing)} image(s) not found (first: {missing[0]}); "
-                                  "pass the folder that holds the benchmark's images as --image-folder")
-    return requests
+    return require_images([PredictionRequest(str(_field(row, "question_id", questions)), _field(row, "text", questions),
+                                             image_folder / _field(row, "image", questions))
+                           for row in _read_jsonl(questions)],
+                          "pass the folder that holds the benchmark's images as --image-folder")
 
 
 def judge_messages(item: BenchQuestion, candidate: str, instruction: str = INSTRUCTION) -> list[dict[str, str]]:
@@ -211,10 +206,8 @@ def judge_all(client: JudgeClient, items: Sequence[BenchQuestion], answers: dict
               workers: int = 4, instruction: str = INSTRUCTION) -> list[Judgement]:
     """Judge every answered question (in a small thread pool: the judge is remote and slow)."""
     answered = [item for item in items if item.question_id in answers]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(judge_one, client, item, answers[item.question_id], reasks, instruction)
-                   for item in answered]
-        return [future.result() for future in tqdm(futures, desc="judge", unit="question")]
+    return ask_all(lambda item: judge_one(client, item, answers[item.question_id], reasks, instruction), answered,
+                   workers, "judge")
 
 
 # The command: `llava-lf eval llava-bench {predict,score}` --------------------------------------------

@@ -24,6 +24,7 @@ from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
 from llava_lf.evaluation.predict import PredictionRequest
 from llava_lf.evaluation.prediction_file import answers_for
+from llava_lf.evaluation.questions import require_images
 from llava_lf.evaluation.report import Report, Row, comparison_table, grouped_bar_chart, listing, markdown_table
 from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
@@ -131,12 +132,9 @@ def load_pope(annotation_dir: Path | None, questions_file: Path | None = None, l
 
 def prediction_requests(questions: Sequence[PopeQuestion], image_folder: Path,
                         instruction: bool = True) -> list[PredictionRequest]:
-    missing = sorted({q.image for q in questions if not (image_folder / q.image).is_file()})
-    if missing:
-        raise LlavaLfError(f"{len(missing)} image(s) not under {image_folder} (first: {missing[0]}); "
-                            "--image-folder must be COCO val2014")
     suffix = f"\n{SHORT_ANSWER_INSTRUCTION}" if instruction else ""
-    return [PredictionRequest(q.key, q.text + suffix, image_folder / q.image) for q in questions]
+    return require_images([PredictionRequest(q.key, q.text + suffix, image_folder / q.image) for q in questions],
+                          "--image-folder must be COCO val2014")
 
 
 def read_yes_no(answer: str) -> tuple[YesNo, bool]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
 from llava_lf.evaluation.prediction_file import PredictionRecord, records_for
+from llava_lf.evaluation.questions import read_json
 from llava_lf.evaluation.report import Report, Row, bar_chart, cell, comparison_table, listing, markdown_table, notes
 from llava_lf.evaluation.tally import Tally
 from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
@@ -53,12 +54,7 @@ class SeedBench:
 def load_seed(path: Path) -> SeedBench:
     """SEED-Bench.json: `question_type` (name -> id) and `questions` (with question_id, question_type_id,
     data_type, answer), in SEED's order."""
-    if not path.is_file():
-        raise LlavaLfError(f"no SEED-Bench annotations at {path}; pass SEED-Bench.json (v1) as --annotations")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise LlavaLfError(f"{path}: not JSON ({error}); pass SEED-Bench.json") from None
+    data = read_json(path, "SEED-Bench.json (v1) as --annotations")
     if not isinstance(data, dict) or not isinstance(data.get("question_type"), dict) \
             or not isinstance(data.get("questions"), list):
         raise LlavaLfError(f"{path}: SEED-Bench.json is an object with `question_type` (name -> id) and "

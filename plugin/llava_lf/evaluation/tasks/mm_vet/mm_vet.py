@@ -13,6 +13,7 @@ from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
 from llava_lf.evaluation.judge import add_judge_arguments, judge_client, write_reviews
 from llava_lf.evaluation.prediction_file import AnswerFile, answered, read_answers
+from llava_lf.evaluation.questions import read_json
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table
 from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
@@ -39,12 +40,7 @@ class MmVetItem:
 
 def load_mm_vet(path: Path) -> list[MmVetItem]:
     """mm-vet.json (`{"v1_0": {"imagename", "capability", "question", "answer"}, ...}`), in file order."""
-    if not path.is_file():
-        raise LlavaLfError(f"no MM-Vet data at {path}; pass mm-vet.json from MM-Vet's mm-vet.zip as --data")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise LlavaLfError(f"{path} is not JSON ({error}); pass MM-Vet's mm-vet.json as --data") from None
+    data = read_json(path, "mm-vet.json from MM-Vet's mm-vet.zip as --data")
     if not isinstance(data, dict) or not data:
         raise LlavaLfError(f"{path} must be a JSON object of questions keyed v1_0, v1_1, ...; is it mm-vet.json?")
     items, problems = [], []

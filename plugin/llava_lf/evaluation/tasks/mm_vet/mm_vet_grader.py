@@ -3,13 +3,11 @@ and re-asks, asked through our judge client with the run number in the reply cac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
-from llava_lf.evaluation.judge import JudgeClient
+from llava_lf.evaluation.judge import JudgeClient, ask_all
 
 # The grader's prompt, as MM-Vet publishes it: an instruction, then a table of graded examples whose last row
 # the judge completes. Built row by row here; the text is the grader's, character for character.
@@ -123,11 +121,6 @@ def grade_runs(judge: JudgeClient, requests: Sequence[GradeRequest], runs: int,
                workers: int = 4) -> list[list[Grade]]:
     """Every request graded `runs` times, one run after another as the grader does; each run's grades in
     request order. Within a run a small thread pool asks (the judge is remote and slow)."""
-    graded = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for run in range(runs):
-            futures = [pool.submit(grade_one, judge, request, run) for request in requests]
-            graded.append([future.result() for future in tqdm(futures, desc=f"grade run {run + 1}/{runs}",
-                                                               unit="question")])
-    return graded
+    return [ask_all(functools.partial(grade_one, judge, run=run), requests, workers, f"grade run {run + 1}/{runs}")
+            for run in range(runs)]
 

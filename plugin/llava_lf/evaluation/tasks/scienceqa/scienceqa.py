@@ -19,6 +19,7 @@ from typing import Literal
 
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import PredictionRequest
+from llava_lf.evaluation.questions import require_images
 from llava_lf.evaluation.tally import Tally
 
 LETTERS = string.ascii_uppercase
@@ -113,13 +114,9 @@ def image_path(problem: Problem, image_root: Path, split: str) -> Path | None:
 
 def prediction_requests(problems: Sequence[Problem], image_root: Path, split: str,
                         letter_instruction: bool = True) -> list[PredictionRequest]:
-    requests = [PredictionRequest(p.pid, build_prompt(p, letter_instruction), image_path(p, image_root, split))
-                for p in problems]
-    missing = [str(r.image) for r in requests if r.image is not None and not r.image.is_file()]
-    if missing:
-        raise LlavaLfError(f"{len(missing)} image(s) missing (first: {missing[0]}); --images must be the folder "
-                                 f"holding {split}/<pid>/image.png")
-    return requests
+    return require_images([PredictionRequest(p.pid, build_prompt(p, letter_instruction),
+                                             image_path(p, image_root, split)) for p in problems],
+                          f"--images must be the folder holding {split}/<pid>/image.png")
 
 
 @dataclass(frozen=True)

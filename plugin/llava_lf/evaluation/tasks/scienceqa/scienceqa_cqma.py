@@ -3,13 +3,13 @@ its image, its options (the `A. ...` lines) and its answer letter (the gpt turn)
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import PredictionRequest
+from llava_lf.evaluation.questions import read_json, require_images
 
 from .scienceqa import LETTERS, Problem, build_prompt
 
@@ -70,12 +70,7 @@ def _problem(raw: object, path: Path, number: int) -> Problem:
 def load_cqma(path: Path) -> list[Problem]:
     """The problems in file order. Subject and grade are not in this file, so only the overall, IMG, TXT
     and NO groups can be formed."""
-    if not path.is_file():
-        raise LlavaLfError(f"{path} not found; --questions must be LLaVA-1.5's llava_test_CQM-A.json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise LlavaLfError(f"{path}: not JSON ({error}); use LLaVA's llava_test_CQM-A.json as released") from None
+    raw = read_json(path, "LLaVA-1.5's llava_test_CQM-A.json, as released, as --questions")
     if not isinstance(raw, list):
         raise LlavaLfError(f"{path}: expected a JSON array of problems (llava_test_CQM-A.json); got "
                                  f"{type(raw).__name__}. For ScienceQA's own problems.json use --data")
@@ -97,11 +92,8 @@ def cqma_requests(problems: Sequence[Problem], image_folder: Path | None,
     if with_image and image_folder is None:
         raise LlavaLfError(f"{len(with_image)} problem(s) have an image (first: id {with_image[0].pid}); "
                                  "pass --image-folder, the folder their `image` paths start from")
-    requests = [PredictionRequest(problem.pid, build_prompt(problem, letter_instruction),
-                                  image_folder / problem.image if problem.image and image_folder else None,
-                                  question_id=problem.pid) for problem in problems]
-    absent = [str(request.image) for request in requests if request.image is not None and not request.image.is_file()]
-    if absent:
-        raise LlavaLfError(f"{len(absent)} image(s) missing (first: {absent[0]}); --image-folder must be the "
-                                 "folder the file's `image` paths start from (LLaVA's scienceqa/images/test)")
-    return requests
+    return require_images([PredictionRequest(problem.pid, build_prompt(problem, letter_instruction),
+                                             image_folder / problem.image if problem.image and image_folder else None,
+                                             question_id=problem.pid) for problem in problems],
+                          "--image-folder must be the folder the file's `image` paths start from (LLaVA's "
+                          "scienceqa/images/test)")

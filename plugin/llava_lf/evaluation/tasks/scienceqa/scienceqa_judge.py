@@ -10,13 +10,10 @@ offered here: the rule that reads the final answer is what makes the figure comp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
-from tqdm import tqdm
-
-from llava_lf.evaluation.judge import JudgeClient
+from llava_lf.evaluation.judge import JudgeClient, ask_all
 from llava_lf.evaluation.tasks.scienceqa.scienceqa import (
     ANSWER_IS,
     OPTIONS,
@@ -95,9 +92,7 @@ def judge_all(client: JudgeClient, problems: Sequence[Problem], answers: dict[st
               workers: int = 4) -> list[JudgedProblem]:
     """Judge every answered problem (in a small thread pool: the judge is remote and slow)."""
     answered = [problem for problem in problems if problem.pid in answers]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(judge_problem, client, problem, answers[problem.pid]) for problem in answered]
-        return [future.result() for future in tqdm(futures, desc="judge", unit="question")]
+    return ask_all(lambda problem: judge_problem(client, problem, answers[problem.pid]), answered, workers, "judge")
 
 
 def judged_answers(answers: dict[str, str], judged: Sequence[JudgedProblem]) -> dict[str, str]:

@@ -5,7 +5,6 @@ prompt, lower-cased), and the accuracy is the mean over the answers."""
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation import published
 from llava_lf.evaluation.prediction_file import answers_for, by_id_and_prompt
-from llava_lf.evaluation.questions import LlavaQuestion, question_key, read_question_file
+from llava_lf.evaluation.questions import LlavaQuestion, question_key, read_json, read_question_file
 from llava_lf.evaluation.report import Report, Row, bar_chart, comparison_table, listing, markdown_table
 from llava_lf.evaluation.tasks import QuestionFiles, TableColumn, Task
 
@@ -58,12 +57,7 @@ class Annotations:
 
 
 def read_annotations(path: Path) -> Annotations:
-    if not path.is_file():
-        raise LlavaLfError(f"no annotation file at {path}; pass TextVQA's {ANNOTATION_FILE} as --annotations")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise LlavaLfError(f"{path} is not JSON ({error}); pass TextVQA's {ANNOTATION_FILE}") from None
+    data = read_json(path, f"TextVQA's {ANNOTATION_FILE} as --annotations")
     entries = data.get("data") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise LlavaLfError(f"{path} has no `data` list; pass TextVQA's {ANNOTATION_FILE}")
