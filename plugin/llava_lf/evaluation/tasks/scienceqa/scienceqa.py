@@ -9,7 +9,6 @@ neither) and grade (G1-6, G7-12); IMG is the "with image" accuracy LLaVA-1.5 rep
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from typing import Literal
 
 from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.predict import PredictionRequest
-from llava_lf.evaluation.questions import require_images
+from llava_lf.evaluation.questions import read_json, require_images
 from llava_lf.evaluation.tally import Tally
 
 LETTERS = string.ascii_uppercase
@@ -82,14 +81,10 @@ def _problem(pid: str, raw: dict) -> Problem:
 
 def load_problems(data_dir: Path, split: str = "test") -> list[Problem]:
     """The problems of one split, in `pid_splits.json` order."""
-    problems_path, splits_path = data_dir / "problems.json", data_dir / "pid_splits.json"
-    for path in (problems_path, splits_path):
-        if not path.is_file():
-            raise LlavaLfError(f"{path} not found; --data must hold ScienceQA's problems.json and pid_splits.json")
-    splits = json.loads(splits_path.read_text(encoding="utf-8"))
+    what = "as --data the folder holding ScienceQA's problems.json and pid_splits.json"
+    splits, raw = (read_json(data_dir / name, what) for name in ("pid_splits.json", "problems.json"))
     if split not in splits:
-        raise LlavaLfError(f"split {split!r} not in {splits_path.name}; it has {', '.join(sorted(splits))}")
-    raw = json.loads(problems_path.read_text(encoding="utf-8"))
+        raise LlavaLfError(f"split {split!r} not in pid_splits.json; it has {', '.join(sorted(splits))}")
     unknown = [pid for pid in splits[split] if pid not in raw]
     if unknown:
         raise LlavaLfError(f"{len(unknown)} pid(s) of split {split} missing from problems.json (first: {unknown[0]})")
