@@ -6,6 +6,12 @@ VICUNA_V1_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
+# LLaVA-NeXT's system prompts (`llava/conversation.py`: conv_chatml_direct, conv_llava_llama_3; conv_mistral_instruct
+# has none) and the tokens `preprocess_llama3` labels wherever they stand.
+CHATML_DIRECT_SYSTEM = "Answer the questions."
+LLAMA_3_SYSTEM = ("You are a helpful language and vision assistant. You are able to understand the visual content "
+                  "that the user provides, and assist the user with a variety of tasks using natural language.")
+LLAMA_3_UNMASKED = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "\n\n")
 
 # Message content may be a string (with `<image>` in it) or llava-hf style parts (an image part is
 # `<image>\n`). A user turn with one image is put in LLaVA's form, as the `llava_lf` mm plugin does in

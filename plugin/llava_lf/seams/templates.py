@@ -6,9 +6,9 @@ calls whenever it loads a template) stops the run that uses ours.
 
 from __future__ import annotations
 
-from . import Seam, calls_by_name, has_fields, has_parameters
+from . import Seam, calls_by_name, has_fields, has_parameters, mentions
 
-FEATURE = "templates llava_v1 / llava_plain and the llava_lf mm plugin"
+FEATURE = "templates llava_v1 / llava_plain (and the LLaVA-NeXT formats) and the llava_lf mm plugin"
 TEMPLATE_MODULE, PLUGIN_MODULE = "llamafactory.data.template", "llamafactory.data.mm_plugin"
 TEMPLATE, PLUGIN = f"{TEMPLATE_MODULE}.Template", f"{PLUGIN_MODULE}.LlavaPlugin"
 ENCODE = ["self", "tokenizer", "messages", "system", "tools"]
@@ -64,7 +64,7 @@ def _template_fields() -> list[str]:
     fields = ["format_user", "format_assistant", "format_system", "format_prefix", "default_system", "efficient_eos",
               "mm_plugin"]
     keywords = ["name", "format_user", "format_assistant", "format_system", "format_prefix", "default_system",
-                "mm_plugin", "template_class"]
+                "mm_plugin", "template_class", "stop_words", "replace_eos"]
     import inspect
 
     taken = inspect.signature(host.register_template).parameters
@@ -89,6 +89,21 @@ def _get_mm_inputs() -> list[str]:
                                                     "audlens", "batch_ids", "processor"])
 
 
+def _preprocess_image() -> list[str]:
+    """Our NeXT count repeats `_preprocess_image`'s resize from the header size: the plugin must still resize there,
+    from `image_max_pixels` / `image_min_pixels`, and `_get_mm_inputs` must still read those processor attributes."""
+    from llamafactory.data.mm_plugin import BasePlugin
+
+    plugin = _plugin()
+    misfits = has_parameters(plugin._preprocess_image, ["self", "image", "image_max_pixels", "image_min_pixels",
+                                                        "kwargs"])
+    if plugin._preprocess_image is not BasePlugin._preprocess_image:
+        misfits.append("LlavaPlugin overrides _preprocess_image: its resize is no longer the base plugin's")
+    return (misfits + calls_by_name(plugin._regularize_images, "_preprocess_image")
+            + mentions(BasePlugin._preprocess_image, "RGB") + mentions(plugin._get_mm_inputs, "image_max_pixels")
+            + mentions(plugin._get_mm_inputs, "image_min_pixels"))
+
+
 def _plugin_fields() -> list[str]:
     from llamafactory.data import mm_plugin as host
 
@@ -109,7 +124,7 @@ SEAMS = [
     Seam(FEATURE, f"{TEMPLATE}.encode_multiturn", "llamafactory.data.processor", _encode_multiturn,
          ours=f"{_CONVERSATION}: LlavaTemplate overrides it (turn fitting) and calls it by super()"),
     Seam(FEATURE, f"{TEMPLATE_MODULE}.register_template", TEMPLATE_MODULE, _template_fields,
-         ours=f"{_CONVERSATION}: register_llava_v1, register_llava_plain, slot_layout reads the formats"),
+         ours=f"{_CONVERSATION}, templates/next_formats.py: register_llava_*, slot_layout reads the formats"),
     Seam(FEATURE, f"{PLUGIN}._validate_input", PLUGIN_MODULE, _validate_input,
          ours=f"{_MM_PLUGIN}: LlavaFastPlugin.process_messages calls it"),
     Seam(FEATURE, f"{PLUGIN}._validate_messages", PLUGIN_MODULE, _validate_messages,
@@ -118,6 +133,8 @@ SEAMS = [
          ours=f"{_MM_PLUGIN}: LlavaFastPlugin overrides it (counts image tokens from the config)"),
     Seam(FEATURE, f"{PLUGIN}.get_mm_inputs", PLUGIN_MODULE, _get_mm_inputs,
          ours=f"{_MM_PLUGIN}: LlavaFastPlugin overrides it (whole-image batches)"),
+    Seam(FEATURE, f"{PLUGIN}._preprocess_image", PLUGIN_MODULE, _preprocess_image,
+         ours=f"{_MM_PLUGIN}: a NeXT image's count repeats its resize from the header size (image_tokens.py)"),
     Seam(FEATURE, f"{PLUGIN_MODULE}.register_mm_plugin", PLUGIN_MODULE, _plugin_fields,
          ours=f"{_MM_PLUGIN}: LlavaFastPlugin reads image_token and expand_mm_tokens; registration registers it"),
 ]

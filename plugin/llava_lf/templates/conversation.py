@@ -3,6 +3,7 @@ boundaries and report what they trim (docs/templates.md):
 
 `llava_v1`: <s>{system} USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>
 `llava_plain` (stage 1): <s><image>{caption}\\n
+and LLaVA-NeXT's (`llava/conversation.py`), for its Mistral, Yi-34B and Llama-3 backbones (templates/next_formats.py).
 """
 
 from __future__ import annotations
@@ -253,5 +254,11 @@ def register_llava_plain() -> None:
     )
 
 
-TEMPLATES = {"llava_v1": register_llava_v1, "llava_plain": register_llava_plain}
+def _registered_next_formats() -> dict:
+    from .next_formats import TEMPLATES as NEXT_TEMPLATES  # they subclass LlavaTemplate, defined above
+
+    return NEXT_TEMPLATES
+
+
+TEMPLATES = {"llava_v1": register_llava_v1, "llava_plain": register_llava_plain, **_registered_next_formats()}
 

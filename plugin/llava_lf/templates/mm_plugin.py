@@ -1,5 +1,6 @@
-"""Image-token expansion for LLaVA that never opens an image while tokenising: the count comes from the processor's
-configuration and images are decoded once, in the collator (docs/templates.md).
+"""Image-token expansion for LLaVA that never decodes an image while tokenising: the count comes from the processor's
+configuration (LLaVA-1.5) or, for a LLaVA-NeXT processor, from each image's size in its file header after the resize
+the collator applies; images are decoded once, in the collator (docs/templates.md).
 
 It also puts a user turn in LLaVA's form (`<image>\\n{text}`) and answers a chat whose `<image>` placeholders do not
 match its images with what to change instead of a traceback (docs/recipe.md).
@@ -16,15 +17,17 @@ from llamafactory.data.mm_plugin import LlavaPlugin
 from llamafactory.extras.constants import IMAGE_PLACEHOLDER
 from llamafactory.extras.logging import get_logger
 
-from llava_lf.common.image_tokens import image_seqlen_from_config
+from llava_lf.common.image_tokens import NextGeometry, image_seqlen_from_config, next_geometry
 from llava_lf.common.turn_fit import complete_image_blocks
+
+from .image_sizes import complete_image_runs, header_size
 
 if TYPE_CHECKING:
     import torch
     from llamafactory.data.mm_plugin import AudioInput, ImageInput, MMProcessor, VideoInput
 
 PLUGIN_NAME = "llava_lf"
-SEQLEN_MEMO_ATTR = "_seqlen_memo"  # (processor, tokens per image), never pickled
+SEQLEN_MEMO_ATTR = "_seqlen_memo"  # (processor, tokens per image or NeXT geometry), never pickled
 GIVEN_SAMPLE_ATTR = "_given_sample"  # the last sample this process expanded (for the template's trim/drop record), never pickled
 API_MODULE = "llamafactory.api.app"  # imported only by `llamafactory-cli api`
 
@@ -65,7 +68,11 @@ class LlavaFastPlugin(LlavaPlugin):
         messages = [{**message, "content": _image_first(message["content"])} if message["role"] == Role.USER
                     else message for message in messages]
         seqlen = self._image_seqlen(processor)
-        if seqlen is None:  # e.g. shortest-edge resize without crop: the count needs the image itself
+        if isinstance(seqlen, NextGeometry):  # AnyRes: each image its own count, from its size
+            counts = iter([seqlen.tokens(*header_size(image)) for image in images])
+            expanded = [{**message, "content": _expand_each(message["content"], self.image_token, counts)}
+                        for message in messages]
+        elif seqlen is None:  # e.g. shortest-edge resize without crop: the count needs the image itself
             expanded = super().process_messages(messages, images, videos, audios, processor)
         else:
             tokens = self.image_token * seqlen
@@ -86,17 +93,21 @@ class LlavaFastPlugin(LlavaPlugin):
         processor: MMProcessor | None,
     ) -> dict[str, list[int] | torch.Tensor]:
         seqlen = self._image_seqlen(processor)
-        if images and seqlen is not None:
+        if images and isinstance(seqlen, NextGeometry):
+            image_id = _image_token_id(processor, self.image_token)
+            counts = [seqlen.tokens(*header_size(image)) for image in images]
+            images, imglens = complete_image_runs(images, imglens, batch_ids, image_id, counts)
+        elif images and seqlen is not None:
             image_id = _image_token_id(processor, self.image_token)
             images, imglens = complete_image_blocks(images, imglens, batch_ids, image_id, seqlen)
         return super().get_mm_inputs(images, videos, audios, imglens, vidlens, audlens, batch_ids, processor)
 
-    def _image_seqlen(self, processor: MMProcessor | None) -> int | None:
+    def _image_seqlen(self, processor: MMProcessor | None) -> int | NextGeometry | None:
         if not self.expand_mm_tokens:
             return 1
         owner, seqlen = self.__dict__.get(SEQLEN_MEMO_ATTR) or (None, None)
         if owner is not processor:  # read once per processor: its attribute lookups are slow
-            owner, seqlen = processor, image_seqlen_from_config(processor)
+            owner, seqlen = processor, next_geometry(processor) or image_seqlen_from_config(processor)
             self.__dict__[SEQLEN_MEMO_ATTR] = (owner, seqlen)
         return seqlen
 
@@ -154,6 +165,14 @@ def _reconciled(messages: list[dict[str, str]], n_images: int) -> list[dict[str,
             kept += 1
         repaired.append({**message, "content": content.strip() if dropped else content})
     return repaired
+
+
+def _expand_each(content: str, image_token: str, counts: Any) -> str:
+    """Each `<image>` in turn replaced by its own image's run of tokens (`counts` is shared across messages)."""
+    if IMAGE_PLACEHOLDER not in content:
+        return content
+    parts = content.split(IMAGE_PLACEHOLDER)
+    return parts[0] + "".join(image_token * next(counts) + part for part in parts[1:])
 
 
 def _image_first(content: str) -> str:
