@@ -56,7 +56,8 @@ def test_stage2_trains_lora_and_projector_each_at_its_own_rate(chain):
     import torch
 
     report = _report(chain.stage2)
-    assert report["options"] == {"mm_projector_lr": PROJECTOR_LR, "group_by_modality": True, "recompute_layers": None,
+    assert report["options"] == {"mm_projector_lr": PROJECTOR_LR, "mm_vision_tower_lr": None, "group_by_modality": True,
+                                 "recompute_layers": None,
                                  "sdpa_backend": None, "compile_layers": False}
     assert set(report["trainable_parameters"]) == {"projector", "language_model (LoRA)"}  # never the vision tower
     by_rate = {}

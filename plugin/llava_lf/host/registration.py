@@ -13,8 +13,9 @@ def register_all() -> list[str]:
     from llamafactory.data import mm_plugin as host_plugins
     from llamafactory.data import template as host_templates
 
-    from llava_lf.seams import dataset_run, exit_after_generation, registry, trainer
+    from llava_lf.seams import adapter_load, dataset_run, exit_after_generation, registry, trainer
     from llava_lf.training import register_training_callback
+    from llava_lf.training.image_newline import restore_from_adapters
 
     registry.check_loaded()  # one stderr line per feature that does not fit
     # `report_to: [llava_lf]`; where the registry differs, transformers refuses the name before training starts
@@ -22,6 +23,7 @@ def register_all() -> list[str]:
     from llava_lf.templates import conversation, mm_plugin
 
     exit_after_generation.install()  # chat processes exit after the answer's thread, not inside it (see that module)
+    adapter_load.install(restore_from_adapters)  # a LoRA adapter's image_newline (training/image_newline.py)
     dataset_run.install()  # turn fitting: cutoff_len and the output folder reach our templates (see that module)
 
     for name, plugin_class in mm_plugin.PLUGINS.items():

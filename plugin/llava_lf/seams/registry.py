@@ -8,10 +8,20 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from . import Seam, dataset_run, exit_after_generation, libraries, optimizer, templates, trainer, webui_labels
+from . import (
+    Seam,
+    adapter_load,
+    dataset_run,
+    exit_after_generation,
+    libraries,
+    optimizer,
+    templates,
+    trainer,
+    webui_labels,
+)
 from .zero3_wrapped_modules import SEAM as ZERO3_WRAPPED_MODULES
 
-ALL: list[Seam] = [dataset_run.SEAM, *optimizer.SEAMS, *webui_labels.SEAMS, exit_after_generation.SEAM,
+ALL: list[Seam] = [dataset_run.SEAM, adapter_load.SEAM, *optimizer.SEAMS, *webui_labels.SEAMS, exit_after_generation.SEAM,
                    *templates.SEAMS, *trainer.SEAMS, *libraries.SEAMS, ZERO3_WRAPPED_MODULES]
 
 

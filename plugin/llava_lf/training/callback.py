@@ -15,12 +15,13 @@ from llava_lf.errors import LlavaLfError
 from llava_lf.seams.optimizer import install as install_optimizer_seam
 from llava_lf.seams.trainer import require_for
 
+from . import image_newline
 from .data_order import image_flags, sampling
 from .modality import check_grouping
 from .model_parts import ModuleKeys
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options
 from .precision import check_precision
-from .projector_lr import check_projector_rates, optimizer_for_run, projector_param_groups
+from .projector_lr import check_module_rates, module_param_groups, module_rates, optimizer_for_run
 from .report import (
     TrainingReport,
     attention_backends,
@@ -71,6 +72,7 @@ class LlavaTrainingCallback(TrainerCallback):
 
     def __init__(self) -> None:
         self.options = TrainingOptions()
+        self._newline_under_lora = False  # image_newline made trainable here: saved beside the adapter
         self._speed = contextlib.ExitStack()  # the SDPA kernel choice lasts until training ends
 
     def on_init_end(self, args, state, control, model=None, **kwargs):
@@ -81,11 +83,13 @@ class LlavaTrainingCallback(TrainerCallback):
         except LlavaLfError as error:
             raise TrainingOptionsError([str(error)]) from None
         _check_resume_point(args)
-        if self.options.mm_projector_lr is not None:
+        if model is not None:  # before the optimizer exists: it takes the newline into the base-rate groups
+            self._newline_under_lora = image_newline.train_under_lora(model)
+        rates = module_rates(self.options, ModuleKeys.of(model))
+        if rates:
             try:
                 if model is not None:  # fail before the data is read, with the same checks the optimizer makes
-                    projector_param_groups(model.named_parameters(), (), ModuleKeys.of(model).projector,
-                                           self.options.mm_projector_lr, 0.0)
+                    module_param_groups(model.named_parameters(), (), rates, 0.0)
                 install_optimizer_seam(optimizer_for_run)
             except LlavaLfError as error:  # the host shows it in a traceback: under our options' heading
                 raise TrainingOptionsError([str(error)]) from None
@@ -96,13 +100,18 @@ class LlavaTrainingCallback(TrainerCallback):
         config = getattr(model, "config", None)
         keys = ModuleKeys.of(model)
         notes = []
-        if self.options.mm_projector_lr is not None:
-            try:
-                check_projector_rates(optimizer.param_groups, self.options.mm_projector_lr)
-            except LlavaLfError as error:
-                raise TrainingOptionsError([str(error)]) from None
-            notes.append(f"projector in its own group(s) at mm_projector_lr={self.options.mm_projector_lr:g} "
-                         f"from optimizer creation")
+        rates = module_rates(self.options, keys)
+        try:
+            check_module_rates(optimizer.param_groups, rates)
+        except LlavaLfError as error:
+            raise TrainingOptionsError([str(error)]) from None
+        notes += [f"{'/'.join(rate.keys)} in its own group(s) at {rate.option}={rate.lr:g} from optimizer creation"
+                  for rate in rates]
+        if self._newline_under_lora:
+            notes.append(f"image_newline trained with the language model and saved beside the adapter "
+                         f"({image_newline.FILE})")
+            if args.resume_from_checkpoint:  # the Trainer loads the adapter only
+                image_newline.restore(model, args.resume_from_checkpoint)
         try:
             applied = apply_speed_options(self.options, model, args.device.type, self._speed)
         except LlavaLfError as error:
@@ -124,6 +133,14 @@ class LlavaTrainingCallback(TrainerCallback):
             print(f"llava_lf: {report.summary()}; report: {path}", file=sys.stderr, flush=True)
         return control
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if self._newline_under_lora:  # the checkpoint the Trainer just wrote: PEFT saved the adapter only
+            checkpoint = f"{args.output_dir}/checkpoint-{state.global_step}"
+            image_newline.save(model, checkpoint, state.is_world_process_zero)
+        return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
         self._speed.close()
+        if self._newline_under_lora:  # the host saves the adapter into output_dir right after this
+            image_newline.save(model, args.output_dir, state.is_world_process_zero)
         return control

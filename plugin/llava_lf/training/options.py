@@ -26,6 +26,8 @@ OPTIMIZERS_READING_NO_KEYS = frozenset({
 
 OPTION_HELP = {
     "mm_projector_lr": "learning rate of the multimodal projector, a positive number (LLaVA-1.5 LoRA: 2.0e-5)",
+    "mm_vision_tower_lr": "learning rate of the vision tower, a positive number (LLaVA-NeXT: 2.0e-6); needs "
+                          "`freeze_vision_tower: false`",
     "group_by_modality": "true/false: require micro-batches that are all-image or all-text "
                          "(data from `llava-lf group-modality`, with `disable_shuffling: true`)",
     "recompute_layers": "with gradient checkpointing on, recompute only the first N decoder layers "
@@ -52,6 +54,7 @@ class TrainingOptionsError(LlavaLfError):
 @dataclass(frozen=True)
 class TrainingOptions:
     mm_projector_lr: float | None = None
+    mm_vision_tower_lr: float | None = None
     group_by_modality: bool = False
     recompute_layers: int | None = None  # speed options: all off by default (docs/performance.md)
     sdpa_backend: str | None = None
@@ -79,14 +82,13 @@ def _split_pairs(text: str, problems: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _projector_lr(value: str, problems: list[str]) -> float | None:
+def _rate(key: str, value: str, problems: list[str]) -> float | None:
     try:
         number = float(value)
     except ValueError:
         number = float("nan")
     if not number > 0 or number == float("inf"):
-        problems.append(f"optim_args mm_projector_lr={value!r} is not a positive number; "
-                        f"write e.g. mm_projector_lr=2.0e-5")
+        problems.append(f"optim_args {key}={value!r} is not a positive number; write e.g. {key}=2.0e-5")
         return None
     return number
 
@@ -125,8 +127,8 @@ def parse_training_options(optim_args: str | None, optim: str) -> TrainingOption
     for key, value in _split_pairs(optim_args or "", problems):
         if key in values:
             problems.append(f"optim_args names {key} twice; keep one")
-        elif key == "mm_projector_lr":
-            values[key] = _projector_lr(value, problems)
+        elif key in ("mm_projector_lr", "mm_vision_tower_lr"):
+            values[key] = _rate(key, value, problems)
         elif key in ("group_by_modality", "compile_layers"):
             values[key] = _flag(key, value, problems)
         elif key == "recompute_layers":
@@ -144,10 +146,11 @@ def parse_training_options(optim_args: str | None, optim: str) -> TrainingOption
     if options.active and optim not in OPTIMIZERS_IGNORING_OTHER_KEYS:
         problems.append(f"optim={optim} passes optim_args on to the optimizer itself, which would reject our keys; "
                         f"use one of {', '.join(sorted(OPTIMIZERS_IGNORING_OTHER_KEYS))}")
-    if options.mm_projector_lr is not None and optim in EIGHT_BIT_OPTIMIZERS:
-        problems.append(f"mm_projector_lr cannot be used with optim={optim}: the projector's optimizer is built by "
+    rated = [key for key in ("mm_projector_lr", "mm_vision_tower_lr") if getattr(options, key) is not None]
+    if rated and optim in EIGHT_BIT_OPTIMIZERS:
+        problems.append(f"{', '.join(rated)} cannot be used with optim={optim}: the projector's optimizer is built by "
                         f"llava_lf, which does not keep the embeddings' 8-bit optimizer state in 32 bits as "
-                        f"transformers does; use optim: adamw_torch (LLaVA's own) or drop mm_projector_lr")
+                        f"transformers does; use optim: adamw_torch (LLaVA's own) or drop {', '.join(rated)}")
     if problems:
         raise TrainingOptionsError(problems)
     return options
