@@ -81,8 +81,8 @@ def _parse(text: str, where: str) -> DocumentedCommand | None:
             continue
         key, value = word.split("=", 1)
         overrides.append((key, value))
-    return DocumentedCommand(where, tuple(word.split("=", 1) for word in env), verb, config, tuple(overrides),
-                             unrunnable)
+    return DocumentedCommand(where, tuple(tuple(word.split("=", 1)) for word in env), verb, config,
+                             tuple(overrides), unrunnable)
 
 
 def _shell_lines(text: str, first_line: int) -> list[tuple[int, str]]:
@@ -100,10 +100,10 @@ def _shell_lines(text: str, first_line: int) -> list[tuple[int, str]]:
     return joined
 
 
-def markdown_commands(path: Path) -> list[DocumentedCommand]:
+def markdown_commands(path: Path, repo: Path = REPO) -> list[DocumentedCommand]:
     """The commands of one Markdown file: every line of its fenced blocks, and its inline code spans."""
     text = path.read_text()
-    name = path.relative_to(REPO).as_posix()
+    name = path.relative_to(repo).as_posix()
     commands = []
     fenced = []
     for block in FENCE.finditer(text):
@@ -121,13 +121,18 @@ def markdown_commands(path: Path) -> list[DocumentedCommand]:
     return commands
 
 
-def header_commands(path: Path) -> list[DocumentedCommand]:
-    """The commands a YAML's leading comment block spells out (Command, Override example, any other)."""
+def _header(path: Path) -> str:
+    """A YAML's leading comment block without the comment marks."""
     lines = path.read_text().splitlines()
     header = lines[: next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))]
-    name = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.name
+    return "\n".join(line.removeprefix("#") for line in header)
+
+
+def header_commands(path: Path) -> list[DocumentedCommand]:
+    """The commands a YAML's leading comment block spells out (Command, Override example, any other)."""
+    name = f"yaml/{path.name}"  # as the documents name it
     commands = []
-    for number, line in _shell_lines("\n".join(line.removeprefix("#") for line in header), 1):
+    for number, line in _shell_lines(_header(path), 1):
         if (command := _parse(line, f"{name}:{number}")) is not None:
             commands.append(command)
     return commands
@@ -148,7 +153,7 @@ def documented_commands(repo: Path = REPO) -> list[DocumentedCommand]:
     """Every documented command: README.md, docs/*.md, then the headers of the recipe YAMLs (yaml/*.yaml)."""
     commands = []
     for path in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]:
-        commands += markdown_commands(path)
+        commands += markdown_commands(path, repo)
     for path in sorted((repo / "yaml").glob("*.yaml")):
         commands += header_commands(path)
     return commands
@@ -170,9 +175,7 @@ def convert_commands(repo: Path = REPO) -> list[ConvertCommand]:
     """Every `llava-lf convert ... --name NAME` in README.md, docs/*.md and the YAML headers (yaml/, yaml/demo/)."""
     sources = [(path, path.read_text()) for path in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]]
     for path in sorted((repo / "yaml").glob("*.yaml")) + sorted((repo / "yaml" / "demo").glob("*.yaml")):
-        lines = path.read_text().splitlines()
-        header = lines[: next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))]
-        sources.append((path, "\n".join(line.removeprefix("#") for line in header)))
+        sources.append((path, _header(path)))
     commands = []
     for path, text in sources:
         for match in CONVERT.finditer(text.replace("\\\n", " \n")):  # line numbers kept
