@@ -73,7 +73,7 @@ VERSIONS := -c 'from importlib.metadata import version as v; print("llamafactory
 # entry still exists). In order: both hosts are covered by the test itself; transformers 4.57 in its own folder;
 # the assembler's CLI errors; an assembled checkpoint trained by llamafactory-cli (test_cli_train does the same on
 # main); the predictor's resume after SIGKILL (its use of the host's template: the other predict tests); torch
-# aborting at exit with the plugin off; the speed benchmark's tiny run (benchmarks/ pin the release host,
+# aborting at exit with the plugin off; the benchmarks' smoke runs and the speed benchmark's tiny run (benchmarks/ pin the release host,
 # benchmarks/gpu_wheels.txt); the hook's opt-out variable and two more import orders of our own modules (one
 # stays); `llava-lf group-modality` (our regrouping, the host's import is incidental); ZeRO-2 stage 1 (ZeRO-2
 # stays in stage 2, stage 1's freezing in test_recipe_stages).
@@ -85,6 +85,7 @@ MAIN_DESELECT := \
 	--deselect tests/test_assemble_cli.py::test_cli_checkpoint_loads_in_transformers_and_trains_with_llamafactory \
 	--deselect tests/test_eval_predict.py::test_predict_resumes_after_sigkill_without_duplicates_or_losses \
 	--deselect tests/test_exit_after_generation.py::test_without_the_plugin_the_same_exit_aborts \
+	--deselect tests/test_benchmarks_smoke.py \
 	--deselect tests/test_speed_benchmark.py::test_tiny_benchmark_trains_both_paths_to_the_same_loss_curve \
 	--deselect tests/test_speed_benchmark.py::test_the_two_paths_use_their_own_templates_and_options \
 	--deselect tests/test_hook.py::test_opt_out_environment_variable \
