@@ -28,6 +28,7 @@ SMOKED = {
     "fetch_gpu_wheels.sh": THIS, "generate_throughput.py": THIS, "gpu_run.sh": THIS, "hook_cost.py": THIS,
     "inspect_throughput.py": "test_inspect_benchmark.py", "lora_speed.py": "test_speed_benchmark.py",
     "packing_padding.py": "test_speed_benchmark.py", "preprocess_throughput.py": THIS, "zero_rates.py": THIS,
+    "preprocess_next_throughput.py": THIS,
 }
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -70,6 +71,27 @@ def test_preprocess_throughput_runs_both_plugins_through_the_host_loader(tmp_pat
     assert printed.startswith(f"ratio: {host['processing']['wall'] / ours['processing']['wall']:.1f}x wall, "
                               f"{host['processing']['cpu'] / ours['processing']['cpu']:.1f}x CPU")
     assert (tmp_path / "preprocess_throughput.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_preprocess_next_throughput_counts_what_the_hosts_llava_next_counts(tmp_path):
+    samples = 10  # each of the five sizes twice
+    done = run([sys.executable, str(BENCH / "preprocess_next_throughput.py"), "--samples", str(samples), "--chunk",
+                "5", "--out", str(tmp_path)], timeout=600)
+    result = json.loads((tmp_path / "preprocess_next_throughput.json").read_text())
+    ours, host = result["ours"], result["host"]
+    assert (ours["template"], host["template"]) == ("llava_v1", "llava_next")
+    assert host["plugin"] == "LlavaNextPlugin" and ours["plugin"] != host["plugin"]
+    assert ours["rows"] == host["rows"] == samples
+    # Sample by sample the same image tokens as the host's AnyRes processor, and the sizes really differ in count.
+    assert ours["counts"] == host["counts"] and len(set(ours["counts"])) >= 3
+    assert len(result["images"]) == samples and {name.split("_")[1] for name in result["images"]} == {
+        f"{width}x{height}.jpg" for width, height in result["sizes"]}
+    assert (tmp_path / "runs" / "llava_v1" / "llava_lf_truncation.jsonl").is_file()  # through the host's loader
+    printed = next(line for line in done.stdout.splitlines() if line.startswith("ratio:"))
+    assert printed.startswith(f"ratio: {host['processing']['wall'] / ours['processing']['wall']:.1f}x wall, "
+                              f"{host['processing']['cpu'] / ours['processing']['cpu']:.1f}x CPU")
 
 
 def _gpu_run(tmp_path: Path, phases: str, *arguments: str, **env: str) -> subprocess.CompletedProcess:
