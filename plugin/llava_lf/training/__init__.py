@@ -10,8 +10,13 @@ REPORT_TO_NAME = "llava_lf"
 
 
 def register_training_callback() -> list[str]:
-    """Make `report_to: [llava_lf]` select our callback (transformers' reporting-integration registry)."""
+    """Make `report_to: [llava_lf]` select our callback (transformers' reporting-integration registry), and install
+    the exit handler of distributed workers (quiet_exit: it waits only in processes torchrun started)."""
     from transformers.integrations import integration_utils
+
+    from . import quiet_exit
+
+    quiet_exit.install()
 
     if REPORT_TO_NAME in integration_utils.INTEGRATION_TO_CALLBACK:
         return []
