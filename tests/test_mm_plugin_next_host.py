@@ -37,13 +37,14 @@ def plugin():
 
 @pytest.mark.slow
 def test_each_image_counts_what_the_processor_expands_the_collators_pixels_to(image_files, monkeypatch):
-    from PIL import Image
+    from PIL import ImageFile
 
     processor = next_processor(336, 14)
     processor.image_max_pixels, processor.image_min_pixels = 768 * 768, 32 * 32
     mm_plugin = plugin()
     opened = []
-    monkeypatch.setattr(Image.Image, "load", lambda self: opened.append(self) or Image.Image.load(self))
+    load = ImageFile.ImageFile.load  # what decodes a file's pixels (PNG and JPEG alike)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: opened.append(self) or load(self))
     messages = [{"role": "user", "content": "<image>" * len(image_files) + "Compare them."},
                 {"role": "assistant", "content": "Alike."}]
     expanded = mm_plugin.process_messages(messages, image_files, [], [], processor)
