@@ -4,6 +4,7 @@ feature and stopping the run that needs it; the checks of late-loaded modules ru
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -56,8 +57,8 @@ def test_a_template_run_stops_by_feature_when_the_host_renames_encode(monkeypatc
 
     tokenizer = build_golden_processor(tmp_path / "processor").tokenizer
     monkeypatch.delattr(Template, "_encode")
-    with pytest.raises(LlavaLfError, match=rf"{templates.FEATURE} needs llamafactory.data.template.Template._encode"
-                                          r".*no attribute '_encode'"):
+    with pytest.raises(LlavaLfError, match=re.escape(f"{templates.FEATURE} needs llamafactory.data.template.Template._encode")
+                                          + r".*no attribute '_encode'"):
         get_template_and_fix_tokenizer(tokenizer, DataArguments(template="llava_plain"))
     monkeypatch.undo()
     assert get_template_and_fix_tokenizer(tokenizer, DataArguments(template="llava_plain")).format_prefix
