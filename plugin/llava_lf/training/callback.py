@@ -110,7 +110,7 @@ class LlavaTrainingCallback(TrainerCallback):
         if self._newline_under_lora:
             notes.append(f"image_newline trained with the language model and saved beside the adapter "
                          f"({image_newline.FILE})")
-            if args.resume_from_checkpoint:  # the Trainer loads the adapter only
+            if isinstance(args.resume_from_checkpoint, str):  # the Trainer loads the adapter only
                 image_newline.restore(model, args.resume_from_checkpoint)
         try:
             applied = apply_speed_options(self.options, model, args.device.type, self._speed)
