@@ -25,15 +25,24 @@ from llava_lf.training import quiet_exit
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the handler reads /proc")
 
 # Rank 1's last collective as transformers' distributed_broadcast_scalars makes it; then an exit callback that holds
-# the GIL in C (registered first, so it runs last, right before the interpreter shuts down) stands in for the moment
-# the delayed release meets the shutdown.
+# the GIL in C (registered first, so it runs last, right before the interpreter starts finalizing): the delayed
+# release starts waiting for the GIL there, and meets the finalization.
 LATE_RELEASE = """
 import atexit, ctypes, os, sys
 import torch, torch.distributed as dist
 
+class HoldAtFinalization:
+    # Cleared with __main__ once the interpreter is finalizing: its pause gives a thread waiting for the GIL the
+    # CPU it needs to notice that (an idle-priority thread gets none while the main thread runs).
+    def __init__(self):
+        self.hold = ctypes.PyDLL(None).usleep  # PyDLL: called with the GIL held
+    def __del__(self):
+        self.hold(500_000)
+
 rank = int(os.environ["RANK"])
 if rank == 1:
-    atexit.register(ctypes.PyDLL(None).usleep, 3_000_000)
+    held = HoldAtFinalization()
+    atexit.register(held.hold, 1_500_000)
     if sys.argv[1] == "handler":
         from llava_lf.training import quiet_exit
         quiet_exit.WAIT_S = 120.0  # a loaded test machine may keep an idle-priority thread waiting
