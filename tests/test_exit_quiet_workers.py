@@ -43,10 +43,10 @@ rank = int(os.environ["RANK"])
 if rank == 1:
     held = HoldAtFinalization()
     atexit.register(held.hold, 1_500_000)
-    if sys.argv[1] == "handler":
-        from llava_lf.training import quiet_exit
-        quiet_exit.WAIT_S = 120.0  # a loaded test machine may keep an idle-priority thread waiting
-        quiet_exit.install()
+if sys.argv[1] == "handler":  # both ranks, as in a run: rank 0 ends right after the same collective here
+    from llava_lf.training import quiet_exit
+    quiet_exit.WAIT_S = 120.0  # a loaded test machine may keep an idle-priority thread waiting
+    quiet_exit.install()
 dist.init_process_group("gloo")
 if rank == 1:
     cpu = min(os.sched_getaffinity(0))
