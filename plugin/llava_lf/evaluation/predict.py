@@ -99,19 +99,23 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
 
 class Predictor:
-    """Loads a llava-hf checkpoint (and optionally a LoRA adapter) once and answers batches greedily."""
+    """Loads a llava-hf checkpoint, LLaVA-1.5 or LLaVA-NeXT (and optionally a LoRA adapter) once and answers
+    batches greedily."""
 
     def __init__(self, model_dir: Path, template: str = "llava_v1", max_new_tokens: int = 16, device: str = "cpu",
                  adapter_dir: Path | None = None, dtype: str = "float32"):
         import torch
         from llamafactory.data.template import get_template_and_fix_tokenizer
         from llamafactory.hparams import DataArguments
-        from transformers import AutoProcessor, LlavaForConditionalGeneration
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from llava_lf.common.image_tokens import next_geometry
 
         self.processor = AutoProcessor.from_pretrained(model_dir)
         self.tokenizer = self.processor.tokenizer
         self.template = get_template_and_fix_tokenizer(self.tokenizer, DataArguments(template=template))
-        model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+        self.anyres = next_geometry(self.processor) is not None
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=getattr(torch, dtype))
         if adapter_dir is not None:
             from peft import PeftModel
 
@@ -139,8 +143,16 @@ class Predictor:
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts])  # left padding
         attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
         inputs = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
-        images = [Image.open(request.image).convert("RGB") for request in requests if request.image]
-        if images:
+        if self.anyres and any(request.image for request in requests):
+            # NeXT: pixels as training's collator makes them (the host's resize, then AnyRes tiles), each image with
+            # its size, so the model finds exactly the tokens the template counted from the file's header.
+            paths = [str(request.image) for request in requests if request.image]
+            mm = self.template.mm_plugin.get_mm_inputs(
+                paths, [], [], [1 if request.image else 0 for request in requests], [0] * len(requests),
+                [0] * len(requests), prompts, self.processor)
+            inputs["pixel_values"] = mm["pixel_values"].to(self.device, dtype=self.model.dtype)
+            inputs["image_sizes"] = mm["image_sizes"].to(self.device)
+        elif images := [Image.open(request.image).convert("RGB") for request in requests if request.image]:
             pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
             inputs["pixel_values"] = pixels.to(self.device, dtype=self.model.dtype)
         with torch.no_grad():

@@ -1,0 +1,77 @@
+"""A LLaVA-NeXT checkpoint served and evaluated: `llava-lf eval`'s batched predict (a different number of AnyRes tiles
+per image in one batch) answers as one request at a time does, and `llava-lf chat` answers with an image; on the
+tiny NeXT assembled from the session's tiny parts (48-px tiles)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import BIN
+from helpers.cli import llava_lf
+
+pytestmark = [pytest.mark.host, pytest.mark.slow, pytest.mark.timeout(600)]
+
+# (width, height): under a tile, one tile, wide 3:1, tall 1:3, odd, a 4:3 photo over the host's 768*768 resize
+SHAPES = ((20, 14), (48, 48), (150, 50), (50, 150), (97, 61), (1200, 900))
+
+
+@pytest.fixture(scope="module")
+def next_model(tmp_path_factory, tiny_parts) -> Path:
+    clip, llama = tiny_parts
+    out = tmp_path_factory.mktemp("next_serving") / "llava_next"
+    result = llava_lf("assemble", "--preset", "llava1_6_vicuna_7b", "--vision", str(clip), "--llm", str(llama),
+                      "--out", str(out), "--quiet", "--dtype", "float32")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("next_serving_images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for index, (width, height) in enumerate(SHAPES):
+        path = folder / f"{width}x{height}.{'jpg' if index % 2 else 'png'}"
+        Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_batched_predict_answers_as_one_at_a_time(next_model, images):
+    from llava_lf.evaluation.predict import PredictionRequest, Predictor
+
+    predictor = Predictor(next_model, max_new_tokens=6)
+    assert predictor.anyres
+    requests = [PredictionRequest(key=str(index), question=f"What is in picture {index}?", image=path)
+                for index, path in enumerate(images)]
+    requests.insert(2, PredictionRequest(key="text", question="Say something.", image=None))  # no image in the batch
+    # The prompts really hold different AnyRes counts, so the batch pads tiles and tokens alike.
+    counts = {ids.count(predictor.processor.image_token_id) for ids in map(predictor.prompt_ids, requests)}
+    assert len(counts) >= 4 and 0 in counts
+    batched = list(predictor.predict(requests, batch_size=len(requests)))
+    single = [answer for request in requests for answer in predictor.predict([request], batch_size=1)]
+    assert [p.key for p in batched] == [r.key for r in requests]
+    assert batched == single
+    assert all(p.answer for p in batched)
+
+
+def test_llava_lf_chat_answers_with_an_image_as_predict_does(next_model, images):
+    from llava_lf.evaluation.predict import PredictionRequest, Predictor
+
+    question, picture = "What is this?", images[-1]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run([str(BIN / "llava-lf"), "chat", "--model", str(next_model), "--image", str(picture),
+                           "--greedy", "--max-new-tokens", "6"], input=f"{question}\nexit\n", capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "Traceback" not in done.stderr
+    answer = done.stdout.split("Assistant: ", 1)[1].split("\nUser:", 1)[0].strip()
+    # The host's chat engine (its generation, our plugin's pixels) and eval's predictor agree on the first turn.
+    [expected] = Predictor(next_model, max_new_tokens=6).predict([PredictionRequest("0", question, picture)])
+    assert answer == expected.answer and answer
