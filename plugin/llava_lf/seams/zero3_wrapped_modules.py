@@ -6,8 +6,9 @@ needs a gradient (gradient checkpointing on, the host's default), the wrapper's 
 class before the copy ever ran: `AttributeError: ... no attribute 'ds_grads_remaining'` at the first step.
 
 DeepSpeed fixed it by asking the module's own `__dict__` (deepspeedai/DeepSpeed#8144, in 0.19.3). On a DeepSpeed
-without it, `install` gives ZeRO-3's module a `hasattr` that answers those three names from a delegating module's own
-`__dict__`, as the fix does; every other question, and every module without its own `__getattr__`, gets Python's.
+without it, `install` gives ZeRO-3's module a `hasattr` that answers the hook state (`OWN_STATE`) from a delegating
+module's own `__dict__`, as the fix does; every other question, and every module without its own `__getattr__`, gets
+Python's. It runs only in ZeRO-3's hooks, so DDP, ZeRO-2 and FSDP runs never reach it.
 Which DeepSpeed needs it is found by trying (`gives_own_hooks`), never by version: on a fixed one nothing is changed.
 """
 
