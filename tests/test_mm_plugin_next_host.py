@@ -78,3 +78,28 @@ def test_collator_keeps_whole_images_and_refuses_a_cut_one(image_files):
     assert inputs["image_sizes"].tolist() == [[26, 38], [336, 336], [200, 300]]  # 20x14 raised to the 32*32 floor
     with pytest.raises(LlavaLfError, match="part of an image was cut"):
         mm_plugin.get_mm_inputs(image_files[:1], [], [], [1], [0], [0], [[image_id] * (counts[0] - 1)], processor)
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("llava_plain", "<s>{image}A red circle.\n"),
+    ("llava_v1", "<s>{system} USER: {image}\nDescribe the image. ASSISTANT: A red circle.</s>"),
+])
+def test_llava_v1_and_plain_follow_a_next_processor(tmp_path, template, expected):
+    """The same templates on a LLaVA-NeXT processor: the image run is the processor's AnyRes count."""
+    from test_mm_plugin_next import processor_count
+    from test_templates import SYSTEM_TEXT, _turns, build_golden_processor, encode_like_training
+    from transformers import LlavaNextProcessor
+
+    words = build_golden_processor(tmp_path / "words").tokenizer
+    tiny = next_processor(48, 16)
+    processor = LlavaNextProcessor(image_processor=tiny.image_processor, tokenizer=words, patch_size=16,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    from PIL import Image
+
+    image = tmp_path / "wide.png"
+    Image.new("RGB", (150, 50), (200, 30, 30)).save(image)
+    input_ids, _ = encode_like_training(processor, template, _turns("Describe the image.\n<image>", "A red circle."),
+                                        [str(image)])
+    count = processor_count(processor, 150, 50)
+    assert count == 39
+    assert words.decode(input_ids) == expected.format(image="<image>" * count, system=SYSTEM_TEXT)
