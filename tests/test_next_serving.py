@@ -1,16 +1,20 @@
 """A LLaVA-NeXT checkpoint served and evaluated: `llava-lf eval`'s batched predict (a different number of AnyRes tiles
-per image in one batch) answers as one request at a time does, and `llava-lf chat` answers with an image; on the
+per image in one batch) answers as one request at a time does, and `llava-lf chat` and `llamafactory-cli api` answer
+a question about an image as predict does; on the
 tiny NeXT assembled from the session's tiny parts (48-px tiles)."""
 
 from __future__ import annotations
 
+import base64
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN
+from conftest import BIN, REPO, free_port, wait_for_port
 from helpers.cli import llava_lf
+from helpers.recipe_chain import cli
 
 pytestmark = [pytest.mark.host, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -75,3 +79,29 @@ def test_llava_lf_chat_answers_with_an_image_as_predict_does(next_model, images)
     # The host's chat engine (its generation, our plugin's pixels) and eval's predictor agree on the first turn.
     [expected] = Predictor(next_model, max_new_tokens=6).predict([PredictionRequest("0", question, picture)])
     assert answer == expected.answer and answer
+
+
+def test_api_answers_a_request_with_an_image_as_predict_does(next_model, images, tmp_path):
+    from openai import OpenAI
+
+    from llava_lf.evaluation.predict import PredictionRequest, Predictor
+
+    question, picture = "What is this?", images[-1]
+    port, log = free_port(), tmp_path / "api.log"
+    process = cli("api", REPO / "yaml/llava1_5_infer.yaml",
+                  {"model_name_or_path": next_model, "do_sample": "false", "max_new_tokens": 6}, log, wait=False,
+                  env={"API_HOST": "127.0.0.1", "API_PORT": str(port)})
+    try:
+        wait_for_port(process, port, log, 300)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
+        image_url = {"url": "data:image/jpeg;base64," + base64.b64encode(picture.read_bytes()).decode()}
+        reply = client.chat.completions.create(
+            model="llava", temperature=0, max_tokens=6,
+            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": image_url},
+                                                   {"type": "text", "text": question}]}])
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    [expected] = Predictor(next_model, max_new_tokens=6).predict([PredictionRequest("0", question, picture)])
+    assert reply.choices[0].message.content == expected.answer and expected.answer
+    assert "Traceback" not in log.read_text()
