@@ -1,6 +1,6 @@
 """A LLaVA-NeXT checkpoint served and evaluated: `llava-lf eval`'s batched predict (a different number of AnyRes tiles
 per image in one batch) answers as one request at a time does, and `llava-lf chat` and `llamafactory-cli api` answer
-a question about an image as predict does; on the
+a question about an image as predict does; `llava-lf eval table` sets LLaVA-NeXT's published rows beside it; on the
 tiny NeXT assembled from the session's tiny parts (48-px tiles)."""
 
 from __future__ import annotations
@@ -105,3 +105,28 @@ def test_api_answers_a_request_with_an_image_as_predict_does(next_model, images,
     [expected] = Predictor(next_model, max_new_tokens=6).predict([PredictionRequest("0", question, picture)])
     assert reply.choices[0].message.content == expected.answer and expected.answer
     assert "Traceback" not in log.read_text()
+
+
+def test_the_table_of_a_next_model_has_the_published_1_6_rows(next_model, tmp_path, capsys):
+    from helpers import eval_standins
+
+    import yaml
+    from llava_lf.cli import run
+    from llava_lf.evaluation import published
+
+    config = tmp_path / "table.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": str(next_model), "device": "cpu", "batch_size": 4, "max_new_tokens": 3, "out_dir": str(tmp_path / "out"),
+        "benchmarks": {"pope": {k: str(v) for k, v in eval_standins.pope(tmp_path / "pope").items()}}}))
+    assert run(["eval", "table", str(config)]) == 0
+    assert "table: 1 scored, 0 to upload, 11 skipped, 0 failed" in capsys.readouterr().out
+    markdown = (tmp_path / "out" / "table.md").read_text()
+    assert markdown.startswith("# LLaVA-NeXT (1.6)'s benchmark table") and published.TABLE_1_6_SOURCE in markdown
+    lines = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip().strip("|").split("|")[1:]]
+             for line in markdown.splitlines() if line.startswith("| ")}
+    columns = list(published.LLAVA_1_5)  # the paper's column order
+    for index, model in enumerate(published.TABLE_1_6_MODELS):
+        expected = [published.LLAVA_1_6[column][index] for column in columns]
+        assert lines[model] == ["–" if value is None else f"{value:g}" for value in expected]
+    assert not any(model in lines for model in published.TABLE_MODELS)  # not the 1.5 rows
+    assert "SEED-IMG only" in markdown

@@ -1,5 +1,5 @@
 """`llava-lf eval table`: predict and score every benchmark the YAML names, in the paper's column order, then one
-Markdown table and one PNG with the model beside LLaVA-1.5's published numbers. Resumable: predictions resume,
+Markdown table and one PNG with the model beside LLaVA-1.5's published numbers (LLaVA-NeXT's for a NeXT model). Resumable: predictions resume,
 scoring is re-run (judge replies come from the cache)."""
 
 from __future__ import annotations
@@ -143,19 +143,34 @@ def _outcome_cell(outcome: ColumnOutcome) -> str:
     return outcome.status
 
 
+def published_table(model: object) -> published.PublishedTable:
+    """LLaVA-NeXT's published rows for a NeXT checkpoint (its config's model_type), LLaVA-1.5's otherwise."""
+    config = Path(str(model)) / "config.json"
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):  # not a local folder: the predict phase names the problem
+        model_type = None
+    return published.LLAVA_1_6_TABLE if model_type == "llava_next" else published.LLAVA_1_5_TABLE
+
+
+def _published_cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:g}"
+
+
 def _write(config: TableConfig, outcomes: list[ColumnOutcome]) -> TableResult:
     model = str(config.predict.get("model")) + (f" + {config.predict['adapter']}" if config.predict.get("adapter") else "")
+    table = published_table(config.predict.get("model"))
     header = [""] + [o.column for o in outcomes]
     rows = [["this run"] + [_outcome_cell(o) for o in outcomes]]
-    rows += [[name] + [f"{published.LLAVA_1_5[o.column][index]:g}" for o in outcomes]
-             for index, name in enumerate(published.TABLE_MODELS)]
+    rows += [[name] + [_published_cell(table.values[o.column][index]) for o in outcomes]
+             for index, name in enumerate(table.models)]
     uploads = [f"- {o.column}: send `{o.detail}` to {SERVERS.get(o.column, 'the benchmark server')}"
                for o in outcomes if o.status == "upload"]
     skipped = [f"- {o.column} ({o.benchmark}): {o.detail}" for o in outcomes if o.status == "skipped"]
     failed = [f"- {o.column} ({o.benchmark}): {o.detail}" for o in outcomes if o.status == "failed"]
-    sources = [f"- {column}: {note}" for column, note in published.TABLE_NOTES.items()]
+    sources = [f"- {column}: {note}" for column, note in table.notes.items()]
     markdown = "\n\n".join(filter(None, [
-        f"# LLaVA-1.5's benchmark table\n\nModel: `{model}`. Published rows: {published.TABLE_SOURCE}. Percent, MME "
+        f"# {table.title}'s benchmark table\n\nModel: `{model}`. Published rows: {table.source}. Percent, MME "
         "in points; POPE is the mean F1 over its three splits.",
         markdown_table(header, rows),
         "Server-scored (upload the file, the server gives the figure):\n" + "\n".join(uploads) if uploads else "",
@@ -167,12 +182,12 @@ def _write(config: TableConfig, outcomes: list[ColumnOutcome]) -> TableResult:
     md_path.write_text(markdown, encoding="utf-8")
     (config.out_dir / "table.json").write_text(json.dumps(
         {"model": model, "outcomes": [asdict(o) for o in outcomes],
-         "published": {name: dict(zip(published.TABLE_MODELS, values)) for name, values in published.LLAVA_1_5.items()}},
+         "published": {name: dict(zip(table.models, values)) for name, values in table.values.items()}},
         indent=2, ensure_ascii=False), encoding="utf-8")
-    labels = ["this run", "7B", "13B", "7B LoRA", "13B LoRA"]
-    panels = {o.column: list(zip(labels, [o.value] + list(published.LLAVA_1_5[o.column]))) for o in outcomes}
+    labels = ["this run", *table.labels]
+    panels = {o.column: list(zip(labels, [o.value] + list(table.values[o.column]))) for o in outcomes}
     short = "/".join(Path(str(config.predict.get("model"))).parts[-2:])
-    bar_panels(panels, png_path, f"{short} beside LLaVA-1.5 (published)", notes={o.column: o.status for o in outcomes})
+    bar_panels(panels, png_path, f"{short} beside {table.title} (published)", notes={o.column: o.status for o in outcomes})
     counts = {status: sum(o.status == status for o in outcomes) for status in ("scored", "upload", "skipped", "failed")}
     summary = (f"table: {counts['scored']} scored, {counts['upload']} to upload, {counts['skipped']} skipped, "
                f"{counts['failed']} failed\ntable:   {md_path}\nchart:   {png_path}")
