@@ -157,7 +157,7 @@ def test_webchat_answers_an_uploaded_image_in_headless_chromium(chromium, server
         page.goto(f"http://127.0.0.1:{servers['webchat']}/")
         page.wait_for_selector("input[type=file]", state="attached", timeout=120_000)
         # The page a user meets is labelled (gradio 5 left it unlabelled until a language switch; see
-        # llava_lf.host.webui_labels), kept as a screenshot of this run.
+        # llava_lf.seams.webui_labels), kept as a screenshot of this run.
         page.get_by_role("button", name="Submit", exact=True).wait_for(timeout=60_000)
         shot = REPO / "runs" / "screenshots" / "webchat_first_load.png"  # ignored by git; outlives pytest tmp dirs
         shot.parent.mkdir(parents=True, exist_ok=True)
