@@ -18,8 +18,6 @@ Llama text config of preprocess_throughput.py; a `LlavaNextProcessor` and `Llava
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 import tempfile
@@ -33,32 +31,16 @@ from preprocess_throughput import (  # noqa: E402  the sibling script's data and
     CLIP_STD,
     Variant,
     build_model_folder,
+    chunked,
     make_samples,
-    processor_timed,
-    ratio,
+    print_figures,
+    ratios,
+    run_alternated,
+    write_images,
 )
 
 SIZES = ((640, 480), (1024, 768), (1920, 1080), (500, 1000), (300, 200))  # (width, height)
 TILE, PATCH = 336, 14
-
-
-def write_images(folder: Path, count: int, seed: int) -> list[str]:
-    import numpy as np
-    from PIL import Image
-    from tqdm import tqdm
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for index in tqdm(range(count), desc="writing JPEGs of mixed sizes", unit="image"):
-        width, height = SIZES[index % len(SIZES)]
-        coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
-        smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
-        grain = rng.integers(-24, 25, size=smooth.shape, dtype=np.int16)
-        path = folder / f"{index:06d}_{width}x{height}.jpg"
-        Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(str(path))
-    return paths
 
 
 def build_next_model_folder(folder: Path, seed: int) -> Path:
@@ -96,15 +78,8 @@ class NextVariant(Variant):
 
     counts: list[int] = field(default_factory=list)
 
-    def run(self, chunk) -> None:
-        from llamafactory.data import loader
-
-        with self.step.running(), contextlib.redirect_stdout(io.StringIO()):  # the host prints one example per call
-            dataset = loader._get_preprocessed_dataset(chunk, self.data_args, self.training_args, "sft", self.template,
-                                                       self.tokenizer, self.processor)
-        counts = [ids.count(self.image_id) for ids in dataset["input_ids"]]
-        self.rows += len(counts)
-        self.image_tokens += sum(counts)
+    def check(self, counts: list[int]) -> None:
+        """Kept, to be compared with the host's sample by sample once both have run."""
         self.counts.extend(counts)
 
 
@@ -120,7 +95,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="threads for the host's torch image processing (what each preprocessing worker gets)")
     args = parser.parse_args(argv)
     import torch
-    from tqdm import tqdm
 
     import datasets
 
@@ -129,21 +103,15 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="preprocess_next_bench_"))
     out.mkdir(parents=True, exist_ok=True)
 
-    images = write_images(out / "images", args.samples, args.seed)
+    images = write_images(out / "images", args.samples, args.seed, sizes=SIZES, coarse=(6, 8),
+                          name="{index:06d}_{width}x{height}.jpg", desc="writing JPEGs of mixed sizes")
     model = build_next_model_folder(out / "model", args.seed)
-    rows = make_samples(images, args.seed)
-    chunks = [datasets.Dataset.from_dict({key: value[start : start + args.chunk] for key, value in rows.items()})
-              for start in range(0, args.samples, args.chunk)]
+    chunks = chunked(make_samples(images, args.seed), args.samples, args.chunk)
 
     ours, host = NextVariant("llava_v1", model, out / "runs"), NextVariant("llava_next", model, out / "runs")
     for variant in (ours, host):
         variant.data_args.cutoff_len = args.cutoff_len
-    current = [""]
-    with processor_timed({"llava_v1": ours.processing, "llava_next": host.processing}, current):
-        for chunk in tqdm(chunks, desc="preprocessing", unit="chunk"):  # alternated: both see the same load
-            for variant in (ours, host):
-                current[0] = variant.template_name
-                variant.run(chunk)
+    run_alternated(chunks, ours, host)  # alternated: both see the same load
 
     differ = [(Path(images[i]).name, mine, theirs) for i, (mine, theirs) in enumerate(zip(ours.counts, host.counts))
               if mine != theirs]
@@ -152,24 +120,13 @@ def main(argv: list[str] | None = None) -> None:
                          f"(rows: ours {len(ours.counts)}, host {len(host.counts)}, samples {args.samples})")
     print(f"samples: {args.samples}, JPEGs of {len(SIZES)} sizes, image tokens per sample {sorted(set(ours.counts))} "
           f"(equal to the host's for every sample), chunks of {args.chunk}, torch threads {args.torch_threads}")
-    for part, title in (("processing", "per-sample work (the host's SFT processor: template, plugin, tokenising)"),
-                        ("step", "the loader step end to end (the same + datasets' Arrow writing)")):
-        print(title)
-        for name, variant in (("host `llava_next` + its plugin", host), ("`llava_v1` + `llava_lf` plugin", ours)):
-            clock = getattr(variant, part)
-            print(f"  {name:<32} {variant.rows / clock.wall:>8,.0f} samples/s wall ({clock.wall:.2f} s), "
-                  f"{variant.rows / clock.cpu:>8,.0f} per CPU-second ({variant.plugin}, {variant.rows} rows)")
-    print(f"ratio: {ratio(host, ours, 'processing', 'wall'):.1f}x wall, {ratio(host, ours, 'processing', 'cpu'):.1f}x "
-          "CPU time (per-sample work; target >= 50x)")
-    print(f"loader step ratio: {ratio(host, ours, 'step', 'wall'):.1f}x wall, {ratio(host, ours, 'step', 'cpu'):.1f}x "
-          "CPU time")
+    print_figures(host, ours, "host `llava_next` + its plugin", target=50)
     figures = {name: {**variant.figures(), "counts": variant.counts} for name, variant in (("ours", ours),
                                                                                           ("host", host))}
     (out / "preprocess_next_throughput.json").write_text(json.dumps({
         "samples": args.samples, "chunk": args.chunk, "torch_threads": args.torch_threads, "sizes": SIZES,
         "images": [Path(path).name for path in images],
-        "ratio": {part: {clock: ratio(host, ours, part, clock) for clock in ("wall", "cpu")}
-                  for part in ("processing", "step")}, **figures}, indent=2))
+        "ratio": ratios(host, ours), **figures}, indent=2))
     print(f"results: {out / 'preprocess_next_throughput.json'}")
 
 

@@ -41,7 +41,11 @@ def _text(rng: random.Random, n_words: int) -> str:
     return " ".join(rng.choices(WORDS, k=n_words))
 
 
-def write_images(folder: Path, count: int, seed: int) -> list[str]:
+def write_images(folder: Path, count: int, seed: int, sizes: tuple[tuple[int, int], ...] = ((336, 336),),
+                 coarse: tuple[int, int] = (6, 6), name: str = "{index:06d}.jpg",
+                 desc: str = "writing 336 px JPEGs") -> list[str]:
+    """Photo-like JPEGs: a `coarse` grid of random colours smoothed to each size (`sizes`, (width, height), cycled)
+    plus grain; `name` is formatted with the index, width and height."""
     import numpy as np
     from PIL import Image
     from tqdm import tqdm
@@ -49,12 +53,13 @@ def write_images(folder: Path, count: int, seed: int) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
-    for index in tqdm(range(count), desc="writing 336 px JPEGs", unit="image"):
-        coarse = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
-        field = np.asarray(Image.fromarray(coarse).resize((336, 336), Image.BICUBIC), dtype=np.int16)
-        grain = rng.integers(-24, 25, size=field.shape, dtype=np.int16)
-        path = folder / f"{index:06d}.jpg"
-        Image.fromarray(np.clip(field + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
+    for index in tqdm(range(count), desc=desc, unit="image"):
+        width, height = sizes[index % len(sizes)]
+        colours = rng.integers(0, 256, size=(*coarse, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(colours).resize((width, height), Image.BICUBIC), dtype=np.int16)
+        grain = rng.integers(-24, 25, size=smooth.shape, dtype=np.int16)
+        path = folder / name.format(index=index, width=width, height=height)
+        Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
         paths.append(str(path))
     return paths
 
@@ -194,6 +199,10 @@ class Variant:
         counts = [ids.count(self.image_id) for ids in dataset["input_ids"]]
         self.rows += len(counts)
         self.image_tokens += sum(counts)
+        self.check(counts)
+
+    def check(self, counts: list[int]) -> None:
+        """Each sample's image tokens, from one call: every sample must have all 576."""
         if any(count != IMAGE_TOKENS for count in counts):  # a miscount would make the comparison meaningless
             raise SystemExit(f"{self.template_name}: image tokens per sample {sorted(set(counts))}, "
                              f"expected {IMAGE_TOKENS} each")
@@ -230,6 +239,46 @@ def ratio(host: Variant, ours: Variant, part: str, clock: str) -> float:
     return getattr(getattr(host, part), clock) / getattr(getattr(ours, part), clock)
 
 
+def ratios(host: Variant, ours: Variant) -> dict[str, dict[str, float]]:
+    return {part: {clock: ratio(host, ours, part, clock) for clock in ("wall", "cpu")} for part in ("processing", "step")}
+
+
+def chunked(rows: dict[str, list], samples: int, chunk: int) -> list:
+    """The rows as `datasets.Dataset`s of `chunk` rows, built before the timing: the host's loader hands these on."""
+    import datasets
+
+    return [datasets.Dataset.from_dict({key: value[start : start + chunk] for key, value in rows.items()})
+            for start in range(0, samples, chunk)]
+
+
+def run_alternated(chunks: list, ours: Variant, host: Variant) -> None:
+    """Run both variants over the chunks, the processor's share timed inside the host's loader."""
+    from tqdm import tqdm
+
+    current = [""]
+    with processor_timed({ours.template_name: ours.processing, host.template_name: host.processing}, current):
+        # Alternate chunk by chunk, so both see the same load on a shared machine.
+        for chunk in tqdm(chunks, desc="preprocessing", unit="chunk"):
+            for variant in (ours, host):
+                current[0] = variant.template_name
+                variant.run(chunk)
+
+
+def print_figures(host: Variant, ours: Variant, host_name: str, target: int) -> None:
+    """Both parts' rates, wall and CPU, and the host / ours ratios against the benchmark's target."""
+    for part, title in (("processing", "per-sample work (the host's SFT processor: template, plugin, tokenising)"),
+                        ("step", "the loader step end to end (the same + datasets' Arrow writing)")):
+        print(title)
+        for name, variant in ((host_name, host), ("`llava_v1` + `llava_lf` plugin", ours)):
+            clock = getattr(variant, part)
+            print(f"  {name:<32} {variant.rows / clock.wall:>8,.0f} samples/s wall ({clock.wall:.2f} s), "
+                  f"{variant.rows / clock.cpu:>8,.0f} per CPU-second ({variant.plugin}, {variant.rows} rows)")
+    print(f"ratio: {ratio(host, ours, 'processing', 'wall'):.1f}x wall, {ratio(host, ours, 'processing', 'cpu'):.1f}x "
+          f"CPU time (per-sample work; target >= {target}x)")
+    print(f"loader step ratio: {ratio(host, ours, 'step', 'wall'):.1f}x wall, {ratio(host, ours, 'step', 'cpu'):.1f}x "
+          "CPU time")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5000)
@@ -242,7 +291,6 @@ def main(argv: list[str] | None = None) -> None:
                              "what each preprocessing worker process of a real run gets in effect)")
     args = parser.parse_args(argv)
     import torch
-    from tqdm import tqdm
 
     import datasets
 
@@ -253,38 +301,18 @@ def main(argv: list[str] | None = None) -> None:
 
     images = write_images(out / "images", args.samples, args.seed)
     model = build_model_folder(out / "model", args.seed)
-    rows = make_samples(images, args.seed)
-    chunks = [datasets.Dataset.from_dict({key: value[start : start + args.chunk] for key, value in rows.items()})
-              for start in range(0, args.samples, args.chunk)]  # built before timing: the host's loader gives these
+    chunks = chunked(make_samples(images, args.seed), args.samples, args.chunk)
 
     ours, host = Variant("llava_v1", model, out / "runs"), Variant("llava", model, out / "runs")
-    current = [""]
-    with processor_timed({"llava_v1": ours.processing, "llava": host.processing}, current):
-        # Alternate chunk by chunk, so both see the same load on a shared machine.
-        for chunk in tqdm(chunks, desc="preprocessing", unit="chunk"):
-            for variant in (ours, host):
-                current[0] = variant.template_name
-                variant.run(chunk)
+    run_alternated(chunks, ours, host)
 
     print(f"samples: {args.samples}, 336 px JPEGs, {IMAGE_TOKENS} image tokens each, through the host's "
           f"_get_preprocessed_dataset in chunks of {args.chunk}, torch threads {args.torch_threads}")
-    for part, title in (("processing", "per-sample work (the host's SFT processor: template, plugin, tokenising)"),
-                        ("step", "the loader step end to end (the same + datasets' Arrow writing)")):
-        print(title)
-        for name, variant in (("host `llava` template + plugin", host), ("`llava_v1` + `llava_lf` plugin", ours)):
-            clock = getattr(variant, part)
-            print(f"  {name:<32} {variant.rows / clock.wall:>8,.0f} samples/s wall ({clock.wall:.2f} s), "
-                  f"{variant.rows / clock.cpu:>8,.0f} per CPU-second ({variant.plugin}, {variant.rows} rows)")
-    print(f"ratio: {ratio(host, ours, 'processing', 'wall'):.1f}x wall, {ratio(host, ours, 'processing', 'cpu'):.1f}x "
-          "CPU time (per-sample work; target >= 20x)")
-    print(f"loader step ratio: {ratio(host, ours, 'step', 'wall'):.1f}x wall, {ratio(host, ours, 'step', 'cpu'):.1f}x "
-          "CPU time")
+    print_figures(host, ours, "host `llava` template + plugin", target=20)
     plot(ours, host, out / "preprocess_throughput.png")
     (out / "preprocess_throughput.json").write_text(json.dumps({
         "samples": args.samples, "chunk": args.chunk, "torch_threads": args.torch_threads,
-        "ratio": {part: {clock: ratio(host, ours, part, clock) for clock in ("wall", "cpu")}
-                  for part in ("processing", "step")},
-        "host": host.figures(), "ours": ours.figures()}, indent=2))
+        "ratio": ratios(host, ours), "host": host.figures(), "ours": ours.figures()}, indent=2))
     print(f"chart: {out / 'preprocess_throughput.png'}")
 
 
