@@ -18,8 +18,7 @@ from .vqa_answers import (
     answer_chart,
     answer_table,
     answered_texts,
-    normalize_answer,
-    processing_counts,
+    process_answers,
     processing_table,
     read_latest_answers,
     reading_notes,
@@ -41,10 +40,9 @@ class VizWizUpload:
 
 def build_upload(questions: Sequence[LlavaQuestion], answers: LatestAnswers, allow_partial: bool) -> VizWizUpload:
     missing = answered_texts([str(q.question_id) for q in questions], answers, allow_partial)
-    processed = {key: normalize_answer(text) for key, text in answers.texts.items()}
-    rows = [{"image": q.image, "answer": processed.get(str(q.question_id), "")} for q in questions]
-    counts = processing_counts([(answers.texts[key], processed[key]) for key in processed])
-    return VizWizUpload(rows, missing, counts, Counter(processed.values()))
+    processed = process_answers(answers)
+    rows = [{"image": q.image, "answer": processed.texts.get(str(q.question_id), "")} for q in questions]
+    return VizWizUpload(rows, missing, processed.counts, processed.answer_counts)
 
 
 # The command: `llava-lf eval vizwiz {predict,score}` -------------------------------------------------------

@@ -175,6 +175,20 @@ def processing_counts(pairs: Sequence[tuple[str, str]], examples: int = 10) -> P
     return ProcessingCounts(unchanged, spacing, rewritten, emptied, shown)
 
 
+@dataclass(frozen=True)
+class ProcessedAnswers:
+    """The latest answers through the EvalAI processor, as an upload lists them."""
+    texts: dict[str, str]  # str(question_id) -> processed answer
+    counts: ProcessingCounts  # how the processor changed them
+    answer_counts: Counter  # processed answer -> how many times
+
+
+def process_answers(answers: LatestAnswers) -> ProcessedAnswers:
+    processed = {key: normalize_answer(text) for key, text in answers.texts.items()}
+    return ProcessedAnswers(processed, processing_counts([(answers.texts[key], processed[key]) for key in processed]),
+                            Counter(processed.values()))
+
+
 def reading_notes(answers: LatestAnswers) -> list[str]:
     """What the report says about how the answer file was read (as LLaVA's converters read it)."""
     notes = []

@@ -20,8 +20,7 @@ from .vqa_answers import (
     answer_chart,
     answer_table,
     answered_texts,
-    normalize_answer,
-    processing_counts,
+    process_answers,
     processing_table,
     read_latest_answers,
     reading_notes,
@@ -53,11 +52,10 @@ def build_upload(asked: Sequence[LlavaQuestion], universe: Sequence[LlavaQuestio
         raise LlavaLfError(f"{len(outside)} asked question(s) are not in the upload question file (first: "
                          f"{outside[:3]}); pass LLaVA's {UPLOAD_QUESTION_FILE} as --upload-questions")
     missing = answered_texts([str(q.question_id) for q in asked], answers, allow_partial)
-    processed = {key: normalize_answer(text) for key, text in answers.texts.items()}
-    rows = [{"question_id": q.question_id, "answer": processed.get(str(q.question_id), "")} for q in universe]
-    pairs = [(answers.texts[key], processed[key]) for key in processed]
-    return Vqav2Upload(rows, len(processed), missing, len(universe_ids - asked_ids), processing_counts(pairs),
-                       Counter(processed.values()))
+    processed = process_answers(answers)
+    rows = [{"question_id": q.question_id, "answer": processed.texts.get(str(q.question_id), "")} for q in universe]
+    return Vqav2Upload(rows, len(processed.texts), missing, len(universe_ids - asked_ids), processed.counts,
+                       processed.answer_counts)
 
 
 # The command: `llava-lf eval vqav2 {predict,score}` -------------------------------------------------------
