@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.cli import llava_lf
+from helpers.tiny_next import assemble_tiny_next
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -70,11 +70,8 @@ def conversation() -> list[dict]:
 @pytest.fixture(scope="module")
 def next_model(tmp_path_factory, tiny_parts) -> Path:
     """The README's NeXT command on the tiny parts, through `llava-lf`'s parser (in process)."""
-    clip, llama = tiny_parts
     out = tmp_path_factory.mktemp("next") / "llava_next"
-    result = llava_lf("assemble", "--preset", "llava1_6_vicuna_7b", "--vision", str(clip), "--llm", str(llama),
-                      "--out", str(out), "--quiet", "--dtype", "float32")
-    assert result.returncode == 0, result.stderr
+    result = assemble_tiny_next(tiny_parts, out)
     assert "AnyRes grids 1x2, 2x1, 2x2, 3x1, 1x3" in result.stdout
     return out
 

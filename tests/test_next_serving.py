@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO, free_port, wait_for_port
-from helpers.cli import llava_lf
 from helpers.recipe_chain import cli
+from helpers.tiny_next import assemble_tiny_next
 
 pytestmark = [pytest.mark.host, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -24,11 +24,8 @@ SHAPES = ((20, 14), (48, 48), (150, 50), (50, 150), (97, 61), (1200, 900))
 
 @pytest.fixture(scope="module")
 def next_model(tmp_path_factory, tiny_parts) -> Path:
-    clip, llama = tiny_parts
     out = tmp_path_factory.mktemp("next_serving") / "llava_next"
-    result = llava_lf("assemble", "--preset", "llava1_6_vicuna_7b", "--vision", str(clip), "--llm", str(llama),
-                      "--out", str(out), "--quiet", "--dtype", "float32")
-    assert result.returncode == 0, result.stderr
+    assemble_tiny_next(tiny_parts, out)
     return out
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO
-from helpers.cli import llava_lf
 from helpers.host_cli import cli
+from helpers.tiny_next import assemble_tiny_next
 from helpers.training_runs import DEEPSPEED_CPU_FIX
 
 pytestmark = [pytest.mark.slow, pytest.mark.host, pytest.mark.timeout(1200)]
@@ -69,11 +69,8 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def next_model(root, tiny_parts) -> Path:
-    clip, llama = tiny_parts
     out = root / "llava_next"
-    result = llava_lf("assemble", "--preset", "llava1_6_vicuna_7b", "--vision", clip, "--llm", llama, "--out", out,
-                      "--quiet", "--dtype", "float32")
-    assert result.returncode == 0, result.stderr
+    assemble_tiny_next(tiny_parts, out)
     return out
 
 

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers.cli import llava_lf
 from helpers.host_cli import cli
+from helpers.tiny_next import assemble_tiny_next
 
 import yaml
 
@@ -34,11 +34,8 @@ THREE_TURNS = turns("<image>\nWhat is it?", "a cross", "<image>\nAnd this one?",
 
 @pytest.fixture(scope="module")
 def next_model(tmp_path_factory, tiny_parts) -> Path:
-    clip, llama = tiny_parts
     out = tmp_path_factory.mktemp("next_truncation") / "llava_next"
-    result = llava_lf("assemble", "--preset", "llava1_6_vicuna_7b", "--vision", str(clip), "--llm", str(llama),
-                      "--out", str(out), "--quiet", "--dtype", "float32")
-    assert result.returncode == 0, result.stderr
+    assemble_tiny_next(tiny_parts, out)
     return out
 
 
