@@ -16,7 +16,6 @@ import base64
 import json
 import math
 import os
-import signal
 import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, REPO, free_port, wait_for_port
 from helpers.documented_commands import DocumentedCommand, convert_commands, documented_commands
+from helpers.ports import stop_group
 from helpers.training_runs import DEEPSPEED_CPU_FIX
 
 import yaml
@@ -176,7 +176,7 @@ class Launcher:
             codes = [process.wait(timeout=900) for process, _ in launches]
         finally:
             for process, _ in launches:
-                _stop(process)
+                stop_group(process)
         logs = "\n".join(log.read_text() for _, log in launches)
         assert codes == [0] * len(codes), f"{command} (run as {' '.join(argv[1:])}) exited {codes}:\n{logs[-6000:]}"
         return logs
@@ -203,7 +203,7 @@ class Launcher:
             else:
                 self._load_page(port)
         finally:
-            _stop(process)
+            stop_group(process)
         return log.read_text()
 
     def _ask_api(self, port: int, key: str) -> None:
@@ -238,16 +238,6 @@ def _environment(command: DocumentedCommand) -> dict[str, str]:
         env["DS_ACCELERATOR"] = "cpu"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(DEEPSPEED_CPU_FIX), os.environ.get("PYTHONPATH")]))
     return env
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

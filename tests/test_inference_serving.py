@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import REPO, free_port, wait_for_port
+from helpers.ports import stop_group
 from helpers.recipe_chain import Chain, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.host]
@@ -117,16 +117,7 @@ def servers(exported, chain):
         yield {"webchat": web_port, "api": api_port}
     finally:
         for process in started.values():
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+            stop_group(process)
 
 
 def _skeleton(text: str) -> str:

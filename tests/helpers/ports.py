@@ -1,7 +1,10 @@
-"""Loopback ports for the servers tests start (llamafactory-cli api/webchat, fake OpenAI servers)."""
+"""Loopback ports for the servers tests start (llamafactory-cli api/webchat, fake OpenAI servers), and stopping
+them."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -27,3 +30,15 @@ def wait_for_port(process: subprocess.Popen, port: int, log: Path, seconds: floa
                 return
         time.sleep(0.25)
     raise AssertionError(f"{name} did not listen on {port} in {seconds} s:\n{log.read_text()[-4000:]}")
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """End a process started with `start_new_session=True` and all it started: SIGTERM to its group, SIGKILL after
+    30 s; nothing when it has already exited."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
