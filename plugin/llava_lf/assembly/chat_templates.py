@@ -6,13 +6,10 @@ image first in its turn, followed by a newline, as LLaVA's training did.
 
 from __future__ import annotations
 
-from llava_lf.formats import _CONTENT_AS_TEXT, LLAVA_V1_CHAT_TEMPLATE
+from llava_lf.formats import _CONTENT_AS_TEXT, CHATML_DIRECT_SYSTEM, LLAMA_3_SYSTEM, LLAVA_V1_CHAT_TEMPLATE
 
 from .spec import ChatFormat
 
-CHATML_SYSTEM = "Answer the questions."
-LLAMA_3_SYSTEM = ("You are a helpful language and vision assistant. You are able to understand the visual content "
-                  "that the user provides, and assist the user with a variety of tasks using natural language.")
 # Tokens a format writes that must be single tokens of the vocabulary (added when the language model lacks them).
 FORMAT_TOKENS: dict[str, tuple[str, ...]] = {
     "llava_v1": (), "mistral_instruct": (),
@@ -45,7 +42,7 @@ MISTRAL_INSTRUCT = (
 
 # MPT style: every part ends in <|im_end|> with no newline after it; the system prompt is always there.
 CHATML_DIRECT = (
-    _system(CHATML_SYSTEM) + "{{- '<|im_start|>system\\n' + system + '<|im_end|>' -}}"
+    _system(CHATML_DIRECT_SYSTEM) + "{{- '<|im_start|>system\\n' + system + '<|im_end|>' -}}"
     "{%- for message in messages -%}" + _CONTENT_AS_TEXT +
     "{%- if message['role'] in ('user', 'assistant') -%}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + text + '<|im_end|>' -}}{%- endif -%}"
