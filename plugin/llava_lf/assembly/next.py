@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from llava_lf.common.anyres import grid_pinpoints, parse_grid
+from llava_lf.common.anyres import grid_pinpoints, grid_problems
 
 from .spec import AssemblyError
 
@@ -27,12 +27,7 @@ CARRIED = ("resample", "do_rescale", "rescale_factor", "do_normalize", "image_me
 
 
 def check_grids(grids: tuple[str, ...], where: str) -> list[str]:
-    problems = []
-    for grid in grids:
-        try:
-            parse_grid(grid)
-        except ValueError as error:
-            problems.append(f"{where}: {error}")
+    problems = grid_problems(grids, where)
     if len(set(grids)) != len(grids):
         problems.append(f"{where}: anyres_grids {list(grids)} repeats a grid; list each once")
     return problems

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llava_lf.common.anyres import grid_problems
 from llava_lf.resources import presets_dir
 
 from .spec import CHAT_FORMATS, DTYPE_NAMES, PROJECTOR_KINDS, SELECT_STRATEGIES, AssemblyError
@@ -37,18 +38,6 @@ def find_preset(value: str) -> Path:
     raise AssemblyError(f"--preset {value}: no such file or preset; known presets: {', '.join(known) or 'none'}")
 
 
-def _grid_problems(path: Path, grids: list) -> list[str]:
-    from llava_lf.common.anyres import parse_grid
-
-    problems = []
-    for grid in grids:
-        try:
-            parse_grid(grid)
-        except ValueError as error:
-            problems.append(f"{path}: anyres_grids: {error}")
-    return problems
-
-
 def load_preset(name_or_path: str) -> dict[str, Any]:
     import yaml
 
@@ -70,7 +59,7 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         elif allowed is not None and value not in allowed:
             problems.append(f"{path}: {key} {value!r} is not one of {', '.join(allowed)}")
         elif key == "anyres_grids":
-            problems += _grid_problems(path, value)
+            problems += grid_problems(value, f"{path}: anyres_grids")
     if problems:
         raise AssemblyError("\n".join(problems))
     if "anyres_grids" in data:

@@ -23,6 +23,17 @@ def parse_grid(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def grid_problems(grids: tuple[str, ...] | list, where: str) -> list[str]:
+    """What `parse_grid` finds wrong with each grid, each line led by `where` (the file or option they came from)."""
+    problems = []
+    for grid in grids:
+        try:
+            parse_grid(grid)
+        except ValueError as error:
+            problems.append(f"{where}: {error}")
+    return problems
+
+
 def grid_pinpoints(grids: tuple[str, ...] | list[str], tile: int) -> list[list[int]]:
     """The `image_grid_pinpoints` of `grids` for a tower that takes `tile` x `tile` images."""
     return [[rows * tile, cols * tile] for rows, cols in map(parse_grid, grids)]
