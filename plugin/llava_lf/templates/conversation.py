@@ -231,6 +231,11 @@ def _plain_role_problem(index: int, message: dict[str, str], given: GivenSample 
             f"`llava-lf convert --template llava_plain` (it rejects such records) or train with template: llava_v1")
 
 
+def llava_lf_plugin():
+    """The mm plugin every llava_lf template takes: ours, with LLaVA's `<image>` placeholder."""
+    return get_mm_plugin(name=PLUGIN_NAME, image_token=IMAGE_TOKEN)
+
+
 def register_llava_v1() -> None:
     register_template(
         name="llava_v1",
@@ -239,7 +244,7 @@ def register_llava_v1() -> None:
         format_user=StringFormatter(slots=["USER: {{content}} ASSISTANT:"]),
         format_assistant=StringFormatter(slots=[" {{content}}", {"eos_token"}]),
         default_system=VICUNA_V1_SYSTEM,
-        mm_plugin=get_mm_plugin(name=PLUGIN_NAME, image_token=IMAGE_TOKEN),
+        mm_plugin=llava_lf_plugin(),
         template_class=LlavaTemplate,
     )
 
@@ -249,7 +254,7 @@ def register_llava_plain() -> None:
         name="llava_plain",
         format_prefix=EmptyFormatter(slots=[{"bos_token"}]),
         format_assistant=StringFormatter(slots=["{{content}}\n"]),
-        mm_plugin=get_mm_plugin(name=PLUGIN_NAME, image_token=IMAGE_TOKEN),
+        mm_plugin=llava_lf_plugin(),
         template_class=PlainTemplate,
     )
 

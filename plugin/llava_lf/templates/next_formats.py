@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llamafactory.data.formatter import EmptyFormatter, StringFormatter
-from llamafactory.data.mm_plugin import get_mm_plugin
 from llamafactory.data.template import Template, register_template
 
-from llava_lf.formats import CHATML_DIRECT_SYSTEM, IMAGE_TOKEN, LLAMA_3_SYSTEM, LLAMA_3_UNMASKED
+from llava_lf.formats import CHATML_DIRECT_SYSTEM, LLAMA_3_SYSTEM, LLAMA_3_UNMASKED
 
-from .conversation import LlavaTemplate
-from .mm_plugin import PLUGIN_NAME
+from .conversation import LlavaTemplate, llava_lf_plugin
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer
@@ -94,17 +92,13 @@ def labelled_pairs(pairs: Pairs, header: list[int], unmasked: set[int]) -> Pairs
     return recut
 
 
-def _plugin():
-    return get_mm_plugin(name=PLUGIN_NAME, image_token=IMAGE_TOKEN)
-
-
 def register_llava_mistral_instruct() -> None:
     register_template(
         name="llava_mistral_instruct",
         format_prefix=EmptyFormatter(slots=[{"bos_token"}]),
         format_user=StringFormatter(slots=["[INST] {{content}} [/INST]"]),
         format_assistant=StringFormatter(slots=[" {{content}} ", {"eos_token"}]),
-        mm_plugin=_plugin(),
+        mm_plugin=llava_lf_plugin(),
         template_class=MistralInstructTemplate,
     )
 
@@ -118,7 +112,7 @@ def register_llava_chatml_direct() -> None:
         default_system=CHATML_DIRECT_SYSTEM,
         stop_words=["<|im_end|>"],
         replace_eos=True,
-        mm_plugin=_plugin(),
+        mm_plugin=llava_lf_plugin(),
         template_class=NextFormatTemplate,
     )
 
@@ -134,7 +128,7 @@ def register_llava_llama_3() -> None:
         default_system=LLAMA_3_SYSTEM,
         stop_words=["<|eot_id|>"],
         replace_eos=True,
-        mm_plugin=_plugin(),
+        mm_plugin=llava_lf_plugin(),
         template_class=Llama3Template,
     )
 
