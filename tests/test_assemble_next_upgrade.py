@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.cli import llava_lf
+from helpers.original_checkpoints import write_bin_shards
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -162,13 +163,7 @@ def original_next(tmp_path_factory, tiny_parts) -> dict:
     state = {key: value.to(torch.float16) for key, value in state.items()}
     src = root / "llava-v1.6-tiny"
     src.mkdir()
-    keys = list(state)
-    weight_map = {}
-    for number, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2:]), start=1):
-        name = f"pytorch_model-{number:05d}-of-00002.bin"
-        torch.save({key: state[key] for key in part}, src / name)
-        weight_map |= {key: name for key in part}
-    (src / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    write_bin_shards(state, src)
     tile = json.loads((clip / "config.json").read_text())["image_size"]
     pinpoints = [[tile, 2 * tile], [2 * tile, tile], [2 * tile, 2 * tile], [3 * tile, tile], [tile, 3 * tile]]
     decoder = {key: value for key, value in json.loads((llama / "config.json").read_text()).items() if key != "dtype"}

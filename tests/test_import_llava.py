@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.cli import llava_lf
+from helpers.original_checkpoints import write_bin_shards
 from helpers.standins import VICUNA_GENERATION_CONFIG
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -41,14 +42,8 @@ def write_original(out: Path, llm: Path, extra: dict[str, torch.Tensor], config:
     from transformers import AutoTokenizer
 
     state = {**load_file(llm / "model.safetensors"), **extra}
-    keys = list(state)
     out.mkdir(parents=True)
-    weight_map = {}
-    for number, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2:]), start=1):
-        name = f"pytorch_model-{number:05d}-of-00002.bin"
-        torch.save({key: state[key] for key in part}, out / name)
-        weight_map |= {key: name for key in part}
-    (out / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    write_bin_shards(state, out)
     decoder = json.loads((llm / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**decoder, **config}))
     AutoTokenizer.from_pretrained(llm).save_pretrained(out)
