@@ -91,7 +91,7 @@ def _tiny_llava(vision_layers: int = 4, text_layers: int = 2):
 
 def test_speed_options_parse_and_are_off_by_default():
     assert parse_training_options("", "adamw_torch").as_dict() == {
-        "mm_projector_lr": None, "group_by_modality": False, "recompute_layers": None, "sdpa_backend": None,
+        "mm_projector_lr": None, "mm_vision_tower_lr": None, "group_by_modality": False, "recompute_layers": None, "sdpa_backend": None,
         "compile_layers": False}
     options = parse_training_options("recompute_layers=8,sdpa_backend=Flash,compile_layers=true", "adamw_torch")
     assert (options.recompute_layers, options.sdpa_backend, options.compile_layers) == (8, "flash", True)
