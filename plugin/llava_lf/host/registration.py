@@ -20,7 +20,7 @@ def register_all() -> list[str]:
     registry.check_loaded()  # one stderr line per feature that does not fit
     # `report_to: [llava_lf]`; where the registry differs, transformers refuses the name before training starts
     added = [] if registry.misfits(trainer.REPORT_TO) else register_training_callback()
-    from llava_lf.templates import conversation, mm_plugin
+    from llava_lf.templates import mm_plugin
 
     exit_after_generation.install()  # chat processes exit after the answer's thread, not inside it (see that module)
     adapter_load.install(restore_from_adapters)  # a LoRA adapter's image_newline (training/image_newline.py)
@@ -30,7 +30,7 @@ def register_all() -> list[str]:
         if name not in host_plugins.PLUGINS:
             host_plugins.register_mm_plugin(name, plugin_class)
             added.append(name)
-    for name, register in conversation.TEMPLATES.items():
+    for name, register in our_templates().items():
         if name not in host_templates.TEMPLATES:
             register()
             added.append(name)
@@ -50,10 +50,15 @@ def after_imports() -> dict[str, Callable[[ModuleType], None]]:
     return later
 
 
+def our_templates() -> dict[str, Callable[[], None]]:
+    """Every template of ours by name, with the call that registers it (LLaVA-1.5's two, then NeXT's formats)."""
+    from llava_lf.templates import conversation, next_formats
+
+    return {**conversation.TEMPLATES, **next_formats.TEMPLATES}
+
+
 def registered_names() -> list[str]:
     """Our template names as the host currently sees them (empty if the hook did not run)."""
     from llamafactory.data.template import TEMPLATES
 
-    from llava_lf.templates.conversation import TEMPLATES as ours
-
-    return [name for name in ours if name in TEMPLATES]
+    return [name for name in our_templates() if name in TEMPLATES]

@@ -259,11 +259,6 @@ def register_llava_plain() -> None:
     )
 
 
-def _registered_next_formats() -> dict:
-    from .next_formats import TEMPLATES as NEXT_TEMPLATES  # they subclass LlavaTemplate, defined above
-
-    return NEXT_TEMPLATES
-
-
-TEMPLATES = {"llava_v1": register_llava_v1, "llava_plain": register_llava_plain, **_registered_next_formats()}
+# LLaVA-NeXT's other formats subclass LlavaTemplate and live in next_formats.py; registration takes both tables.
+TEMPLATES = {"llava_v1": register_llava_v1, "llava_plain": register_llava_plain}
 
