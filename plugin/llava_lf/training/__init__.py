@@ -14,9 +14,9 @@ def register_training_callback() -> list[str]:
     the exit handler of distributed workers (quiet_exit: it waits only in processes torchrun started)."""
     from transformers.integrations import integration_utils
 
-    from . import quiet_exit
+    from .quiet_exit import install as install_quiet_exit
 
-    quiet_exit.install()
+    install_quiet_exit()
 
     if REPORT_TO_NAME in integration_utils.INTEGRATION_TO_CALLBACK:
         return []

@@ -15,8 +15,11 @@ from llava_lf.errors import LlavaLfError
 from llava_lf.seams.optimizer import install as install_optimizer_seam
 from llava_lf.seams.trainer import require_for
 
-from . import image_newline
 from .data_order import image_flags, sampling
+from .image_newline import FILE as NEWLINE_FILE
+from .image_newline import restore as restore_newline
+from .image_newline import save as save_newline
+from .image_newline import train_under_lora as train_newline_under_lora
 from .modality import check_grouping
 from .model_parts import ModuleKeys
 from .options import TrainingOptions, TrainingOptionsError, parse_training_options
@@ -84,7 +87,7 @@ class LlavaTrainingCallback(TrainerCallback):
             raise TrainingOptionsError([str(error)]) from None
         _check_resume_point(args)
         if model is not None:  # before the optimizer exists: it takes the newline into the base-rate groups
-            self._newline_under_lora = image_newline.train_under_lora(model)
+            self._newline_under_lora = train_newline_under_lora(model)
         rates = module_rates(self.options, ModuleKeys.of(model))
         if rates:
             try:
@@ -109,9 +112,9 @@ class LlavaTrainingCallback(TrainerCallback):
                   for rate in rates]
         if self._newline_under_lora:
             notes.append(f"image_newline trained with the language model and saved beside the adapter "
-                         f"({image_newline.FILE})")
+                         f"({NEWLINE_FILE})")
             if isinstance(args.resume_from_checkpoint, str):  # the Trainer loads the adapter only
-                image_newline.restore(model, args.resume_from_checkpoint)
+                restore_newline(model, args.resume_from_checkpoint)
         try:
             applied = apply_speed_options(self.options, model, args.device.type, self._speed)
         except LlavaLfError as error:
@@ -136,11 +139,11 @@ class LlavaTrainingCallback(TrainerCallback):
     def on_save(self, args, state, control, model=None, **kwargs):
         if self._newline_under_lora:  # the checkpoint the Trainer just wrote: PEFT saved the adapter only
             checkpoint = f"{args.output_dir}/checkpoint-{state.global_step}"
-            image_newline.save(model, checkpoint, state.is_world_process_zero)
+            save_newline(model, checkpoint, state.is_world_process_zero)
         return control
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._speed.close()
         if self._newline_under_lora:  # the host saves the adapter into output_dir right after this
-            image_newline.save(model, args.output_dir, state.is_world_process_zero)
+            save_newline(model, args.output_dir, state.is_world_process_zero)
         return control

@@ -58,14 +58,14 @@ def _groups(result: ScienceQAResult) -> dict[str, dict]:
 
 def _judged(args: argparse.Namespace, problems: list, answers: dict[str, str]) -> tuple[dict, Row, str, str]:
     """The judged figures: (payload, table row, Markdown paragraph, summary clause)."""
-    from . import scienceqa_judge
+    from .scienceqa_judge import judge_all, judged_answers
 
     if not args.judge_model:
         raise LlavaLfError("--judge-base-url needs --judge-model (it is recorded: the figure depends on it)")
     client = judge_client(args)
-    judged = scienceqa_judge.judge_all(client, problems, answers, args.judge_workers)
+    judged = judge_all(client, problems, answers, args.judge_workers)
     write_reviews(args.out_dir / f"scienceqa_{args.split}_judge_reviews.jsonl", judged)
-    final = score(problems, scienceqa_judge.judged_answers(answers, judged), args.split)
+    final = score(problems, judged_answers(answers, judged), args.split)
     sources = {name: sum(item.source == name for item in judged) for name in ("agreed", "judge", "ours")}
     served = sorted({item.served_model for item in judged if item.served_model})
     overall = final.groups["all"]
