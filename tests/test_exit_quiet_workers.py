@@ -49,12 +49,21 @@ if sys.argv[1] == "handler":  # both ranks, as in a run: rank 0 ends right after
     quiet_exit.install()
 dist.init_process_group("gloo")
 if rank == 1:
+    import time
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
-    for tid in os.listdir("/proc/self/task"):
-        if open(f"/proc/self/task/{tid}/comm").read().strip() == "pt_gloo_runloop":
-            os.sched_setaffinity(int(tid), {cpu})
-            os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
+    # A gloo thread names itself once it starts running: on a loaded machine that can be after init returns, so
+    # wait for the name rather than miss the thread (which would let the release land early, unseen).
+    deadline, runloops = time.monotonic() + 60, []
+    while not runloops and time.monotonic() < deadline:
+        runloops = [tid for tid in os.listdir("/proc/self/task")
+                    if open(f"/proc/self/task/{tid}/comm").read().strip() == "pt_gloo_runloop"]
+        time.sleep(0.01)
+    if not runloops:
+        sys.exit("no pt_gloo_runloop thread appeared within 60 s")
+    for tid in runloops:
+        os.sched_setaffinity(int(tid), {cpu})
+        os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
 
 def scalars():
     scalar = torch.ones(1)
@@ -78,9 +87,12 @@ def _two_processes(tmp_path, mode: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow  # two torchrun launches of two processes each: 20-60 s on 2 CPUs
 def test_a_worker_exits_cleanly_when_gloo_lets_go_of_its_tensors_late(tmp_path):
-    without = _two_processes(tmp_path, "bare")
+    for _attempt in range(3):  # the replay aborts every time on an idle machine; a busy one may still move it
+        without = _two_processes(tmp_path, "bare")
+        if "terminate called without an active exception" in without.stderr:
+            break
     assert without.returncode != 0 and "terminate called without an active exception" in without.stderr, (
-        "torch no longer aborts here; the exit handler may be unnecessary:\n" + without.stderr[-2000:])
+        "torch no longer aborts here in 3 tries; the exit handler may be unnecessary:\n" + without.stderr[-2000:])
     with_handler = _two_processes(tmp_path, "handler")
     assert with_handler.returncode == 0, with_handler.stderr[-3000:]
     assert "rank 0 done" in with_handler.stdout and "rank 1 done" in with_handler.stdout
