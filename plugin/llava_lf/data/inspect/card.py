@@ -11,6 +11,7 @@ from pathlib import Path
 from llava_lf.data.convert.validate import printable
 
 from .charts import answer_lengths_chart, aspect_ratio_chart, first_words_chart, lengths_chart, types_chart
+from .model_card import has_model, model_section, model_tokens_chart
 
 LIST_ROWS = 10  # rows of each "most common" list in card.md
 
@@ -170,7 +171,7 @@ def render_markdown(card: dict) -> str:
     cards = card["datasets"]
     header = ["# Data card", "", "Datasets: " + ", ".join(f"`{d['label']}` ({d['path']})" for d in cards), ""]
     header += [f"- {note}" for note in card["notes"]] + [""]
-    body = _composition(cards) + _lengths(cards) + _diversity(cards) + _images(cards) + _problems(cards)
+    body = _composition(cards) + _lengths(cards) + model_section(card) + _diversity(cards) + _images(cards) + _problems(cards)
     return "\n".join(header + body).rstrip() + "\n"
 
 
@@ -203,6 +204,8 @@ def write_card(card: dict, out: Path) -> list[Path]:
         tokens = [(d["lengths"]["tokens"] or {}).get("per_record_counts", {}) for d in cards]
         written.append(lengths_chart(cards, tokens, out / "tokens.png", "tokens", card["options"].get("cutoff_len")))
     written.append(first_words_chart(cards, out / "first_words.png"))
+    if has_model(cards):
+        written.append(model_tokens_chart(card, out / "model_tokens.png"))
     if _has_ratios(cards):
         written.append(aspect_ratio_chart(cards, out / "aspect_ratios.png"))
     return written

@@ -24,7 +24,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     options = InspectOptions(image_folder=folders[0] if len(folders) == 1 else None, template=args.template,
                              tokenizer=args.tokenizer, cutoff_len=args.cutoff_len, image_tokens=args.image_tokens,
                              image_headers=not args.no_image_headers, near_duplicates=args.near_duplicates,
-                             max_distance=args.max_distance, workers=args.workers)
+                             max_distance=args.max_distance, workers=args.workers, model=args.model)
     card = inspect_datasets(datasets, options, args.out)
     written = write_card(card, args.out)
     for data in card["datasets"]:
@@ -32,11 +32,19 @@ def run_inspect(args: argparse.Namespace) -> int:
               f"with an image, {data['problems']['rejected']:,} the converter would reject, "
               f"{data['diversity']['exact_duplicate_records']:,} exact duplicates, {data['images']['missing']:,} "
               "missing images")
+    for data in card["datasets"]:
+        if data.get("model"):
+            model = data["model"]
+            print(f"{data['label']} under {card['options']['model']['name']}: {model['samples']:,} samples, "
+                  f"cutoff_len keeping 99% whole {model['keep_99'] or '–'}, 100% {model['keep_100'] or '–'}"
+                  + (f" ({model['unknown']:,} with an image of unknown size left out)" if model["unknown"] else ""))
     print(f"data card: {written[1]} (figures in {written[0].name}, {len(written) - 2} charts)")
     return EXIT_OK
 
 
 def add_subcommand(commands) -> None:
+    from .options import TEMPLATES
+
     inspect = commands.add_parser(
         "inspect", help="a data card (card.md, card.json, charts) of LLaVA datasets, side by side",
         description="Reads each dataset once, as a stream (bounded memory), and writes OUT/card.md, OUT/card.json and "
@@ -49,12 +57,19 @@ def add_subcommand(commands) -> None:
                               "paths start from its own folder")
     inspect.add_argument("--out", type=Path, required=True,
                          help="folder for card.md, card.json and the charts (and, during the run, its database)")
-    inspect.add_argument("--template", choices=["llava_v1", "llava_plain"], default="llava_v1",
-                         help="the training template: token counts and the converter's checks (llava_plain: stage 1)")
-    inspect.add_argument("--tokenizer", "--model", dest="tokenizer", type=Path, default=None,
+    inspect.add_argument("--template", choices=TEMPLATES, default=None,
+                         help="the training template: token counts and the converter's checks (llava_plain: stage 1; "
+                              "default: a --model preset's chat format, else llava_v1)")
+    inspect.add_argument("--tokenizer", type=Path, default=None,
                          help="tokenizer or model folder: tokens per record, image tokens included")
+    inspect.add_argument("--model", default=None,
+                         help="a llava-hf LLaVA-1.5 / LLaVA-NeXT checkpoint folder (its processor and tokenizer files, "
+                              "no weights) or an assembly preset (llava1_5_7b, llava1_6_vicuna_7b, ...): image tokens "
+                              "per record as that model counts them (NeXT: from each image's size), the share over "
+                              "candidate cutoff_len values and the smallest that keeps 99%% / 100%% whole")
     inspect.add_argument("--cutoff-len", type=int, default=None,
-                         help="with --tokenizer: how many records and turns this cutoff would cut")
+                         help="with --tokenizer: how many records and turns this cutoff would cut; with --model: "
+                              "one more candidate")
     inspect.add_argument("--image-tokens", type=int, default=None,
                          help="tokens per image when --tokenizer has no Llava processor config (default 576)")
     inspect.add_argument("--near-duplicates", action="store_true",

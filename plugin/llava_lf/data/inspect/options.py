@@ -9,13 +9,14 @@ from llava_lf.errors import LlavaLfError
 
 from .near_duplicates import DEFAULT_MAX_DISTANCE
 
-TEMPLATES = ("llava_v1", "llava_plain")
+# LLaVA-1.5's two, then LLaVA-NeXT's formats for its other backbones (templates.next_formats)
+TEMPLATES = ("llava_v1", "llava_plain", "llava_mistral_instruct", "llava_chatml_direct", "llava_llama_3")
 
 
 @dataclass(frozen=True)
 class InspectOptions:
     image_folder: Path | None = None  # where a LLaVA file's image paths start; None: images are not looked at
-    template: str = "llava_v1"  # the training template: llava_plain applies the converter's stage-1 checks
+    template: str | None = None  # the training template (None: a preset's, else llava_v1); llava_plain: stage-1 checks
     tokenizer: Path | None = None  # a tokenizer or model folder: tokens per record
     cutoff_len: int | None = None  # with a tokenizer: what this cutoff would cut
     image_tokens: int | None = None  # tokens per image, when the tokenizer folder has no Llava processor config
@@ -23,13 +24,14 @@ class InspectOptions:
     near_duplicates: bool = False
     max_distance: int = DEFAULT_MAX_DISTANCE
     workers: int | None = None  # near-duplicate hashing processes
+    model: str | None = None  # a checkpoint folder or preset name: image tokens as that model counts them
 
     def __post_init__(self) -> None:
         problems = []
-        if self.template not in TEMPLATES:
+        if self.template is not None and self.template not in TEMPLATES:
             problems.append(f"--template {self.template!r} is not one of {', '.join(TEMPLATES)}")
-        if self.cutoff_len is not None and self.tokenizer is None:
-            problems.append("--cutoff-len needs --tokenizer: the cutoff is counted in the model's tokens")
+        if self.cutoff_len is not None and self.tokenizer is None and self.model is None:
+            problems.append("--cutoff-len needs --tokenizer or --model: the cutoff is counted in the model's tokens")
         if self.cutoff_len is not None and self.cutoff_len < 1:
             problems.append(f"--cutoff-len must be positive, got {self.cutoff_len}")
         if self.image_folder is not None and not self.image_folder.is_dir():

@@ -34,7 +34,9 @@ TABLES = {
     "tokens": {"tokens": "INTEGER", "fit": "VARCHAR", "pairs_cut": "INTEGER"},  # fit NULL: no cutoff
     "questions": {"text": "VARCHAR"},
     "answers": {"text": "VARCHAR", "words": "INTEGER", "type": "VARCHAR"},
-    "uses": {"use": "BIGINT", "written": "VARCHAR", "file": "VARCHAR"},  # file NULL: refused by the converter
+    "uses": {"use": "BIGINT", "written": "VARCHAR", "file": "VARCHAR", "idx": "BIGINT"},  # file NULL: refused
+    # --model: each record the converter keeps, its text tokens (images apart) and `data_source` (NULL: none)
+    "samples": {"idx": "BIGINT", "text": "BIGINT", "images": "INTEGER", "data_source": "VARCHAR"},
     "headers": {"file": "VARCHAR", "first": "BIGINT", "written": "VARCHAR", "width": "INTEGER", "height": "INTEGER",
                 "ratio": "VARCHAR", "format": "VARCHAR", "why": "VARCHAR"},  # why: unreadable
 }
