@@ -71,8 +71,8 @@ def load_model_view(value: str | Path) -> ModelView:
 
 
 def _checkpoint_view(path: Path) -> ModelView:
-    if not (path / "preprocessor_config.json").is_file():
-        raise LlavaLfError(f"--model {path}: no preprocessor_config.json; pass a llava-hf LLaVA-1.5 or LLaVA-NeXT "
+    if not any((path / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
+        raise LlavaLfError(f"--model {path}: no processor files; pass a llava-hf LLaVA-1.5 or LLaVA-NeXT "
                            "checkpoint folder (with its processor files), or a preset name")
     from transformers import AutoProcessor  # reads the processor and tokenizer files only
 
