@@ -1,5 +1,9 @@
 """`llava-lf convert` and `llava-lf check`: the converter's command line.
 
+SRC is a LLaVA JSON/JSONL file with --image-folder, or parquet shards in LLaVA-NeXT-Data's layout (files, a
+folder, a glob pattern such as 'data/train-*.parquet'), whose inline images are stored under OUT/images/ and
+whose path-only images are looked up under --image-folder.
+
 Exit codes: 0 written (convert) or nothing rejected (check); 1 something was rejected (check, or
 convert with --strict); 2 unusable input: not JSON (line and column named), no record kept, a wrong
 option or output; 3 an internal error (a bug), with its traceback.
@@ -10,16 +14,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llava_lf.errors import EXIT_OK, EXIT_REJECTED
+from llava_lf.errors import EXIT_OK, EXIT_REJECTED, LlavaLfError
 
 from .images import DEFAULT_MAX_PIXELS
+from .records import Template
 from .validate import printable
 
 
 def _add_validation_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", type=Path, help="LLaVA JSON array or JSON Lines file")
-    parser.add_argument("--image-folder", type=Path, required=True, help="the folder the 'image' paths start from")
-    parser.add_argument("--template", choices=["llava_v1", "llava_plain"], default="llava_v1",
+    parser.add_argument("src", type=Path, nargs="+",
+                        help="LLaVA JSON array or JSON Lines file; or parquet shards: files, a folder, a glob pattern")
+    parser.add_argument("--image-folder", type=Path, default=None,
+                        help="the folder the 'image' paths start from (LLaVA JSON: required; parquet: for rows "
+                             "whose image is a path without bytes)")
+    parser.add_argument("--template", choices=list(Template.__args__), default="llava_v1",
                         help="the training template: llava_plain (stage 1) takes one image and one pair per record")
     parser.add_argument("--verify-images", action="store_true",
                         help="decode every image (in parallel): rejects undecodable, truncated and oversized ones")
@@ -46,18 +54,41 @@ def _options(args: argparse.Namespace, absolute_paths: bool = False):
                           allow_symlinks=args.allow_symlinks, progress=True)
 
 
-def run_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_file
+def _json_source(args: argparse.Namespace) -> Path | None:
+    """The LLaVA JSON file, or None for parquet shards."""
+    from .parquet_reader import is_parquet_source
 
-    report = convert_file(args.src, args.image_folder, args.out, args.name, options=_options(args, args.absolute_paths))
+    if is_parquet_source(args.src):
+        return None
+    if args.image_folder is None:
+        raise LlavaLfError(f"{args.src[0]}: a LLaVA JSON file needs --image-folder, the folder its 'image' paths "
+                           "start from")
+    return args.src[0]
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    options = _options(args, args.absolute_paths)
+    if (src := _json_source(args)) is None:
+        from .parquet import convert_shards
+
+        report = convert_shards(args.src, args.out, args.name, args.image_folder, options=options)
+    else:
+        from .convert import convert_file
+
+        report = convert_file(src, args.image_folder, args.out, args.name, options=options)
     print(printable(report.summary()))
     return EXIT_REJECTED if args.strict and report.rejected else EXIT_OK
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from .convert import check_file
+    if (src := _json_source(args)) is None:
+        from .parquet import check_shards
 
-    report = check_file(args.src, args.image_folder, options=_options(args), rejected_path=args.report)
+        report = check_shards(args.src, args.image_folder, options=_options(args), rejected_path=args.report)
+    else:
+        from .convert import check_file
+
+        report = check_file(src, args.image_folder, options=_options(args), rejected_path=args.report)
     print(printable(report.summary()))
     return EXIT_REJECTED if report.rejected else EXIT_OK
 

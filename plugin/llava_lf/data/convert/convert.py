@@ -10,24 +10,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from llava_lf.errors import LlavaLfError
 
 from .cutoff import CutoffSpec, TurnBudget
 from .ids import SeenIds
 from .images import DEFAULT_MAX_PIXELS, ImageVerifier, fault_problem
-from .outputs import check_image_folder, check_not_inputs, check_readable, open_failed, plan_convert_outputs
+from .outputs import (
+    ConvertOutputs,
+    check_image_folder,
+    check_not_inputs,
+    check_readable,
+    open_failed,
+    plan_convert_outputs,
+)
 from .paths import ImageFolder
 from .reader import SourceRecord, iter_records, iter_records_with_progress
-from .records import SharegptRecord, dataset_info_entry
+from .records import SharegptRecord, Template, dataset_info_entry
 from .report import ConversionReport, Problem, Rejection
 from .validate import claim_output_id, normalise, record_id, record_images
 from .writer import AtomicFile, DatasetWriter, remove_leftovers, update_dataset_info
 
 __all__ = ["ConvertOptions", "check_file", "convert_file", "convert_records", "update_dataset_info"]
 
-Template = Literal["llava_v1", "llava_plain"]
 
 
 @dataclass(frozen=True)
@@ -62,29 +67,59 @@ class _Kept:
     index: int
     line: int | None
     source_id: str | None
-    source: object  # the record as read, for the report if image verification rejects it
+    source: object  # the record for the report, if image verification rejects it
     record: SharegptRecord
     image_files: list[str]  # absolute paths, for verification
     image_fields: list[str]  # where each image is named in the source record
     changes: list[str] = field(default_factory=list)
+    at: str | None = None
 
 
-def _validated(sources: Iterable[SourceRecord], folder: ImageFolder, options: ConvertOptions,
+class FolderImages:
+    """LLaVA JSON's images: paths, resolved under the image folder (parquet's are `image_store.ImageStore`)."""
+
+    carry: tuple[str, ...] = ()
+    decode = False  # images are decoded by the --verify-images stage, not here
+
+    def __init__(self, folder: ImageFolder):
+        self.folder = folder
+
+    def listed(self, record: object, problems: list[Problem]) -> list[str] | None:
+        return record_images(record, problems)
+
+    def resolve(self, record: object, images: list[str] | None, problems: list[Problem]):
+        written, files, fields = [], [], []
+        for position, path in enumerate(images or ()):
+            field_name = "image" if type(record["image"]) is str else f"image[{position}]"
+            if (resolved := self.folder.resolve(path, field_name, problems)) is not None:
+                written.append(resolved[0])
+                files.append(resolved[1])
+                fields.append(field_name)
+        return written, files, fields, ()
+
+    def keep(self, pending) -> None:
+        pass
+
+    def reportable(self, record: object) -> object:
+        return record
+
+    def finish(self, report: ConversionReport) -> None:
+        pass
+
+    def remove_leftovers(self) -> list[str]:
+        return []
+
+
+def _validated(sources: Iterable[SourceRecord], images: FolderImages, options: ConvertOptions,
                budget: TurnBudget | None) -> Iterator[_Kept | Rejection]:
     seen = SeenIds()
     plain = options.template == "llava_plain"
     for source in sources:
         problems: list[Problem] = []
         rid = record_id(source.value, problems)
-        images = record_images(source.value, problems)
-        normalised = normalise(source.value, images, plain, problems)
-        written, files, fields = [], [], []
-        for position, path in enumerate(images or ()):
-            field_name = "image" if type(source.value["image"]) is str else f"image[{position}]"
-            if (resolved := folder.resolve(path, field_name, problems)) is not None:
-                written.append(resolved[0])
-                files.append(resolved[1])
-                fields.append(field_name)
+        listed = images.listed(source.value, problems)
+        normalised = normalise(source.value, listed, plain, problems)
+        written, files, fields, pending = images.resolve(source.value, listed, problems)
         output_id = claim_output_id(seen, source.value, rid, source.index, problems)
         turns = normalised.turns if normalised is not None and not problems else None
         if turns is not None and budget is not None:
@@ -93,10 +128,14 @@ def _validated(sources: Iterable[SourceRecord], folder: ImageFolder, options: Co
                 normalised.changes.append("turns_trimmed")
             turns = fitted
         if turns is None:
-            yield Rejection.of(source.index, rid, source.line, problems, source.value)
+            yield Rejection.of(source.index, rid, source.line, problems, images.reportable(source.value), source.at)
             continue
+        images.keep(pending)  # stored only now: a rejected row leaves no file behind
         record: SharegptRecord = {"id": output_id, "conversations": turns, "images": written}
-        yield _Kept(source.index, source.line, rid, source.value, record, files, fields, normalised.changes)
+        for column in images.carry:
+            record[column] = source.value.get(column)
+        yield _Kept(source.index, source.line, rid, images.reportable(source.value), record, files, fields,
+                    normalised.changes, source.at)
 
 
 def _image_files(item: _Kept | Rejection) -> list[str]:
@@ -112,18 +151,17 @@ def _verified(items: Iterator[_Kept | Rejection], options: ConvertOptions) -> It
             continue
         problems = [fault_problem(fault, item.image_fields[position], item.image_files[position])
                     for position, fault in bad]
-        yield Rejection.of(item.index, item.source_id, item.line, problems, item.source)
+        yield Rejection.of(item.index, item.source_id, item.line, problems, item.source, item.at)
 
 
-def _pipeline(sources: Iterable[SourceRecord], image_folder: Path, out_dir: Path | None,
-              options: ConvertOptions, report: ConversionReport) -> Iterator[_Kept | Rejection]:
-    folder = ImageFolder(image_folder, out_dir, options.absolute_paths, options.allow_symlinks)
+def _pipeline(sources: Iterable[SourceRecord], images: FolderImages, options: ConvertOptions,
+              report: ConversionReport) -> Iterator[_Kept | Rejection]:
     budget = None
     if options.cutoff_len is not None:
         budget = TurnBudget(CutoffSpec(options.cutoff_len, options.tokenizer, options.template, options.image_tokens))
         report.notes.extend(budget.notes)
-    items = _validated(sources, folder, options, budget)
-    if options.verify_images:
+    items = _validated(sources, images, options, budget)
+    if options.verify_images and not images.decode:
         items = _verified(items, options)
     for item in items:
         report.total += 1
@@ -145,12 +183,17 @@ def _sources(src: Path, options: ConvertOptions) -> Iterator[SourceRecord]:
         yield from iter_records_with_progress(src, bar)
 
 
+def _folder_images(image_folder: Path, out_dir: Path | None, options: ConvertOptions) -> FolderImages:
+    return FolderImages(ImageFolder(image_folder, out_dir, options.absolute_paths, options.allow_symlinks))
+
+
 def convert_records(records: Iterable[object], image_folder: Path, out_dir: Path,
                     options: ConvertOptions | None = None) -> Iterator[SharegptRecord | Rejection]:
     """Yield a converted record or a `Rejection` for each parsed LLaVA record, in order."""
+    options = options or ConvertOptions()
     sources = (SourceRecord(index, None, value) for index, value in enumerate(records))
     report = ConversionReport(source="<records>", output=None)
-    for item in _pipeline(sources, Path(image_folder), Path(out_dir), options or ConvertOptions(), report):
+    for item in _pipeline(sources, _folder_images(Path(image_folder), Path(out_dir), options), options, report):
         yield item if isinstance(item, Rejection) else item.record
 
 
@@ -166,6 +209,13 @@ def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str,
     src = Path(src)
     plan = plan_convert_outputs(src, Path(image_folder), Path(out_dir), name)
     report = ConversionReport(source=str(src), output=str(plan.dataset), rejected_path=str(plan.rejected))
+    images = _folder_images(Path(image_folder), plan.folder, options)
+    return write_dataset(plan, name, _sources(src, options), images, options, report)
+
+
+def write_dataset(plan: ConvertOutputs, name: str, sources: Iterable[SourceRecord], images: FolderImages,
+                  options: ConvertOptions, report: ConversionReport) -> ConversionReport:
+    """Run the pipeline into `plan`'s files, published only when whole (the dataset, then its registration)."""
     try:
         dataset = DatasetWriter(plan.dataset)
     except OSError as error:
@@ -178,13 +228,14 @@ def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str,
         plan.remove_if_created()
         raise open_failed(plan.folder, error) from None
     try:
-        for item in _pipeline(_sources(src, options), Path(image_folder), plan.folder, options, report):
+        for item in _pipeline(sources, images, options, report):
             if isinstance(item, Rejection):
                 rejected.write_json_line(item.to_json())
             else:
                 dataset.write(item.record)
         if report.written == 0:
             raise nothing_kept(report)
+        images.finish(report)  # stored images on disk before the dataset that names them
     except BaseException:
         dataset.discard()
         rejected.discard()
@@ -196,7 +247,8 @@ def convert_file(src: Path, image_folder: Path, out_dir: Path, name: str,
     dataset.commit()
     rejected.commit()
     update_dataset_info(plan.folder, name, dataset_info_entry(plan.dataset.name))
-    report.notes.extend(f"removed {leftover}, left by an interrupted run" for leftover in remove_leftovers(plan.folder))
+    leftovers = remove_leftovers(plan.folder) + [f"images/{entry}" for entry in images.remove_leftovers()]
+    report.notes.extend(f"removed {leftover}, left by an interrupted run" for leftover in leftovers)
     return report
 
 
@@ -228,16 +280,24 @@ def check_file(src: Path, image_folder: Path, options: ConvertOptions | None = N
         raise LlavaLfError(problems)
     report = ConversionReport(source=str(src), output=None,
                               rejected_path=str(rejected_path) if rejected_path is not None else None)
+    images = _folder_images(Path(image_folder), None, options)
+    return check_records(_sources(src, options), images, options, report, rejected_path)
+
+
+def check_records(sources: Iterable[SourceRecord], images: FolderImages, options: ConvertOptions,
+                  report: ConversionReport, rejected_path: Path | None) -> ConversionReport:
+    """Run the pipeline, writing only the rejections (to `rejected_path`, when given)."""
     try:
         rejected = AtomicFile(Path(rejected_path)) if rejected_path is not None else None
     except OSError as error:
         raise open_failed(Path(rejected_path).parent, error) from None
     try:
-        for item in _pipeline(_sources(src, options), Path(image_folder), None, options, report):
+        for item in _pipeline(sources, images, options, report):
             if rejected is not None and isinstance(item, Rejection):
                 rejected.write_json_line(item.to_json())
         if report.total == 0:
             raise nothing_kept(report)
+        images.finish(report)
     except BaseException:
         if rejected is not None:
             rejected.discard()

@@ -81,16 +81,23 @@ def check_not_inputs(outputs: list[Path], inputs: list[Path]) -> list[str]:
     return problems
 
 
-def plan_convert_outputs(src: Path, image_folder: Path, out_dir: Path, name: str) -> ConvertOutputs:
-    """The paths `convert` will write, once every check passed; raises `LlavaLfError` listing every problem."""
+def plan_convert_outputs(src: Path | None, image_folder: Path | None, out_dir: Path, name: str,
+                         inputs: list[Path] | None = None) -> ConvertOutputs:
+    """The paths `convert` will write, once every check passed; raises `LlavaLfError` listing every problem.
+
+    `src` is the JSON file (None for parquet shards, read already), `inputs` every file read (default [src]);
+    `image_folder` None: none given (parquet's is optional).
+    """
     out_dir = Path(out_dir)
-    problems = check_name(name) + check_readable(src) + check_image_folder(image_folder)
+    inputs = inputs if inputs is not None else [Path(src)]
+    problems = check_name(name) + (check_readable(src) if src is not None else [])
+    problems += check_image_folder(image_folder) if image_folder is not None else []
     if os.path.lexists(out_dir) and not out_dir.is_dir():
         problems.append(f"--out {out_dir} is a file, not a folder; pass a folder (it is created if missing)")
     outputs = ConvertOutputs(out_dir, out_dir / f"{name}.jsonl", out_dir / f"{name}.rejected.jsonl",
                              out_dir / "dataset_info.json")
     if not problems:
-        problems += check_not_inputs([outputs.dataset, outputs.rejected, outputs.info], [Path(src)])
+        problems += check_not_inputs([outputs.dataset, outputs.rejected, outputs.info], inputs)
     if not problems:
         try:
             read_dataset_info(outputs.info)

@@ -33,8 +33,9 @@ def format_error(path: Path, line: int, column: int, message: str) -> LlavaLfErr
 @dataclass(frozen=True)
 class SourceRecord:
     index: int  # position in the file, from 0
-    line: int  # the line where the record starts, from 1
+    line: int | None  # the line where the record starts, from 1 (None: not from a text file)
     value: object  # parsed JSON, not yet validated
+    at: str | None = None  # where a parquet row lies ("train-00001.parquet row 17")
 
 
 class _Buffer:

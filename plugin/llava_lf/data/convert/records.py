@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from llava_lf.formats import IMAGE_TOKEN
 
 IMAGE_PLACEHOLDER = IMAGE_TOKEN  # one definition of the placeholder, shared with the templates
 ROLE_HUMAN, ROLE_GPT, ROLE_SYSTEM = "human", "gpt", "system"
+# The templates a converted dataset may train with: LLaVA-1.5's two, and NeXT's per language model.
+Template = Literal["llava_v1", "llava_plain", "llava_mistral_instruct", "llava_chatml_direct", "llava_llama_3"]
 
 
 # "from" is a Python keyword, so these use the functional TypedDict syntax.
@@ -18,6 +20,7 @@ class SharegptRecord(TypedDict):
     id: str
     conversations: list[LlavaTurn]
     images: list[str]
+    data_source: NotRequired[str | None]  # parquet rows' source set, kept for the data card
 
 
 def dataset_info_entry(file_name: str) -> dict:

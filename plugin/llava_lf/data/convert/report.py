@@ -49,18 +49,26 @@ class Rejection:
     line: int | None = None
     also: tuple[Problem, ...] = ()
     record: object = field(default=None, repr=False, compare=False)
+    at: str | None = None  # where a parquet row lies: shard and row
+
+    @property
+    def where(self) -> str:
+        return self.at if self.at is not None else f"line {self.line}"
 
     @classmethod
     def of(cls, index: int, record_id: str | None, line: int | None, problems: list[Problem],
-           record: object = None) -> Rejection:
+           record: object = None, at: str | None = None) -> Rejection:
         first, *others = problems
-        return cls(index, record_id, first.reason, first.field, first.message, first.fix, line, tuple(others), record)
+        return cls(index, record_id, first.reason, first.field, first.message, first.fix, line, tuple(others), record,
+                   at)
 
     def to_json(self) -> dict:
         """The report row; a record too deep to parse is kept as its text (`record_text`) instead of `record`."""
         row = asdict(replace(self, record=None))  # asdict would deep-copy the record
         if not self.also:
             del row["also"]
+        if self.at is None:
+            del row["at"]
         if isinstance(self.record, Unparsable):
             del row["record"]
             row["record_text"] = self.record.text
@@ -82,6 +90,9 @@ class ConversionReport:
     rejected_path: str | None = None
     notes: list[str] = field(default_factory=list)  # how options were resolved (e.g. image tokens used)
     keep: int = 1000  # rejections held in memory, so memory does not grow with a bad file
+    stored_images: int | None = None  # parquet: distinct inline images of kept records (None: not parquet)
+    duplicate_images: int = 0  # parquet: further uses of an image already stored
+    image_store: str | None = None  # the folder they are stored in
 
     def add_rejection(self, rejection: Rejection) -> None:
         self.rejected += 1
@@ -93,13 +104,17 @@ class ConversionReport:
         target = f"{self.written} written to {self.output}" if self.output else f"{self.written} valid"
         lines = [f"{self.source}: {self.total} records, {target}, {self.rejected} rejected"]
         lines += [f"  note: {note}" for note in self.notes]
+        if self.stored_images is not None:
+            stored = f" stored in {self.image_store}" if self.image_store else ""
+            lines.append(f"  images: {self.stored_images} distinct inline images{stored}, "
+                         f"{self.duplicate_images} duplicate uses of them (stored once)")
         examples = {}
         for rejection in self.rejections:
             examples.setdefault(rejection.reason, rejection)
         for reason, count in self.reasons.most_common():
             lines.append(f"  rejected {reason}: {count}")
             if (example := examples.get(reason)) is not None:
-                lines.append(f"    e.g. record {example.index} (id {example.id}, line {example.line}), "
+                lines.append(f"    e.g. record {example.index} (id {example.id}, {example.where}), "
                              f"{example.field}: {example.message}; fix: {example.fix}")
         lines += [f"  changed {change}: {count}" for change, count in self.changes.most_common()]
         if self.rejected_path and self.rejected:
