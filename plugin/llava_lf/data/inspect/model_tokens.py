@@ -8,6 +8,7 @@ import math
 from itertools import accumulate
 
 import duckdb
+import numpy as np
 
 from llava_lf.data.convert.records import IMAGE_PLACEHOLDER, LlavaTurn
 
@@ -55,8 +56,11 @@ def _size_tokens(con: duckdb.DuckDBPyConnection, view: ModelView) -> None:
     """Table `sizes`: each distinct readable image size and its token count under the view (one count per size)."""
     con.execute("CREATE OR REPLACE TEMP TABLE sizes (width INTEGER, height INTEGER, tokens BIGINT)")
     rows = con.execute("SELECT DISTINCT width, height FROM headers WHERE why IS NULL").fetchall()
-    if rows:
-        con.executemany("INSERT INTO sizes VALUES (?, ?, ?)", [(w, h, view.image_tokens(w, h)) for w, h in rows])
+    if rows:  # numpy columns, read by DuckDB's replacement scan (a photo set has tens of thousands of sizes)
+        batch = {"width": np.array([w for w, _ in rows], dtype=np.int64),  # noqa: F841  (read by name in SQL)
+                 "height": np.array([h for _, h in rows], dtype=np.int64),
+                 "tokens": np.array([view.image_tokens(w, h) for w, h in rows], dtype=np.int64)}
+        con.execute("INSERT INTO sizes SELECT width, height, tokens FROM batch")
 
 
 def model_figures(con: duckdb.DuckDBPyConnection, view: ModelView, cutoff_len: int | None) -> dict:
