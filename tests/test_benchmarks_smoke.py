@@ -24,7 +24,7 @@ TESTS = REPO / "tests"
 THIS = Path(__file__).name
 # Script -> the test file holding its smoke run.
 SMOKED = {
-    "assemble_peak_rss.py": THIS, "convert_throughput.py": THIS, "eval_predict_speed.py": "test_eval_predict_speed.py",
+    "assemble_peak_rss.py": THIS, "convert_throughput.py": THIS, "convert_parquet_throughput.py": THIS, "eval_predict_speed.py": "test_eval_predict_speed.py",
     "fetch_gpu_wheels.sh": THIS, "generate_throughput.py": THIS, "gpu_run.sh": THIS, "hook_cost.py": THIS,
     "inspect_throughput.py": "test_inspect_benchmark.py", "lora_speed.py": "test_speed_benchmark.py",
     "packing_padding.py": "test_speed_benchmark.py", "preprocess_throughput.py": THIS, "zero_rates.py": THIS,
@@ -178,6 +178,21 @@ def test_convert_throughput_converts_every_generated_record(tmp_path):
     assert f"{records} written" in measured["summary"] and " 0 rejected" in measured["summary"]
     assert measured["peak_rss_mb"] > 0
     assert (tmp_path / "chart.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_convert_parquet_throughput_converts_every_generated_row(tmp_path):
+    figures = tmp_path / "figures.json"
+    run([sys.executable, str(BENCH / "convert_parquet_throughput.py"), "--rows", "300", "--image-kb", "5",
+         "--keep", str(tmp_path / "work"), "--json", str(figures)], timeout=300)
+    measured = json.loads(figures.read_text())
+    written = (tmp_path / "work" / "datasets" / "next.jsonl").read_text().splitlines()
+    stored = [path for path in (tmp_path / "work" / "datasets" / "images").rglob("*.jpg")]
+    assert measured["rows"] == 300 == len(written)  # the timed run converted every generated row
+    assert len(stored) == measured["distinct_images"] < measured["image_rows"]  # duplicates stored once
+    assert f"{measured['distinct_images']} distinct inline images" in measured["summary"]
+    assert measured["peak_rss_mb"] > 0
 
 
 @pytest.mark.slow

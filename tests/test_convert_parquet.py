@@ -88,6 +88,7 @@ def _single_rows(images_dir: Path) -> list[dict]:
     add("no-bytes", _turns("Q?", "A."), {"bytes": None, "path": None}, reason="missing_image")
     add("empty-bytes", _turns("Q?", "A."), {"bytes": b"", "path": None}, reason="missing_image")
     add("garbage", _turns("Q?", "A."), {"bytes": os.urandom(3000), "path": "x.jpg"}, reason="image_undecodable")
+    add("cut-header", _turns("Q?", "A."), {"bytes": _jpeg(65)[:200], "path": None}, reason="image_undecodable")
     add("eps", _turns("Q?", "A."), {"bytes": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "path": None},
         reason="image_undecodable")
     add("bomb", _turns("Q?", "A."), {"bytes": _bomb_png(), "path": None}, reason="image_too_large")

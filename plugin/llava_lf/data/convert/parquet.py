@@ -12,7 +12,7 @@ from llava_lf.errors import LlavaLfError
 from .convert import ConvertOptions, check_records, write_dataset
 from .image_store import ImageStore
 from .outputs import check_image_folder, check_not_inputs, plan_convert_outputs
-from .parquet_reader import Shards, find_shards, iter_rows
+from .parquet_reader import Shards, find_shards, iter_batches
 from .paths import ImageFolder
 from .reader import SourceRecord
 from .report import ConversionReport
@@ -25,14 +25,15 @@ def _describe(shards: Shards) -> str:
     return str(first) if len(shards.files) == 1 else f"{first.parent}/ ({len(shards.files)} parquet shards)"
 
 
-def _rows(shards: Shards, options: ConvertOptions) -> Iterator[SourceRecord]:
+def _rows(shards: Shards, store: ImageStore, options: ConvertOptions) -> Iterator[SourceRecord]:
+    rows = store.ahead(iter_batches(shards))
     if not options.progress:
-        yield from iter_rows(shards)
+        yield from rows
         return
     from tqdm import tqdm
 
     with tqdm(total=shards.rows, unit="row", unit_scale=True, desc="parquet", disable=None) as bar:
-        for row in iter_rows(shards):
+        for row in rows:
             yield row
             bar.update(1)
 
@@ -45,7 +46,7 @@ def _store(shards: Shards, out_dir: Path | None, image_folder: Path | None, opti
     # check writes no files, so --verify-images decodes in place there; convert decodes the stored files
     return ImageStore(out_dir, folder, options.absolute_paths, options.max_pixels,
                       decode=out_dir is None and options.verify_images,
-                      carry=("data_source",) if shards.has_data_source else ())
+                      carry=("data_source",) if shards.has_data_source else (), threads=options.workers)
 
 
 def convert_shards(sources: list[Path], out_dir: Path, name: str, image_folder: Path | None = None,
@@ -58,7 +59,7 @@ def convert_shards(sources: list[Path], out_dir: Path, name: str, image_folder: 
     plan = plan_convert_outputs(None, image_folder, Path(out_dir), name, inputs=shards.files)
     report = ConversionReport(source=_describe(shards), output=str(plan.dataset), rejected_path=str(plan.rejected))
     store = _store(shards, plan.folder, image_folder, options)
-    return write_dataset(plan, name, _rows(shards, options), store, options, report)
+    return write_dataset(plan, name, _rows(shards, store, options), store, options, report)
 
 
 def check_shards(sources: list[Path], image_folder: Path | None = None, options: ConvertOptions | None = None,
@@ -74,4 +75,4 @@ def check_shards(sources: list[Path], image_folder: Path | None = None, options:
     report = ConversionReport(source=_describe(shards), output=None,
                               rejected_path=str(rejected_path) if rejected_path is not None else None)
     store = _store(shards, None, Path(image_folder) if image_folder is not None else None, options)
-    return check_records(_rows(shards, options), store, options, report, rejected_path)
+    return check_records(_rows(shards, store, options), store, options, report, rejected_path)

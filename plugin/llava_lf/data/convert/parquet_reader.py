@@ -25,12 +25,13 @@ _IMAGE_COLUMNS = ("image", "images")
 _GLOB_CHARS = frozenset("*?[")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ImageRef:
     """One image of a row as the Image feature stores it: inline bytes, a path, both, or neither."""
 
-    data: bytes | None
+    data: bytes | memoryview | None  # a view into the batch's buffer when read from a binary field
     path: str | None
+    checked: tuple | None = None  # what `ImageStore.inspect` found, when done ahead (in a thread)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,47 @@ def _refs(value: object) -> list[ImageRef] | object:
     return value  # mistyped: the validator reports it
 
 
+def _struct_refs(array) -> list[ImageRef | None] | None:
+    """Image feature structs as ImageRefs (None where the struct is null), the bytes as views of the batch's buffer
+    (no copy); None when the struct's fields are not {bytes: binary, path: string}."""
+    import pyarrow as pa
+
+    fields = {field.name: field.type for field in array.type}
+    if not set(fields) <= {"bytes", "path"} or not (pa.types.is_binary(fields.get("bytes", pa.binary())) or
+                                                   pa.types.is_large_binary(fields["bytes"])) or \
+            not pa.types.is_string(fields.get("path", pa.string())):
+        return None
+    blobs = array.field("bytes") if "bytes" in fields else None
+    paths = array.field("path").to_pylist() if "path" in fields else [None] * len(array)
+    refs: list[ImageRef | None] = []
+    for position, valid in enumerate(array.is_valid().to_pylist()):
+        if not valid:
+            refs.append(None)
+            continue
+        blob = blobs[position] if blobs is not None else None
+        data = memoryview(blob.as_buffer()) if blob is not None and blob.is_valid else None
+        refs.append(ImageRef(data, paths[position] or None))
+    return refs
+
+
+def _image_cells(column) -> list:
+    """A batch's image column as one cell per row: a list of ImageRefs, or the value as read when mistyped."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(column.type) and (refs := _struct_refs(column)) is not None:
+        return [[ref] if ref is not None else [] for ref in refs]
+    if pa.types.is_list(column.type) and pa.types.is_struct(column.type.value_type):
+        values = _struct_refs(column.flatten())
+        if values is not None:
+            cells, start = [], 0
+            for length in column.value_lengths().to_pylist():
+                items = values[start:start + (length or 0)]
+                cells.append([ref if ref is not None else ImageRef(None, None) for ref in items])
+                start += length or 0
+            return cells
+    return [_refs(value) for value in column.to_pylist()]
+
+
 def _conversations(value: object) -> object:
     """A list of turns as read; a JSON string (some sets store the turns so) parsed, or left for the validator."""
     if type(value) is str:
@@ -141,6 +183,12 @@ def _conversations(value: object) -> object:
 
 def iter_rows(shards: Shards, batch_rows: int = BATCH_ROWS) -> Iterator[SourceRecord]:
     """Every row of every shard, in order, as a LLaVA record; `image` holds the row's `ImageRef`s."""
+    for batch in iter_batches(shards, batch_rows):
+        yield from batch
+
+
+def iter_batches(shards: Shards, batch_rows: int = BATCH_ROWS) -> Iterator[list[SourceRecord]]:
+    """The rows of `iter_rows`, a batch at a time."""
     import pyarrow.parquet as pq
 
     index = 0
@@ -150,7 +198,9 @@ def iter_rows(shards: Shards, batch_rows: int = BATCH_ROWS) -> Iterator[SourceRe
         wanted = [name for name in ("id", "conversations", "data_source", shards.image_column) if name in names]
         row = 0
         for batch in handle.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=False):
-            columns = {name: batch.column(name).to_pylist() for name in wanted}
+            columns = {name: _image_cells(batch.column(name)) if name == shards.image_column else
+                       batch.column(name).to_pylist() for name in wanted}
+            rows = []
             for position in range(batch.num_rows):
                 record = {"conversations": _conversations(columns["conversations"][position])}
                 if "id" in columns and (rid := columns["id"][position]) is not None:
@@ -158,9 +208,9 @@ def iter_rows(shards: Shards, batch_rows: int = BATCH_ROWS) -> Iterator[SourceRe
                 if shards.has_data_source:
                     record["data_source"] = columns["data_source"][position] if "data_source" in columns else None
                 if shards.image_column is not None:
-                    image = columns[shards.image_column][position] if shards.image_column in columns else None
-                    record["image"] = _refs(image)
-                yield SourceRecord(index, None, record, f"{path.name} row {row}")
+                    record["image"] = columns[shards.image_column][position] if shards.image_column in columns else []
+                rows.append(SourceRecord(index, None, record, f"{path.name} row {row}"))
                 index += 1
                 row += 1
+            yield rows
         handle.close()
