@@ -196,3 +196,15 @@ def test_bad_model_and_option_clashes_are_named(tmp_path):
     result = llava_lf("inspect", data, "--out", tmp_path / "card", "--model", "llava1_6_vicuna_7b",
                       "--no-image-headers")
     assert result.returncode != 0 and "--no-image-headers" in result.stderr
+
+
+@pytest.mark.host
+def test_the_cards_default_cutoff_is_the_hosts():
+    import dataclasses
+
+    from llamafactory.hparams import DataArguments
+
+    from llava_lf.data.inspect.model_tokens import HOST_CUTOFF_LEN
+
+    default = {field.name: field.default for field in dataclasses.fields(DataArguments)}["cutoff_len"]
+    assert HOST_CUTOFF_LEN == default
