@@ -72,8 +72,9 @@ def record_type(record: dict, pairs: int, first_question: str, rule: TypeRule) -
 
 
 def record_source(record: dict, images: list[str]) -> str:
-    """A `source` field, else the image's top folder (coco, gqa, ...), else a letters-only id prefix."""
-    value = record.get("source")
+    """A `source` field (`data_source` in parquet sets), else the image's top folder (coco, gqa, ...), else a
+    letters-only id prefix."""
+    value = record.get("source") or record.get("data_source")
     if type(value) is str and value:
         return value
     if images:
