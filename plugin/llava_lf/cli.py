@@ -35,10 +35,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not (recipes / "stage1_pretrain.yaml").is_file():
         raise LlavaLfError(f"--recipes {recipes}: no demo YAMLs there (stage1_pretrain.yaml, ...); pass the folder "
                            "that `llava-lf recipes copy DIR` writes as DIR/demo, or leave --recipes out")
-    config = DemoConfig(out=args.out, recipes=recipes, n_train=args.train_scenes, n_test=args.test_scenes,
-                        seed=args.seed)
+    config = DemoConfig(out=args.out or Path("runs/demo_next" if args.next else "runs/demo"), recipes=recipes,
+                        n_train=args.train_scenes, n_test=args.test_scenes, seed=args.seed)
+    if args.next:
+        from .demo.next_demo import format_next_result, next_demo_config, run_next_demo
+
+        if args.data_only:
+            config = next_demo_config(config)
+        else:
+            print(format_next_result(run_next_demo(config)))
+            return EXIT_OK
     if args.data_only:
-        layout = DemoLayout(args.out)
+        layout = DemoLayout(config.out)
         write_data_step(config, layout)
         print(f"demo data in {layout.data}, datasets registered in {layout.datasets / 'dataset_info.json'}")
         return EXIT_OK
@@ -62,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run the embedded tiny-LLaVA pipeline end to end on CPU")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--out", type=Path, default=None, help="default runs/demo (with --next: runs/demo_next)")
+    demo.add_argument("--next", action="store_true",
+                      help="LLaVA-NeXT (AnyRes) beside LLaVA-1.5 on pictures with small shapes, from one stage 1")
     demo.add_argument("--recipes", type=Path, default=None, help="folder of the demo YAMLs (default: yaml/demo)")
     demo.add_argument("--train-scenes", type=int, default=2000)
     demo.add_argument("--test-scenes", type=int, default=60, help="held-out scenes, five questions each")

@@ -78,16 +78,17 @@ def _conversation(qas: list[Question]) -> list[dict[str, str]]:
 
 
 def write_demo_data(root: Path, n_train: int, n_test: int, image_size: int, seed: int,
-                    n_text: int | None = None) -> DemoData:
+                    n_text: int | None = None, small_share: float = 0.0) -> DemoData:
     """Generate train and held-out scenes; every file the demo's later steps read.
 
     The language model's text comes from `n_text` further scenes (default 4 x n_train) that are never drawn:
-    about 1,500 warm-up steps, the point at which the tiny LM learns to look cells up (measured).
+    about 1,500 warm-up steps, the point at which the tiny LM learns to look cells up (measured). Text has no
+    sizes, so it is the same whatever `image_size` and `small_share` (the share of shapes drawn small) are.
     """
     image_dir = root / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    train = make_scenes(n_train, seed, image_size)
-    test = make_scenes(n_test, seed + 1, image_size, first_id=n_train)
+    train = make_scenes(n_train, seed, image_size, small_share=small_share)
+    test = make_scenes(n_test, seed + 1, image_size, first_id=n_train, small_share=small_share)
     for scene in train + test:
         render(scene).save(image_dir / scene.file_name)
     _write_coco(root / "train", train)
@@ -117,7 +118,10 @@ def write_demo_data(root: Path, n_train: int, n_test: int, image_size: int, seed
     with open(data.test_questions, "w", encoding="utf-8") as handle:
         for scene in test:
             for qa in questions(scene, qrng):
-                handle.write(json.dumps({**asdict(qa), "image": scene.file_name}) + "\n")
+                record = asdict(qa)
+                if not small_share:  # the 1.5 demo's file as it always was
+                    del record["small"]
+                handle.write(json.dumps({**record, "image": scene.file_name}) + "\n")
     text_scenes = make_scenes(4 * n_train if n_text is None else n_text, seed + 4, image_size, first_id=n_train + n_test)
     corpus = language_corpus(text_scenes, random.Random(seed + 5))
     with open(data.text_corpus, "w", encoding="utf-8") as handle:

@@ -34,6 +34,13 @@ class DemoConfig:
     seed: int = 0
     dims: TinyDims = TinyDims()
     train_overrides: tuple[tuple[str, object], ...] = ()  # e.g. (("max_steps", 2),) for a smoke run
+    picture_size: int | None = None  # pixels a side; None: the tiny tower's tile (dims.image_size)
+    small_share: float = 0.0  # the share of shapes drawn small (the NeXT demo's pictures)
+
+    @property
+    def common(self) -> dict[str, object]:
+        """What every training run of the demo is given on top of its YAML."""
+        return {"dataset_dir": DemoLayout(self.out).datasets, **dict(self.train_overrides)}
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class DemoLayout:
             "data": "data", "datasets": "datasets", "logs": "logs", "results": "results",
             "clip": "models/clip", "llama": "models/llama", "llama_warm": "models/llama_warm",
             "base": "models/llava_base", "stage1": "stage1", "stage2": "stage2", "export": "export",
+            "next_s1": "models/llava_next_s1", "next_stage2": "stage2_next", "next_export": "export_next",
         }
         if name not in relative:
             raise AttributeError(name)
@@ -65,7 +73,7 @@ class DemoResult:
     seconds: float
 
 
-class _Progress:
+class Progress:
     def __init__(self, total: int):
         self.total, self.index, self.started = total, 0, time.time()
 
@@ -103,17 +111,15 @@ def chat_once(model_dir: Path, data: DemoData) -> tuple[str, str, str]:
 
 def write_data_step(config: DemoConfig, layout: DemoLayout) -> DemoData:
     """The demo's first step: the synthetic pictures, their LLaVA JSON, and the datasets the host reads."""
-    data = write_demo_data(layout.data, config.n_train, config.n_test, config.dims.image_size, config.seed)
+    size = config.picture_size or config.dims.image_size
+    data = write_demo_data(layout.data, config.n_train, config.n_test, size, config.seed,
+                           small_share=config.small_share)
     prepare_datasets(data, layout)
     return data
 
 
-def run_demo(config: DemoConfig) -> DemoResult:
-    layout, progress = DemoLayout(config.out), _Progress(9)
-    yaml_dir = config.recipes
-    common = {"dataset_dir": layout.datasets, **dict(config.train_overrides)}
-    layout.results.mkdir(parents=True, exist_ok=True)
-
+def data_and_models_steps(config: DemoConfig, layout: DemoLayout, progress: Progress) -> DemoData:
+    """The steps every demo opens with: pictures and datasets, tiny parts, the text warm-up, stage 1's base."""
     progress.step(f"synthetic picture set: {config.n_train} training and {config.n_test} held-out scenes")
     data = write_data_step(config, layout)
     write_data_card({"shapes_caption": data.caption_json, "shapes_instruct": data.instruct_json}, data.image_dir,
@@ -126,25 +132,42 @@ def run_demo(config: DemoConfig) -> DemoResult:
     build_language_model(config.dims, tokenizer, layout.llama, seed=config.seed)
 
     progress.step("language-model warm-up on text (llamafactory-cli train, stage: pt)")
-    run_host("train", yaml_dir / "lm_warmup.yaml",
-             {**common, "model_name_or_path": layout.llama, "output_dir": layout.llama_warm}, layout.logs / "lm_warmup.log")
+    run_host("train", config.recipes / "lm_warmup.yaml",
+             {**config.common, "model_name_or_path": layout.llama, "output_dir": layout.llama_warm},
+             layout.logs / "lm_warmup.log")
 
     progress.step("assemble CLIP + projector + LLaMA into a llava-hf checkpoint")
     assemble(AssemblySpec(vision=layout.clip, llm=layout.llama_warm, out=layout.base))
-    before = evaluate(layout.base, data, layout.results / "predictions_before.jsonl", "eval before")
+    return data
 
+
+def stage1_step(config: DemoConfig, layout: DemoLayout, progress: Progress) -> None:
     progress.step("stage 1: projector alignment on captions (llamafactory-cli train, template llava_plain)")
-    run_host("train", yaml_dir / "stage1_pretrain.yaml",
-             {**common, "model_name_or_path": layout.base, "output_dir": layout.stage1}, layout.logs / "stage1.log")
+    run_host("train", config.recipes / "stage1_pretrain.yaml",
+             {**config.common, "model_name_or_path": layout.base, "output_dir": layout.stage1}, layout.logs / "stage1.log")
 
-    progress.step("stage 2: LoRA + projector on questions (llamafactory-cli train, template llava_v1)")
-    run_host("train", yaml_dir / "stage2_lora_sft.yaml",
-             {**common, "model_name_or_path": layout.stage1, "output_dir": layout.stage2}, layout.logs / "stage2.log")
 
-    progress.step("export: merge LoRA and projector (llamafactory-cli export)")
-    run_host("export", yaml_dir / "export.yaml",
-             {"model_name_or_path": layout.stage1, "adapter_name_or_path": layout.stage2, "export_dir": layout.export},
-             layout.logs / "export.log")
+def stage2_and_export(config: DemoConfig, recipe: str, start: Path, adapter: Path, export: Path,
+                      progress: Progress, what: str = "") -> None:
+    """Stage 2 (LoRA + projector) from `start`, then the merge into `export`, each through llamafactory-cli."""
+    logs = DemoLayout(config.out).logs
+    progress.step(f"stage 2{what}: LoRA + projector on questions (llamafactory-cli train, template llava_v1)")
+    run_host("train", config.recipes / recipe, {**config.common, "model_name_or_path": start, "output_dir": adapter},
+             logs / f"{adapter.name}.log")
+
+    progress.step(f"export{what}: merge LoRA and projector (llamafactory-cli export)")
+    run_host("export", config.recipes / "export.yaml",
+             {"model_name_or_path": start, "adapter_name_or_path": adapter, "export_dir": export},
+             logs / f"{export.name}.log")
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    layout, progress = DemoLayout(config.out), Progress(9)
+    layout.results.mkdir(parents=True, exist_ok=True)
+    data = data_and_models_steps(config, layout, progress)
+    before = evaluate(layout.base, data, layout.results / "predictions_before.jsonl", "eval before")
+    stage1_step(config, layout, progress)
+    stage2_and_export(config, "stage2_lora_sft.yaml", layout.stage1, layout.stage2, layout.export, progress)
 
     progress.step("held-out evaluation of the exported model")
     after = evaluate(layout.export, data, layout.results / "predictions_after.jsonl", "eval after")

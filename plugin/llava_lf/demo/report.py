@@ -36,3 +36,30 @@ def plot_accuracy(before: dict[str, TypeScore], after: dict[str, TypeScore], out
               "after stage 2": [after[n].accuracy for n in names]}
     return charts.grouped_bar_chart(names, series, out, "", "held-out accuracy", ymax=1.0,
                                     colours=["tab:gray", "tab:orange", "tab:green"], legend_below=False)
+
+
+def comparison_table(llava15: dict[str, dict[str, TypeScore]], llava_next: dict[str, dict[str, TypeScore]],
+                     groups: tuple[str, ...]) -> str:
+    """One row per question type, and per group of questions (all, small, large) its count, 1.5's and NeXT's."""
+    shown = [group for group in groups if group in llava_next]
+    header = f"{'question type':<14} {'chance':>6} " + " ".join(
+        f"| {group + ' n':>9} {'1.5':>6} {'NeXT':>6}" for group in shown)
+    lines = [header, "-" * len(header)]
+    for qtype, final in llava_next[shown[0]].items():
+        cells = []
+        for group in shown:
+            next_score, old = llava_next[group].get(qtype), llava15[group].get(qtype)
+            cells.append(f"| {next_score.questions:>9} {old.accuracy:>6.3f} {next_score.accuracy:>6.3f}"
+                         if next_score and old else f"| {'-':>9} {'-':>6} {'-':>6}")
+        lines.append(f"{qtype:<14} {final.chance:>6.3f} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def comparison_chart(llava15: dict[str, dict[str, TypeScore]], llava_next: dict[str, dict[str, TypeScore]],
+                     out: Path) -> Path:
+    """Overall accuracy of each group of questions, both models side by side."""
+    names = [group for group in llava_next if group in llava15]
+    series = {"LLaVA-1.5": [llava15[g]["all"].accuracy for g in names],
+              "LLaVA-NeXT": [llava_next[g]["all"].accuracy for g in names]}
+    return charts.grouped_bar_chart([f"{g} questions" for g in names], series, out, "", "held-out accuracy",
+                                    ymax=1.0, colours=["tab:orange", "tab:green"], legend_below=False)

@@ -3,7 +3,8 @@
 Everything is generated from a seed, so nothing binary is committed. Each scene carries COCO-style
 boxes and several captions (the GPT-assisted generator reuses them) and five kinds of held-out
 questions with short, unambiguous answers: colour, shape, count, position and yes/no presence.
-Shapes and colours are distinct within a scene, so "the circle" always names one object.
+Shapes and colours are distinct within a scene, so "the circle" always names one object. The NeXT demo draws
+some shapes small (`small_share`), each inside one quarter of its cell, where AnyRes's tiles see it sharper.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Shape:
     color: str
     cell: int  # 0..8, row-major on the 3x3 grid
     box: tuple[int, int, int, int]  # COCO pixel box: x, y, width, height
+    small: bool = False  # drawn in a quarter of its cell (the NeXT demo's pictures)
 
     @property
     def position(self) -> str:
@@ -52,9 +54,10 @@ class Question:
     qtype: QuestionType
     question: str
     answer: str
+    small: bool = False  # the question is about a small shape (count: the scene holds one)
 
 
-def random_scene(rng: random.Random, image_id: int, size: int) -> Scene:
+def random_scene(rng: random.Random, image_id: int, size: int, small_share: float = 0.0) -> Scene:
     count = rng.randint(1, 3)
     cells = rng.sample(range(GRID * GRID), count)
     kinds = rng.sample(KINDS, count)
@@ -62,12 +65,27 @@ def random_scene(rng: random.Random, image_id: int, size: int) -> Scene:
     cell_px = size // GRID
     shapes = []
     for cell, kind, color in zip(cells, kinds, colors):
+        # No draw at all without small shapes, so the 1.5 demo's scenes stay what they were for each seed.
+        if small_share and rng.random() < small_share:
+            shapes.append(_small_shape(rng, kind, color, cell, cell_px))
+            continue
         extent = cell_px * 3 // 4 + rng.randint(-1, 1)
         x = (cell % GRID) * cell_px + (cell_px - extent) // 2 + rng.randint(-1, 1)
         y = (cell // GRID) * cell_px + (cell_px - extent) // 2 + rng.randint(-1, 1)
         shapes.append(Shape(kind, color, cell, (x, y, extent, extent)))
     shapes.sort(key=lambda shape: shape.cell)
     return Scene(image_id, f"{image_id:06d}.png", size, tuple(shapes))
+
+
+def _small_shape(rng: random.Random, kind: str, color: str, cell: int, cell_px: int) -> Shape:
+    """A shape a third of the cell wide, centred in one quarter of it: at the NeXT demo's 96 px a 10-px shape in
+    one 16-px patch of a tile, in the 48-px view LLaVA-1.5 sees a 5-px blot in a quarter of one patch."""
+    quarter = cell_px // 2
+    extent = cell_px // 3
+    qx, qy = rng.randint(0, 1), rng.randint(0, 1)
+    x = (cell % GRID) * cell_px + qx * quarter + (quarter - extent) // 2
+    y = (cell // GRID) * cell_px + qy * quarter + (quarter - extent) // 2
+    return Shape(kind, color, cell, (x, y, extent, extent), small=True)
 
 
 def render(scene: Scene) -> Image.Image:
@@ -121,13 +139,13 @@ def questions(scene: Scene, rng: random.Random) -> list[Question]:
             if probe not in present:
                 break
         answer = "no"
-    n = len(scene.shapes)
+    n, small, any_small = len(scene.shapes), target.small, any(shape.small for shape in scene.shapes)
     return [
-        Question(scene.image_id, "color", f"What color is the {target.kind}?", target.color),
-        Question(scene.image_id, "shape", f"What shape is the {target.color} object?", target.kind),
-        Question(scene.image_id, "count", "How many shapes are there?", str(n)),
-        Question(scene.image_id, "position", f"Where is the {target.name}?", target.position),
-        Question(scene.image_id, "presence", f"Is there a {probe[0]} {probe[1]}?", answer),
+        Question(scene.image_id, "color", f"What color is the {target.kind}?", target.color, small),
+        Question(scene.image_id, "shape", f"What shape is the {target.color} object?", target.kind, small),
+        Question(scene.image_id, "count", "How many shapes are there?", str(n), any_small),
+        Question(scene.image_id, "position", f"Where is the {target.name}?", target.position, small),
+        Question(scene.image_id, "presence", f"Is there a {probe[0]} {probe[1]}?", answer, small),
     ]
 
 
@@ -145,6 +163,6 @@ def grid_text(scene: Scene) -> str:
     return "".join(cell_word(by_cell.get(cell)) for cell in range(GRID * GRID))
 
 
-def make_scenes(count: int, seed: int, size: int, first_id: int = 0) -> list[Scene]:
+def make_scenes(count: int, seed: int, size: int, first_id: int = 0, small_share: float = 0.0) -> list[Scene]:
     rng = random.Random(seed)
-    return [random_scene(rng, first_id + index, size) for index in range(count)]
+    return [random_scene(rng, first_id + index, size, small_share) for index in range(count)]
