@@ -243,3 +243,40 @@ def test_a_kill_mid_run_and_a_rerun_give_what_one_clean_run_gives(converted, tmp
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "left by an interrupted run" in rerun.stdout
     assert _tree(out) == _tree(clean)
+
+
+def test_the_data_card_counts_sources_by_data_source(converted, tmp_path):
+    root, data, images, out, _ = converted
+    done = llava_lf("inspect", out / "next.jsonl", "--out", tmp_path / "card")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [card] = json.loads((tmp_path / "card" / "card.json").read_text())["datasets"]
+    written = _read(out / "next.jsonl")
+    expected = {source: sum(record["data_source"] == source for record in written) for source in
+                {record["data_source"] for record in written}}
+    assert card["composition"]["sources"] == expected
+
+
+@pytest.mark.slow
+@pytest.mark.host
+@pytest.mark.timeout(600)
+def test_the_converted_shards_train_with_llamafactory_cli(converted, tiny_llava, tmp_path):
+    """One short run of the real host on every kept row: single, multi-image, path-only and text-only together."""
+    from helpers.host_cli import cli
+
+    import yaml
+
+    root, data, images, out, _ = converted
+    kept = len(_read(out / "next.jsonl"))
+    config = {
+        "model_name_or_path": str(tiny_llava), "stage": "sft", "do_train": True, "finetuning_type": "lora",
+        "lora_target": "all", "dataset": "next", "dataset_dir": str(out), "template": "llava_v1",
+        "cutoff_len": 1024, "preprocessing_num_workers": 1, "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": kept, "max_steps": 1, "learning_rate": 1.0e-3, "logging_steps": 1,
+        "save_strategy": "no", "report_to": "none",
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli("train", path, {}, tmp_path / "train.log")
+    log = (tmp_path / "train.log").read_text()
+    assert f"Num examples = {kept}" in log and "Total optimization steps = 1" in log
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()

@@ -19,6 +19,8 @@ from .report import ConversionReport
 
 __all__ = ["check_shards", "convert_shards"]
 
+LARGE_ROW_GROUP = 128_000_000  # bytes (uncompressed) of one row group beyond which the note on memory is given
+
 
 def _describe(shards: Shards) -> str:
     first = shards.files[0]
@@ -36,6 +38,15 @@ def _rows(shards: Shards, store: ImageStore, options: ConvertOptions) -> Iterato
         for row in rows:
             yield row
             bar.update(1)
+
+
+def _row_group_note(shards: Shards) -> list[str]:
+    """pyarrow reads a whole row group at a time: memory follows the largest one, said when it is large."""
+    size, where = shards.largest_row_group
+    if size <= LARGE_ROW_GROUP:
+        return []
+    return [f"{where} holds {size / 1e6:,.0f} MB: memory peaks near twice that (pyarrow reads a whole row group); "
+            "rewrite the shards with smaller row groups (datasets writes 100 rows each) to keep it low"]
 
 
 def _store(shards: Shards, out_dir: Path | None, image_folder: Path | None, options: ConvertOptions) -> ImageStore:
@@ -58,6 +69,7 @@ def convert_shards(sources: list[Path], out_dir: Path, name: str, image_folder: 
     image_folder = Path(image_folder) if image_folder is not None else None
     plan = plan_convert_outputs(None, image_folder, Path(out_dir), name, inputs=shards.files)
     report = ConversionReport(source=_describe(shards), output=str(plan.dataset), rejected_path=str(plan.rejected))
+    report.notes.extend(_row_group_note(shards))
     store = _store(shards, plan.folder, image_folder, options)
     return write_dataset(plan, name, _rows(shards, store, options), store, options, report)
 
@@ -74,5 +86,6 @@ def check_shards(sources: list[Path], image_folder: Path | None = None, options:
         raise LlavaLfError(problems)
     report = ConversionReport(source=_describe(shards), output=None,
                               rejected_path=str(rejected_path) if rejected_path is not None else None)
+    report.notes.extend(_row_group_note(shards))
     store = _store(shards, None, Path(image_folder) if image_folder is not None else None, options)
     return check_records(_rows(shards, store, options), store, options, report, rejected_path)

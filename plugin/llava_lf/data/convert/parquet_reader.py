@@ -41,6 +41,7 @@ class Shards:
     image_column: str | None  # None: no shard has images (a text-only set)
     has_id: bool
     has_data_source: bool  # written on every output record when any shard has the column
+    largest_row_group: tuple[int, str] = (0, "")  # (bytes, "shard row group N"): pyarrow holds a whole row group
 
 
 def is_parquet_source(sources: list[Path]) -> bool:
@@ -81,7 +82,7 @@ def find_shards(sources: list[Path]) -> Shards:
         else:
             found = [source]
         files += [path for path in found if path not in files]
-    rows, columns = 0, []
+    rows, columns, largest = 0, [], (0, "")
     for path in files:
         try:
             metadata = pq.read_metadata(path)
@@ -99,6 +100,8 @@ def find_shards(sources: list[Path]) -> Shards:
             problems.append(f"{path}: both 'image' and 'images' columns; keep one")
         rows += metadata.num_rows
         columns.append(set(names))
+        for group in range(metadata.num_row_groups):
+            largest = max(largest, (metadata.row_group(group).total_byte_size, f"{path.name} row group {group}"))
     if problems:
         raise LlavaLfError(problems)
     if not files:
@@ -107,7 +110,7 @@ def find_shards(sources: list[Path]) -> Shards:
     if len(image_columns) > 1:
         raise LlavaLfError("some shards name their images 'image', others 'images'; convert them separately")
     return Shards(files, rows, next(iter(image_columns), None), any("id" in names for names in columns),
-                  any("data_source" in names for names in columns))
+                  any("data_source" in names for names in columns), largest)
 
 
 def _refs(value: object) -> list[ImageRef] | object:
