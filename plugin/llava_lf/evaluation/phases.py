@@ -46,16 +46,20 @@ def add_phase_arguments(parser: argparse.ArgumentParser, task: Task, phase: str)
 
 def predict(task: Task, args: argparse.Namespace,
             loaded: dict[tuple, Predictor] | None = None) -> PredictRunSummary:
-    """Answer what the predictions file lacks. `loaded` keeps models across benchmarks (the table loads each
-    model once); a model is loaded only when something is left to answer."""
-    from .predict import GenerationSettings, Predictor, model_id, resolve_device, resolve_dtype
-    from .prediction_file import run_predictions
+    """Answer what the predictions file lacks: in this process, or this rank's share when torchrun or accelerate
+    started several (`parts.py`). `loaded` keeps models across benchmarks (the table loads each model once); a
+    model is loaded only when something is left to answer."""
+    from .parts import predict_into
+    from .predict import GenerationSettings, Predictor, model_id, resolve_dtype
+    from .ranks import rank_device, ranks_from_env
 
+    ranks = ranks_from_env()
     requests = task.prediction_requests(args)
     if args.limit is not None:
         requests = requests[: args.limit]
-    device = resolve_device(args.device)
-    # The device and batch size are left out: they change speed, not which answer greedy decoding picks.
+    device = rank_device(args.device, ranks)
+    # The device and batch size are left out: they change speed. (Which questions share a batch can move a near-tie
+    # in the logits' last bits; the batches are fixed slices of the question list, whatever the processes.)
     settings = GenerationSettings(args.template, args.max_new_tokens or task.max_new_tokens,
                                   resolve_dtype(args.dtype, device))
     cache = {} if loaded is None else loaded
@@ -68,14 +72,19 @@ def predict(task: Task, args: argparse.Namespace,
         cache[key].max_new_tokens = settings.max_new_tokens
         return cache[key]
 
-    return run_predictions(requests, args.out, model_id(args.model, args.adapter), load, settings,
-                           batch_size=args.batch_size, desc=f"{task.name} predict", key_of=task.key_of)
+    return predict_into(requests, args.out, model_id(args.model, args.adapter), load, settings, ranks,
+                        batch_size=args.batch_size, desc=f"{task.name} predict", key_of=task.key_of)
 
 
 def describe_predict(task: Task, summary: PredictRunSummary) -> str:
     torn = "; dropped a torn last line left by a killed run" if summary.torn_line_dropped else ""
+    if summary.rank > 0:
+        return (f"{task.name}: rank {summary.rank} of {summary.world_size} answered {summary.answered_now} of the "
+                f"{summary.questions - summary.already_answered} left -> {summary.part}; rank 0 merges them into "
+                f"{summary.path}{torn}")
+    processes = f" by {summary.world_size} processes" if summary.world_size > 1 else ""
     return (f"{task.name}: {summary.questions} questions, {summary.already_answered} already answered, "
-            f"{summary.answered_now} answered now -> {summary.path}{torn}")
+            f"{summary.answered_now} answered now{processes} -> {summary.path}{torn}")
 
 
 def score(task: Task, args: argparse.Namespace) -> tuple[dict, WrittenReport, str]:

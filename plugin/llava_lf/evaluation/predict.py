@@ -82,15 +82,6 @@ def model_id(model_dir: Path, adapter_dir: Path | None = None) -> str:
     return f"{name} @{digest.hexdigest()[:12]}"
 
 
-def resolve_device(device: str) -> str:
-    """`auto` picks the first CUDA device when there is one, else the CPU."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def resolve_dtype(dtype: str, device: str) -> str:
     """`auto` is bfloat16 on an accelerator (LLaVA-1.5 evaluates in half precision) and float32 on CPU."""
     if dtype != "auto":
@@ -165,8 +156,12 @@ class Predictor:
             )
         return [text.strip() for text in self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)]
 
-    def predict(self, requests: Sequence[PredictionRequest], batch_size: int = 32, desc: str = "predict") -> Iterator[Prediction]:
-        for start in tqdm(range(0, len(requests), batch_size), desc=desc, unit="batch"):
-            chunk = requests[start : start + batch_size]
+    def predict_batches(self, batches: Sequence[Sequence[PredictionRequest]], desc: str = "predict") -> Iterator[Prediction]:
+        """Each batch asked as given: which questions share a batch (and so its padding) is the caller's choice."""
+        for chunk in tqdm(batches, desc=desc, unit="batch"):
             for request, answer in zip(chunk, self._batch(chunk)):
                 yield Prediction(request.key, answer)
+
+    def predict(self, requests: Sequence[PredictionRequest], batch_size: int = 32, desc: str = "predict") -> Iterator[Prediction]:
+        return self.predict_batches([requests[start : start + batch_size]
+                                     for start in range(0, len(requests), batch_size)], desc)

@@ -15,13 +15,19 @@ the image as `question_id`): the benchmark's `key_of` says which. A question ans
 by a repeat policy: our files refuse two different answers; the benchmarks whose LLaVA converter keeps the
 later line (VQAv2, VizWiz, MMBench) read them that way. `answered` is the one check, for every `score`, that
 the answers belong to the questions asked and that every needed one is answered.
+
+Questions are asked in fixed batches: slices of `--batch-size` of the question list, whichever of them are
+already answered. A batch with any question left is asked whole and only its missing answers are written, so
+every answer comes out of the very batch a clean one-process run asks it in (left padding changes the logits in
+their last bits: a near-tie could otherwise flip with the company a question keeps). Runs across processes
+(`ranks.py`, `parts.py`) share these batches out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -51,8 +57,11 @@ class PredictRunSummary:
     path: Path
     questions: int
     already_answered: int
-    answered_now: int
+    answered_now: int  # by this process; rank 0 of a run across processes counts every rank's
     torn_line_dropped: bool
+    rank: int = 0
+    world_size: int = 1
+    part: Path | None = None  # a run across processes: where this rank wrote its answers
 
 
 def by_id(record: PredictionRecord) -> str:
@@ -84,6 +93,7 @@ class AnswerFile:
     torn: bool  # the file ends in a partial line (dropped)
     unterminated: bool  # the file ends in a whole record without its newline (kept)
     overridden: list[str] = field(default_factory=list)  # `latest`: keys a later line answered differently
+    raw: dict[str, bytes] = field(default_factory=dict)  # by key: the kept record's line as written, no newline
 
 
 def _parse(line: bytes, path: Path, number: int) -> PredictionRecord:
@@ -127,6 +137,7 @@ def read_answer_file(path: Path, key_of: KeyOf = by_id, repeats: Repeats = "refu
         except PredictionFileError:
             torn = True
     records: dict[str, PredictionRecord] = {}
+    raw: dict[str, bytes] = {}
     first_line: dict[str, int] = {}
     overridden: list[str] = []
     for number, line in enumerate(body, start=1):
@@ -143,10 +154,10 @@ def read_answer_file(path: Path, key_of: KeyOf = by_id, repeats: Repeats = "refu
             if repeats == "refuse":
                 continue  # the same answer twice (a question asked twice): one answer, its first line
             overridden += [key] if differs else []
-        records[key] = record
+        records[key], raw[key] = record, line
         first_line.setdefault(key, number)
     count = sum(1 for line in lines if line.strip())
-    return AnswerFile(path, records, count, torn, unterminated, overridden)
+    return AnswerFile(path, records, count, torn, unterminated, overridden, raw)
 
 
 def read_answers(path: Path, key_of: KeyOf = by_id, repeats: Repeats = "refuse") -> AnswerFile:
@@ -162,13 +173,13 @@ def read_predictions(path: Path, key_of: KeyOf = by_id) -> tuple[dict[str, Predi
     return state.records, state.torn
 
 
-def _drop_torn_tail(path: Path) -> None:
+def drop_torn_tail(path: Path) -> None:
     raw = path.read_bytes()
     with open(path, "r+b") as handle:
         handle.truncate(raw.rfind(b"\n") + 1)
 
 
-def _check_same_run(path: Path, records: dict[str, PredictionRecord], model_id: str, settings: dict) -> None:
+def check_same_run(path: Path, records: dict[str, PredictionRecord], model_id: str, settings: dict) -> None:
     others = sorted({record.model_id for record in records.values()} - {model_id})
     if others:
         raise PredictionFileError(
@@ -197,23 +208,30 @@ def _stale(records: dict[str, PredictionRecord], requests: Sequence[PredictionRe
 
 
 def new_record(request: PredictionRequest, text: str, model_id: str, settings: dict, question_hash: str) -> PredictionRecord:
-    return PredictionRecord(request.answer_file_id, request.stored_prompt, text, model_id, uuid.uuid4().hex,
+    # The answer's id is a digest of what made it, not a random one: the same run gives the same bytes, however
+    # many processes answered it.
+    made_of = json.dumps([request.key, question_hash, model_id, settings, text], ensure_ascii=False, sort_keys=True)
+    return PredictionRecord(request.answer_file_id, request.stored_prompt, text, model_id,
+                            hashlib.sha256(made_of.encode()).hexdigest()[:32],
                             {"question_hash": question_hash, "settings": settings})
 
 
-def run_predictions(requests: Sequence[PredictionRequest], path: Path, model_id: str,
-                    predictor_factory: Callable[[], Predictor], settings: GenerationSettings,
-                    batch_size: int = 32, desc: str = "predict", key_of: KeyOf = by_id) -> PredictRunSummary:
-    """Answer every request not yet in `path`, appending each answer as soon as its batch is done.
+def record_line(record: PredictionRecord) -> str:
+    return json.dumps(asdict(record), ensure_ascii=False) + "\n"
 
-    The model is loaded only when something is left to answer, so re-running a finished run is free. A
-    question asked twice (same key, prompt and image) is answered once.
-    """
+
+@dataclass(frozen=True)
+class Questions:
+    """A run's questions, each once, in question order, with what each one is (`predict.question_hash`)."""
+    requests: list[PredictionRequest]
+    hashes: dict[str, str]  # by key
+
+
+def distinct_questions(requests: Sequence[PredictionRequest]) -> Questions:
+    """A question asked twice (same key, prompt and image) is asked once; the same key for another question is
+    an error."""
     from .predict import question_hash
 
-    wanted = asdict(settings)
-    state = read_answer_file(path, key_of)
-    _check_same_run(path, state.records, model_id, wanted)
     digests: dict[Path, str] = {}
     hashes: dict[str, str] = {}
     unique: list[PredictionRequest] = []
@@ -226,28 +244,73 @@ def run_predictions(requests: Sequence[PredictionRequest], path: Path, model_id:
             raise PredictionFileError(
                 f"question id {request.key!r} is asked twice with different prompts or images; question ids "
                 "must tell questions apart (check the question file)")
-    requests = unique
-    stale = _stale(state.records, requests, hashes)
+    return Questions(unique, hashes)
+
+
+def check_resumable(path: Path, records: dict[str, PredictionRecord], questions: Questions, model_id: str,
+                    settings: dict) -> None:
+    """`records` (read from `path`) may be added to by this run: same model, same settings, questions unchanged."""
+    check_same_run(path, records, model_id, settings)
+    stale = _stale(records, questions.requests, questions.hashes)
     if stale:
         raise PredictionFileError(
             f"{path} answers {len(stale)} question(s) whose prompt or image has changed since (first: {stale[:3]}); "
             "write to a new --out file (or delete this one): an answer to an edited question is not its answer")
+
+
+def batches_to_ask(questions: Sequence[PredictionRequest], answered: Container[str],
+                   batch_size: int) -> list[list[PredictionRequest]]:
+    """The fixed batches (slices of `batch_size` of the question list) that still hold an unanswered question."""
+    if batch_size < 1:
+        raise PredictionFileError(f"--batch-size {batch_size}: a batch holds at least one question")
+    batches = [list(questions[start : start + batch_size]) for start in range(0, len(questions), batch_size)]
+    return [batch for batch in batches if any(request.key not in answered for request in batch)]
+
+
+def append_answers(path: Path, predictor: Predictor, batches: Sequence[Sequence[PredictionRequest]],
+                   answered: Container[str], questions: Questions, model_id: str, settings: dict,
+                   end_last_line: bool = False, desc: str = "predict") -> int:
+    """Ask `batches` whole and append the answers `answered` lacks to `path`, each as soon as its batch is done;
+    how many were written. `end_last_line`: the file ends in a kept record without its newline."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    by_key = {request.key: request for batch in batches for request in batch}
+    written = 0
+    with open(path, "a", encoding="utf-8") as handle:
+        if end_last_line:
+            handle.write("\n")  # end the kept last record before appending after it
+        for prediction in predictor.predict_batches(batches, desc=desc):
+            if prediction.key in answered:
+                continue  # asked only so that its batch-mates keep their company
+            record = new_record(by_key[prediction.key], prediction.answer, model_id, settings,
+                                questions.hashes[prediction.key])
+            handle.write(record_line(record))
+            handle.flush()  # a killed run keeps every answer written so far
+            written += 1
+    return written
+
+
+def run_predictions(requests: Sequence[PredictionRequest], path: Path, model_id: str,
+                    predictor_factory: Callable[[], Predictor], settings: GenerationSettings,
+                    batch_size: int = 32, desc: str = "predict", key_of: KeyOf = by_id) -> PredictRunSummary:
+    """Answer every request not yet in `path`, appending each answer as soon as its batch is done (one process;
+    `parts.run_on_ranks` is the run across processes).
+
+    The model is loaded only when something is left to answer, so re-running a finished run is free. A
+    question asked twice (same key, prompt and image) is answered once.
+    """
+    wanted = asdict(settings)
+    state = read_answer_file(path, key_of)
+    questions = distinct_questions(requests)
+    check_resumable(path, state.records, questions, model_id, wanted)
     if state.torn:
-        _drop_torn_tail(path)
-    pending = [request for request in requests if request.key not in state.records]
-    summary = PredictRunSummary(path, len(requests), len(requests) - len(pending), len(pending), state.torn)
+        drop_torn_tail(path)
+    pending = sum(request.key not in state.records for request in questions.requests)
+    summary = PredictRunSummary(path, len(questions.requests), len(questions.requests) - pending, pending, state.torn)
     if not pending:
         return summary
-    path.parent.mkdir(parents=True, exist_ok=True)
-    by_key = {request.key: request for request in pending}
-    predictor = predictor_factory()
-    with open(path, "a", encoding="utf-8") as handle:
-        if state.unterminated:
-            handle.write("\n")  # end the kept last record before appending after it
-        for prediction in predictor.predict(pending, batch_size=batch_size, desc=desc):
-            record = new_record(by_key[prediction.key], prediction.answer, model_id, wanted, hashes[prediction.key])
-            handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
-            handle.flush()  # a killed run keeps every answer written so far
+    batches = batches_to_ask(questions.requests, state.records, batch_size)
+    append_answers(path, predictor_factory(), batches, state.records, questions, model_id, wanted,
+                   state.unterminated, desc)
     return summary
 
 

@@ -1,6 +1,7 @@
 """`llava-lf eval table`: predict and score every benchmark the YAML names, in the paper's column order, then one
 Markdown table and one PNG with the model beside LLaVA-1.5's published numbers (LLaVA-NeXT's for a NeXT model). Resumable: predictions resume,
-scoring is re-run (judge replies come from the cache)."""
+scoring is re-run (judge replies come from the cache). Under torchrun every rank answers its share of each benchmark
+(`parts.py`); rank 0 alone scores and writes the table."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from llava_lf.errors import LlavaLfError
 
 from . import phases, published
 from .predict import Predictor
+from .ranks import Ranks, ranks_from_env
 from .report import markdown_table
 from .table_config import TableConfig, option_argv
 from .tasks import TASKS, Task
@@ -31,7 +33,7 @@ SERVERS = {
 class ColumnOutcome:
     column: str
     benchmark: str
-    status: str  # scored, upload, skipped, failed
+    status: str  # scored, upload, skipped, failed; predicted (a rank other than 0: its share answered)
     value: float | None = None
     detail: str = ""  # why it was skipped or failed; the upload file
     results: str = ""  # the benchmark's results folder
@@ -85,7 +87,8 @@ def _needs_judge(task: Task) -> bool:
                for action in _parser(task, "score")._actions)
 
 
-def _run_one(task: Task, config: TableConfig, given: dict[str, object], loaded: dict[tuple, Predictor]) -> ColumnOutcome:
+def _run_one(task: Task, config: TableConfig, given: dict[str, object], loaded: dict[tuple, Predictor],
+             ranks: Ranks) -> ColumnOutcome:
     column = task.column.column
     _check_entry(task, given)
     if _needs_judge(task) and "judge_base_url" not in config.judge:
@@ -94,6 +97,8 @@ def _run_one(task: Task, config: TableConfig, given: dict[str, object], loaded: 
     results = config.out_dir / task.name
     predict_args = _phase_args(task, "predict", config.predict | {"out": predictions}, given)
     print(phases.describe_predict(task, phases.predict(task, predict_args, loaded)), flush=True)
+    if not ranks.main:
+        return ColumnOutcome(column, task.name, "predicted", detail=f"{ranks}: rank 0 scores it")
     score_options = config.judge | {"predictions": predictions, "out_dir": results,
                                     "allow_partial": config.allow_partial or predict_args.limit is not None}
     payload, written, summary = phases.score(task, _phase_args(task, "score", score_options, given))
@@ -118,6 +123,7 @@ def run_table(config: TableConfig) -> TableResult:
         raise LlavaLfError(f"{config.source}: benchmarks: {', '.join(stray)} not in the table; it takes "
                            f"{', '.join(sorted(names))}")
     config.out_dir.mkdir(parents=True, exist_ok=True)
+    ranks = ranks_from_env()
     loaded: dict[tuple, Predictor] = {}
     outcomes: list[ColumnOutcome] = []
     for number, task in enumerate(tasks, start=1):
@@ -129,12 +135,25 @@ def run_table(config: TableConfig) -> TableResult:
             continue
         print(f"[{number}/{len(tasks)}] {column} ({task.name})", flush=True)
         try:
-            outcome = _run_one(task, config, given, loaded)
+            outcome = _run_one(task, config, given, loaded, ranks)
         except (LlavaLfError, OSError) as error:  # one benchmark's bad file must not cost the others their run
             outcome = ColumnOutcome(column, task.name, "failed", detail=str(error))
             print(f"{column} ({task.name}) failed: {error}", flush=True)
         outcomes.append(outcome)
+    if not ranks.main:
+        return _rank_result(config, ranks, outcomes)
     return _write(config, outcomes)
+
+
+def _rank_result(config: TableConfig, ranks: Ranks, outcomes: list[ColumnOutcome]) -> TableResult:
+    """What a rank other than 0 did: its share of each benchmark's answers; the table is rank 0's to write. A failed
+    benchmark failed on rank 0 too, which reports it: exiting with an error here would have torchrun stop rank 0
+    before it writes the table."""
+    predicted = sum(o.status == "predicted" for o in outcomes)
+    failed = sum(o.status == "failed" for o in outcomes)
+    summary = (f"table: {ranks} answered its share of {predicted} benchmark(s) ({failed} failed, see rank 0); rank 0 "
+               f"scores them and writes {config.out_dir / 'table.md'}")
+    return TableResult(outcomes, config.out_dir / "table.md", config.out_dir / "table.png", summary)
 
 
 def _outcome_cell(outcome: ColumnOutcome) -> str:
