@@ -202,9 +202,25 @@ def test_path_only_rows_need_the_image_folder_and_templates_of_next_are_taken(co
     rejected = {row["id"]: row for row in _read(tmp_path / "out" / "next.rejected.jsonl")}
     assert {f"path-{n}" for n in range(3)} <= set(rejected)
     assert "--image-folder" in rejected["path-0"]["fix"]
-    check = llava_lf("check", data, "--image-folder", images)
+    check = llava_lf("check", *sorted(data.glob("*.parquet")), "--image-folder", images)  # as a shell expands a glob
     assert check.returncode == 1 and f"{len(EXPECTED)} records" in check.stdout
     assert not any((tmp_path / "out" / "images").glob("*/.llava-lf-tmp.*"))
+
+
+def test_a_broken_shard_or_a_json_file_without_image_folder_stops_before_writing(converted, tmp_path):
+    root, data, images, out, summary = converted
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    good = data / "train-00001-of-00003.parquet"
+    (shards / "a.parquet").write_bytes(good.read_bytes())
+    (shards / "b.parquet").write_bytes(good.read_bytes()[:-100])  # a cut download: no footer
+    done = llava_lf("convert", shards, "--out", tmp_path / "out", "--name", "next")
+    assert done.returncode == 2 and "b.parquet: not a readable parquet file" in done.stderr
+    assert not (tmp_path / "out").exists()
+    src = tmp_path / "llava.json"
+    src.write_text(json.dumps([{"id": "a", "conversations": _turns("Q?", "A.", images=0)}]))
+    done = llava_lf("convert", src, "--out", tmp_path / "out", "--name", "llava")
+    assert done.returncode == 2 and "needs --image-folder" in done.stderr
 
 
 # Runs the real command line, killing itself with SIGKILL at the K-th os.replace (mid image store).
