@@ -33,9 +33,9 @@ from llava_lf.formats import IMAGE_TOKEN, LLAVA_PLAIN_CHAT_TEMPLATE, VICUNA_V1_S
 from llava_lf.seams import registry
 from llava_lf.seams import templates as seam_templates
 
-from .fast_encode import encode_text, encode_with_image_runs
+from .fast_encode import Encode, collapse_runs, encode_text, encode_with_image_runs, fast_encoder, widen_into
 from .mm_plugin import PLUGIN_NAME, GivenSample, given_sample
-from .slot_layout import LAYOUT_KEY, SlotLayout, slot_layout
+from .slot_layout import LAYOUT_KEY, TurnSlots, slot_layout
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 RUN_ATTR = "_preprocess_run"  # bound by the dataset seam on the copy the host tokenises with; pickled with it
 MEMO, MEMO_MAX_CHARS, MEMO_MAX_ENTRIES = "_encoded_texts", 400, 512  # never pickled
+MEMO_MAX_CONTENT_CHARS = 64  # a turn's text is remembered up to this length (slot texts up to MEMO_MAX_CHARS)
+RUN_KEY = ("image run",)  # its key in the memo: the last image run's length, tried first on the next sample
 QUESTION_CHARS = 80
 UNBOUND = ("{name}.encode_multiturn was called outside the host's dataset preprocessing "
            "(llamafactory.data.loader._get_preprocessed_dataset, where llava_lf binds cutoff_len), so it cannot fit "
@@ -70,9 +72,10 @@ class LlavaTemplate(Template):
         pairs = super().encode_multiturn(tokenizer, messages, system, tools, discarding_history_cot)
         note_tokenising(run)
         budget = run.cutoff_len - (1 if self.efficient_eos else 0)
-        fit = fit_turns([len(source) + len(target) for source, target in pairs], budget)
-        if fit.action == "kept":
+        lengths = [len(source) + len(target) for source, target in pairs]
+        if sum(lengths) <= budget:  # what fit_turns keeps whole, without building its record for every sample
             return pairs
+        fit = fit_turns(lengths, budget)
         kept = pairs[: fit.kept_pairs] or dropped_placeholder(tokenizer.bos_token_id, tokenizer.eos_token_id)
         image_id = tokenizer.convert_tokens_to_ids(self.mm_plugin.image_token)
         record_sample(run, _record(run, fit, image_tokens_in(pairs, image_id),
@@ -97,21 +100,54 @@ class LlavaTemplate(Template):
     def _encode(self, tokenizer: PreTrainedTokenizer, messages: list[dict[str, str]], system: str | None,
                 tools: str | None) -> list[list[int]]:
         """The host's `_encode` for user/assistant turns, with the slots laid out once instead of per message."""
-        layout = self._remembered_layout(tokenizer)
-        if (layout is None or tools
-                or not all(message["role"] in layout.turns and "{{" not in message["content"] for message in messages)):
+        memo = self._memo(tokenizer)
+        layout = memo[LAYOUT_KEY] if LAYOUT_KEY in memo else memo.setdefault(LAYOUT_KEY, slot_layout(self, tokenizer))
+        if layout is None or tools:
             return super()._encode(tokenizer, messages, system, tools)
-        system = system or self.default_system
+        encode, default_system = fast_encoder(tokenizer), system or self.default_system
         encoded = []
         for index, message in enumerate(messages):
-            turn = layout.turns[message["role"]]
-            text, prefix = turn.before + message["content"] + turn.after, ()
+            turn = layout.turns.get(message["role"])
+            if turn is None:  # another role: the host's slot-by-slot path
+                return super()._encode(tokenizer, messages, system, tools)
+            before, prefix = turn.before, ()
             if index == 0:
                 prefix = layout.prefix
-                if system:
-                    text = layout.system.before + system + layout.system.after + text
-            encoded.append([*prefix, *self._encode_string(tokenizer, text, layout.image_id), *turn.trailing])
+                if default_system:
+                    before = layout.system.before + default_system + layout.system.after + before
+            ids = self._turn_ids(memo, encode, tokenizer, before, message["content"], turn, prefix, layout.image_id)
+            if ids is None:  # `{{` in the text: the host's path too
+                return super()._encode(tokenizer, messages, system, tools)
+            encoded.append(ids)
         return encoded
+
+    def _turn_ids(self, memo: dict, encode: Encode, tokenizer: PreTrainedTokenizer, before: str, content: str,
+                  turn: TurnSlots, prefix: tuple[int, ...], image_id: int | None) -> list[int] | None:
+        """`prefix`, the ids of `before + content + turn.after` and the turn's BOS/EOS, in one list; None when the
+        content holds `{{` (the host's formatter would read it as a placeholder).
+
+        An image run is collapsed in the content alone (before it is joined to the slot text), so the 4 KB run is
+        compared once instead of scanned, copied and searched for `{{` several times a sample."""
+        image_token = self.mm_plugin.image_token
+        if image_token and image_token in content and image_id is not None and "{" not in image_token:
+            collapsed, runs = collapse_runs(content, image_token, memo.get(RUN_KEY, 0))
+            if "{{" in collapsed:
+                return None
+            if max(runs) > 1 and image_token not in before and image_token not in turn.after:
+                memo[RUN_KEY] = runs[-1]
+                ids = list(prefix)
+                if widen_into(ids, encode, before + collapsed + turn.after, runs, image_token, image_id,
+                              partial(self._remembered_with, memo, encode)):
+                    ids += turn.trailing
+                    return ids
+        elif "{{" in content:
+            return None
+        text = before + content + turn.after
+        if image_token and image_token in text:
+            return [*prefix, *self._encode_string(tokenizer, text, image_id), *turn.trailing]
+        # A short text may recur (`Yes`, `No`); a long one rarely does, and remembering it costs more than it saves.
+        ids = self._remembered_with(memo, encode, text) if len(text) <= MEMO_MAX_CONTENT_CHARS else encode(text)
+        return [*prefix, *ids, *turn.trailing]
 
     def _encode_string(self, tokenizer: PreTrainedTokenizer, text: str, image_id: int | None = None) -> list[int]:
         image_token = self.mm_plugin.image_token
@@ -119,13 +155,6 @@ class LlavaTemplate(Template):
             return encode_with_image_runs(tokenizer, text, image_token, image_id=image_id,
                                           encode_head=partial(self._remembered, tokenizer))
         return self._remembered(tokenizer, text) if text else []
-
-    def _remembered_layout(self, tokenizer: PreTrainedTokenizer) -> SlotLayout | None:
-        self._remembered(tokenizer, "")  # makes sure the memo belongs to this tokenizer
-        memo = self.__dict__[MEMO][1]
-        if LAYOUT_KEY not in memo:
-            memo[LAYOUT_KEY] = slot_layout(self, tokenizer)
-        return memo[LAYOUT_KEY]
 
     def _convert_elements_to_ids(self, tokenizer: PreTrainedTokenizer, elements: list[Any]) -> list[int]:
         image_token = self.mm_plugin.image_token
@@ -141,17 +170,32 @@ class LlavaTemplate(Template):
 
     def _remembered(self, tokenizer: PreTrainedTokenizer, element: str | set[str]) -> list[int]:
         """Ids of a short text or a special-token slot, remembered: the system text recurs in every sample."""
-        if isinstance(element, str) and len(element) > MEMO_MAX_CHARS:
-            return encode_text(tokenizer, element)
-        owner, memo = self.__dict__.get(MEMO) or (None, {})
-        if owner is not tokenizer or len(memo) >= MEMO_MAX_ENTRIES:
-            owner, memo = tokenizer, {}
-            self.__dict__[MEMO] = (owner, memo)
-        key = element if isinstance(element, str) else frozenset(element)
+        if isinstance(element, str):
+            return self._remembered_with(self._memo(tokenizer), partial(encode_text, tokenizer), element)
+        memo, key = self._memo(tokenizer), frozenset(element)
         if key not in memo:
-            memo[key] = (encode_text(tokenizer, element) if isinstance(element, str)
-                         else super()._convert_elements_to_ids(tokenizer, [element]))
+            memo[key] = super()._convert_elements_to_ids(tokenizer, [element])
         return memo[key]
+
+    @staticmethod
+    def _remembered_with(memo: dict, encode: Encode, text: str) -> list[int]:
+        """The ids of `text` from the memo (shared: read them, do not change them), tokenised and kept if new."""
+        ids = memo.get(text)
+        if ids is None:
+            ids = encode(text) if text else []
+            if len(text) <= MEMO_MAX_CHARS:
+                if len(memo) >= MEMO_MAX_ENTRIES:  # started afresh (in place: a caller may hold it), so new texts get in
+                    memo.clear()
+                memo[text] = ids
+        return ids
+
+    def _memo(self, tokenizer: PreTrainedTokenizer) -> dict:
+        """This template's memo for `tokenizer` (texts' ids, the slot layout), started afresh for another tokenizer."""
+        owner, memo = self.__dict__.get(MEMO) or (None, None)
+        if owner is not tokenizer:
+            memo = {}
+            self.__dict__[MEMO] = (tokenizer, memo)
+        return memo
 
     def _get_jinja_template(self, tokenizer: PreTrainedTokenizer) -> str:
         return llava_v1_chat_template(self.default_system)

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from llamafactory.data.data_utils import Role
 from llamafactory.data.mm_plugin import LlavaPlugin
-from llamafactory.extras.constants import IMAGE_PLACEHOLDER
+from llamafactory.extras.constants import AUDIO_PLACEHOLDER, IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
 from llamafactory.extras.logging import get_logger
 
 from llava_lf.common.image_tokens import NextGeometry, image_seqlen_from_config, next_geometry
 from llava_lf.common.turn_fit import complete_image_blocks
 
+from .fast_encode import run_text
 from .image_sizes import complete_image_runs, header_size
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 PLUGIN_NAME = "llava_lf"
 SEQLEN_MEMO_ATTR = "_seqlen_memo"  # (processor, tokens per image or NeXT geometry), never pickled
+VALIDATED_ATTR = "_validated_processor"  # the processor `_validate_input` last passed, never pickled
 GIVEN_SAMPLE_ATTR = "_given_sample"  # the last sample this process expanded (for the template's trim/drop record), never pickled
 API_MODULE = "llamafactory.api.app"  # imported only by `llamafactory-cli api`
 
@@ -46,7 +48,9 @@ class GivenSample:
 def given_sample(plugin: Any, expanded_messages: list[dict[str, str]]) -> GivenSample | None:
     """The sample whose expansion is `expanded_messages` (the very list we returned), if this plugin made it."""
     given = getattr(plugin, "__dict__", {}).get(GIVEN_SAMPLE_ATTR)
-    return given if given is not None and given.returned is expanded_messages else None
+    if given is None or given[2] is not expanded_messages:
+        return None
+    return GivenSample(messages=given[0], images=given[1], returned=given[2])
 
 
 class LlavaFastPlugin(LlavaPlugin):
@@ -60,25 +64,30 @@ class LlavaFastPlugin(LlavaPlugin):
         audios: list[AudioInput],
         processor: MMProcessor | None,
     ) -> list[dict[str, str]]:
-        self._validate_input(processor, images, videos, audios)
+        if videos or audios or processor is None or processor is not self.__dict__.get(VALIDATED_ATTR):
+            # The host's check of the inputs against the processor reads only the processor and this plugin's tokens,
+            # and videos and audios: once per processor is enough for samples without either.
+            self._validate_input(processor, images, videos, audios)
+            if self.image_token is not None:  # without one, images would need the check each time
+                self.__dict__[VALIDATED_ATTR] = processor
         given = messages
         if messages and messages[-1]["role"] == Role.USER:
             messages = _placeholders_for_chat(messages, len(images))
-        self._validate_messages(messages, images, videos, audios)
-        messages = [{**message, "content": _image_first(message["content"])} if message["role"] == Role.USER
-                    else message for message in messages]
+        if videos or audios or not _only_image_placeholders(messages, len(images)):
+            self._validate_messages(messages, images, videos, audios)  # the host's check and message
         seqlen = self._image_seqlen(processor)
         if isinstance(seqlen, NextGeometry):  # AnyRes: each image its own count, from its size
             counts = iter([seqlen.tokens(*header_size(image)) for image in images])
-            expanded = [{**message, "content": _expand_each(message["content"], self.image_token, counts)}
+            expanded = [{**message, "content": _expand_each(_image_first_in(message), self.image_token, counts)}
                         for message in messages]
         elif seqlen is None:  # e.g. shortest-edge resize without crop: the count needs the image itself
+            messages = [{**message, "content": _image_first_in(message)} for message in messages]
             expanded = super().process_messages(messages, images, videos, audios, processor)
         else:
-            tokens = self.image_token * seqlen
-            expanded = [{**message, "content": message["content"].replace(IMAGE_PLACEHOLDER, tokens)}
+            run = run_text(self.image_token, seqlen)
+            expanded = [{**message, "content": _image_first_in(message).replace(IMAGE_PLACEHOLDER, run)}
                         for message in messages]
-        self.__dict__[GIVEN_SAMPLE_ATTR] = GivenSample(messages=given, images=images, returned=expanded)
+        self.__dict__[GIVEN_SAMPLE_ATTR] = (given, images, expanded)  # a GivenSample only when asked for
         return expanded
 
     def get_mm_inputs(
@@ -115,6 +124,7 @@ class LlavaFastPlugin(LlavaPlugin):
         state = dict(self.__dict__)
         state.pop(SEQLEN_MEMO_ATTR, None)
         state.pop(GIVEN_SAMPLE_ATTR, None)
+        state.pop(VALIDATED_ATTR, None)
         return state
 
 
@@ -173,6 +183,23 @@ def _expand_each(content: str, image_token: str, counts: Any) -> str:
         return content
     parts = content.split(IMAGE_PLACEHOLDER)
     return parts[0] + "".join(image_token * next(counts) + part for part in parts[1:])
+
+
+def _only_image_placeholders(messages: list[dict[str, str]], n_images: int) -> bool:
+    """One `<image>` per image and no video or audio placeholder: the host's `_validate_messages` would pass."""
+    found = 0
+    for message in messages:
+        content = message["content"]
+        found += content.count(IMAGE_PLACEHOLDER)
+        if VIDEO_PLACEHOLDER in content or AUDIO_PLACEHOLDER in content:
+            return False
+    return found == n_images
+
+
+def _image_first_in(message: dict[str, str]) -> str:
+    """A message's content, in LLaVA's image-first form if it is a user turn."""
+    content = message["content"]
+    return _image_first(content) if message["role"] == Role.USER and IMAGE_PLACEHOLDER in content else content
 
 
 def _image_first(content: str) -> str:
