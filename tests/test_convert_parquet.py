@@ -83,6 +83,9 @@ def _single_rows(images_dir: Path) -> list[dict]:
     for n in range(3):  # path only: looked up under --image-folder
         (images_dir / "coco" / f"{n}.jpg").write_bytes(_jpeg(100 + n))
         add(f"path-{n}", _turns("Where is it?", "Here."), {"bytes": None, "path": f"coco/{n}.jpg"}, source="vg")
+    noisy = io.BytesIO()
+    Image.frombytes("RGB", (64, 64), bytes(range(256)) * 48).save(noisy, "JPEG")
+    add("cut-body", _turns("Cut?", "Yes."), {"bytes": noisy.getvalue()[:-500], "path": None})  # decoding finds it
     add("json-turns", json.dumps(_turns("Turns stored as JSON text?", "Yes.")), {"bytes": _jpeg(50), "path": None})
     # hostile rows: each rejected alone, with its reason
     add("no-bytes", _turns("Q?", "A."), {"bytes": None, "path": None}, reason="missing_image")
@@ -205,6 +208,17 @@ def test_path_only_rows_need_the_image_folder_and_templates_of_next_are_taken(co
     check = llava_lf("check", *sorted(data.glob("*.parquet")), "--image-folder", images)  # as a shell expands a glob
     assert check.returncode == 1 and f"{len(EXPECTED)} records" in check.stdout
     assert not any((tmp_path / "out" / "images").glob("*/.llava-lf-tmp.*"))
+
+
+def test_verify_images_decodes_the_stored_images(converted, tmp_path):
+    root, data, images, out, summary = converted
+    done = llava_lf("convert", data, "--image-folder", images, "--out", tmp_path / "out", "--name", "next",
+                    "--verify-images", "--workers", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rejected = {row["id"]: row["reason"] for row in _read(tmp_path / "out" / "next.rejected.jsonl")}
+    assert rejected["cut-body"] == "image_truncated"
+    assert {record["id"] for record in _read(tmp_path / "out" / "next.jsonl")} == {
+        record["id"] for record in _read(out / "next.jsonl")} - {"cut-body"}
 
 
 def test_a_broken_shard_or_a_json_file_without_image_folder_stops_before_writing(converted, tmp_path):

@@ -107,7 +107,7 @@ class ConversionReport:
         if self.stored_images is not None:
             stored = f" stored in {self.image_store}" if self.image_store else ""
             lines.append(f"  images: {self.stored_images} distinct inline images{stored}, "
-                         f"{self.duplicate_images} duplicate uses of them (stored once)")
+                         f"{self.duplicate_images} duplicate uses of them" + (" (stored once)" if stored else ""))
         examples = {}
         for rejection in self.rejections:
             examples.setdefault(rejection.reason, rejection)
