@@ -210,15 +210,17 @@ def test_path_only_rows_need_the_image_folder_and_templates_of_next_are_taken(co
     assert not any((tmp_path / "out" / "images").glob("*/.llava-lf-tmp.*"))
 
 
-def test_verify_images_decodes_the_stored_images(converted, tmp_path):
+def test_verify_images_decodes_each_image_before_it_is_stored(converted, tmp_path):
     root, data, images, out, summary = converted
     done = llava_lf("convert", data, "--image-folder", images, "--out", tmp_path / "out", "--name", "next",
                     "--verify-images", "--workers", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     rejected = {row["id"]: row["reason"] for row in _read(tmp_path / "out" / "next.rejected.jsonl")}
     assert rejected["cut-body"] == "image_truncated"
-    assert {record["id"] for record in _read(tmp_path / "out" / "next.jsonl")} == {
-        record["id"] for record in _read(out / "next.jsonl")} - {"cut-body"}
+    written = _read(tmp_path / "out" / "next.jsonl")
+    assert {record["id"] for record in written} == {record["id"] for record in _read(out / "next.jsonl")} - {"cut-body"}
+    named = {tmp_path / "out" / path for record in written for path in record["images"] if path.startswith("images/")}
+    assert {path for path in (tmp_path / "out" / "images").rglob("*") if path.is_file()} == named  # no orphan
 
 
 def test_a_broken_shard_or_a_json_file_without_image_folder_stops_before_writing(converted, tmp_path):

@@ -24,6 +24,7 @@ from llava_lf.common.owner_lock import create_held
 
 from .ids import SeenIds
 from .image_headers import sniff
+from .images import fault_problem, inspect_image
 from .parquet_reader import ImageRef
 from .paths import ImageFolder
 from .reader import SourceRecord
@@ -130,6 +131,9 @@ class ImageStore:
                                         "pass --image-folder, the folder the rows' image paths start from"))
                 continue
             elif (resolved := self.folder.resolve(ref.path, field, problems)) is not None:
+                if self.decode and (fault := inspect_image(resolved[1], self.max_pixels)) is not None:
+                    problems.append(fault_problem(fault, field, resolved[1]))  # rare in these sets: in this thread
+                    continue
                 written.append(resolved[0])
                 files.append(resolved[1])
             else:

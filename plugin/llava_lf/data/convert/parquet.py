@@ -54,9 +54,8 @@ def _store(shards: Shards, out_dir: Path | None, image_folder: Path | None, opti
     if image_folder is not None:
         folder = ImageFolder(image_folder, out_dir if out_dir is not None else image_folder, options.absolute_paths,
                              options.allow_symlinks)
-    # check writes no files, so --verify-images decodes in place there; convert decodes the stored files
-    return ImageStore(out_dir, folder, options.absolute_paths, options.max_pixels,
-                      decode=out_dir is None and options.verify_images,
+    # --verify-images decodes each image in the store's threads, before it is stored: no rejected row's image is kept
+    return ImageStore(out_dir, folder, options.absolute_paths, options.max_pixels, decode=options.verify_images,
                       carry=("data_source",) if shards.has_data_source else (), threads=options.workers)
 
 
