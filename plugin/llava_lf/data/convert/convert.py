@@ -106,6 +106,9 @@ class FolderImages:
     def finish(self, report: ConversionReport) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def remove_leftovers(self) -> list[str]:
         return []
 
@@ -241,6 +244,8 @@ def write_dataset(plan: ConvertOutputs, name: str, sources: Iterable[SourceRecor
         rejected.discard()
         plan.remove_if_created()
         raise
+    finally:
+        images.close()
     if dataset.reordered:
         report.changes["moved_to_front_for_schema"] += 1
     # Data first, then its registration: a kill in between leaves a complete file, registered or not.
@@ -302,6 +307,8 @@ def check_records(sources: Iterable[SourceRecord], images: FolderImages, options
         if rejected is not None:
             rejected.discard()
         raise
+    finally:
+        images.close()
     if rejected is not None:
         rejected.commit()
         report.notes.extend(f"removed {leftover}, left by an interrupted run"

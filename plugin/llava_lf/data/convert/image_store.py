@@ -59,7 +59,8 @@ class ImageStore:
 
     def __init__(self, out_dir: Path | None, folder: ImageFolder | None, absolute: bool, max_pixels: int,
                  decode: bool = False, carry: tuple[str, ...] = (), threads: int | None = None):
-        self.root = Path(os.path.abspath(out_dir), STORE_FOLDER) if out_dir is not None else None  # None: check only, write nothing
+        # None: `check`, which writes nothing
+        self.root = Path(os.path.abspath(out_dir), STORE_FOLDER) if out_dir is not None else None
         self._prefix = f"{self.root}/" if absolute and self.root else f"{STORE_FOLDER}/"
         self.folder, self.max_pixels, self.decode = folder, max_pixels, decode
         self.carry = carry  # source columns copied onto each written record (data_source)
@@ -187,11 +188,14 @@ class ImageStore:
         """Before the dataset is published: the images on disk, their counts in the report."""
         while self._writes:
             self._writes.popleft().result()
-        self.pool.shutdown()
         report.stored_images, report.duplicate_images = self.stored, self.duplicates
         if self.root is not None and self.stored:
             report.image_store = str(self.root)
             _syncfs(self.root)
+
+    def close(self) -> None:
+        """Stop the threads (after a failure too: work not started is dropped)."""
+        self.pool.shutdown(cancel_futures=True)
 
     def remove_leftovers(self) -> list[str]:
         return remove_leftovers(self.root) if self.root is not None and self.root.is_dir() else []

@@ -184,14 +184,9 @@ def _conversations(value: object) -> object:
     return value
 
 
-def iter_rows(shards: Shards, batch_rows: int = BATCH_ROWS) -> Iterator[SourceRecord]:
-    """Every row of every shard, in order, as a LLaVA record; `image` holds the row's `ImageRef`s."""
-    for batch in iter_batches(shards, batch_rows):
-        yield from batch
-
-
 def iter_batches(shards: Shards, batch_rows: int = BATCH_ROWS) -> Iterator[list[SourceRecord]]:
-    """The rows of `iter_rows`, a batch at a time."""
+    """Every row of every shard, in order and a batch at a time, as a LLaVA record; `image` holds the row's
+    `ImageRef`s."""
     import pyarrow.parquet as pq
 
     index = 0
