@@ -124,12 +124,12 @@ def test_a_killed_rank_loses_nothing_and_one_process_finishes_without_repeats(tm
     part = parts_folder(out) / "rank-1-of-2.jsonl"
     process = torchrun(predict_argv(root, tiny_llava, out))
     deadline = time.monotonic() + 200
-    while len(complete_lines(part)) < 2:
+    worker = None
+    while worker is None or len(complete_lines(part)) < 2:  # found first, so the kill follows the answers at once
         assert process.poll() is None, f"finished before it could be killed:\n{process.stdout.read()[-3000:]}"
         assert time.monotonic() < deadline, "rank 1 wrote no answers within 200 s"
+        worker = worker or rank_pid(process.pid, 1)
         time.sleep(0.01)
-    worker = rank_pid(process.pid, 1)
-    assert worker is not None
     os.kill(worker, signal.SIGKILL)
     output, _ = process.communicate(timeout=120)
     assert process.returncode != 0, output[-3000:]
