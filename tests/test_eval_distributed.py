@@ -27,6 +27,8 @@ from llava_lf.evaluation.prediction_file import batches_to_ask
 from llava_lf.evaluation.ranks import Ranks, RanksError, ranks_from_env
 from llava_lf.evaluation.tasks import TASKS
 
+pytestmark = pytest.mark.host  # predict builds prompts with the host's template
+
 BATCH = 2  # small, so a rank is still answering when it is killed; prompts of several lengths, so batches pad
 NEW_TOKENS = 4
 PER_SPLIT = 24
@@ -78,7 +80,6 @@ def odd_batch_lines(lines: list[bytes]) -> list[bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.host
 @pytest.mark.timeout(300)
 def test_two_processes_write_the_one_process_file_byte_for_byte(tmp_path, tiny_llava, bench):
     root, reference, lines = bench
@@ -113,7 +114,6 @@ def complete_lines(path: Path) -> list[bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.host
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds rank 1's process in /proc")
 def test_a_killed_rank_loses_nothing_and_one_process_finishes_without_repeats(tmp_path, tiny_llava, bench, capsys):
@@ -185,7 +185,6 @@ def run_threads(world_size: int, root: Path, model: Path, out: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.host
 @pytest.mark.timeout(300)
 def test_what_any_earlier_rank_count_left_is_taken_in(tmp_path, tiny_llava, bench):
     """A one-process run killed after its first answer, then a 3-rank and a 2-rank run killed (torn last lines in

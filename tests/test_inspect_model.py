@@ -15,6 +15,8 @@ from PIL import Image
 
 from llava_lf.data.inspect import DatasetInput, InspectOptions, inspect_datasets
 
+pytestmark = pytest.mark.host  # the model view reads the host's defaults and processors
+
 # (width, height) for the tiny tower's 48-px tiles: under a tile (the 1x2 / 2x1 tie), one tile, wide and tall past
 # 3:1, near-squares over 2x2, odd sizes, and some under the host's 32*32 floor or over its 768*768 ceiling, resized
 # before the processor sees them (8x20 and 1181x592 change count by it: 18 -> 33 and 30 -> 37 tokens).
@@ -89,7 +91,6 @@ def _images_of(record: dict) -> list[str]:
     return [image] if isinstance(image, str) else image
 
 
-@pytest.mark.host
 @pytest.mark.slow
 def test_next_checkpoint_counts_equal_the_processor_per_record_and_by_data_source(tmp_path, tiny_next):
     records, files = _image_set(tmp_path / "images")
@@ -119,7 +120,6 @@ def test_next_checkpoint_counts_equal_the_processor_per_record_and_by_data_sourc
     assert (tmp_path / "card" / "model_tokens.png").stat().st_size > 0
 
 
-@pytest.mark.host
 def test_llava_1_5_checkpoint_counts_its_processors_fixed_count(tmp_path, tiny_llava):
     from transformers import AutoProcessor
 
@@ -198,7 +198,6 @@ def test_bad_model_and_option_clashes_are_named(tmp_path):
     assert result.returncode != 0 and "--no-image-headers" in result.stderr
 
 
-@pytest.mark.host
 def test_the_cards_default_cutoff_is_the_hosts():
     import dataclasses
 
