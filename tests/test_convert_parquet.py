@@ -292,12 +292,18 @@ def test_the_data_card_counts_sources_by_data_source(converted, tmp_path):
 @pytest.mark.host
 @pytest.mark.timeout(600)
 def test_the_converted_shards_train_with_llamafactory_cli(converted, tiny_llava, tmp_path):
-    """One short run of the real host on every kept row: single, multi-image, path-only and text-only together."""
+    """One short run of the real host on every kept row: single, multi-image, path-only and text-only together.
+    Converted with --verify-images: the set holds a JPEG cut in its pixel data, which only decoding finds and
+    which the host would stop on."""
     from helpers.host_cli import cli
 
     import yaml
 
-    root, data, images, out, _ = converted
+    root, data, images, _, _ = converted
+    out = tmp_path / "datasets"
+    done = llava_lf("convert", data, "--image-folder", images, "--out", out, "--name", "next", "--verify-images",
+                    "--workers", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
     kept = len(_read(out / "next.jsonl"))
     config = {
         "model_name_or_path": str(tiny_llava), "stage": "sft", "do_train": True, "finetuning_type": "lora",
