@@ -129,7 +129,8 @@ class LlavaTemplate(Template):
         An image run is collapsed in the content alone (before it is joined to the slot text), so the 4 KB run is
         compared once instead of scanned, copied and searched for `{{` several times a sample."""
         image_token = self.mm_plugin.image_token
-        if image_token and image_token in content and image_id is not None and "{" not in image_token:
+        has_image = bool(image_token) and image_token in content
+        if has_image and image_id is not None and "{" not in image_token:
             collapsed, runs = collapse_runs(content, image_token, memo.get(RUN_KEY, 0))
             if "{{" in collapsed:
                 return None
@@ -143,11 +144,15 @@ class LlavaTemplate(Template):
         elif "{{" in content:
             return None
         text = before + content + turn.after
-        if image_token and image_token in text:
+        if has_image or (image_token and (image_token in before or image_token in turn.after)):
             return [*prefix, *self._encode_string(tokenizer, text, image_id), *turn.trailing]
-        # A short text may recur (`Yes`, `No`); a long one rarely does, and remembering it costs more than it saves.
-        ids = self._remembered_with(memo, encode, text) if len(text) <= MEMO_MAX_CONTENT_CHARS else encode(text)
-        return [*prefix, *ids, *turn.trailing]
+        if len(text) <= MEMO_MAX_CONTENT_CHARS:  # a short text may recur (`Yes`, `No`); a long one rarely does
+            return [*prefix, *self._remembered_with(memo, encode, text), *turn.trailing]
+        ids = encode(text)  # a list of our own: the slots' ids go in place
+        if prefix:
+            ids[:0] = prefix
+        ids += turn.trailing
+        return ids
 
     def _encode_string(self, tokenizer: PreTrainedTokenizer, text: str, image_id: int | None = None) -> list[int]:
         image_token = self.mm_plugin.image_token

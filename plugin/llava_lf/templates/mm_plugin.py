@@ -8,6 +8,7 @@ match its images with what to change instead of a traceback (docs/recipe.md).
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ VALIDATED_ATTR = "_validated_processor"  # the processor `_validate_input` last 
 GIVEN_SAMPLE_ATTR = "_given_sample"  # the last sample this process expanded (for the template's trim/drop record), never pickled
 API_MODULE = "llamafactory.api.app"  # imported only by `llamafactory-cli api`
 
+_PLACEHOLDER_START = os.path.commonprefix([IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, AUDIO_PLACEHOLDER])  # "<"
 logger = get_logger(f"llamafactory.{__name__}")  # the host's handler and format
 
 
@@ -73,20 +75,24 @@ class LlavaFastPlugin(LlavaPlugin):
         given = messages
         if messages and messages[-1]["role"] == Role.USER:
             messages = _placeholders_for_chat(messages, len(images))
-        if videos or audios or not _only_image_placeholders(messages, len(images)):
-            self._validate_messages(messages, images, videos, audios)  # the host's check and message
         seqlen = self._image_seqlen(processor)
-        if isinstance(seqlen, NextGeometry):  # AnyRes: each image its own count, from its size
-            counts = iter([seqlen.tokens(*header_size(image)) for image in images])
-            expanded = [{**message, "content": _expand_each(_image_first_in(message), self.image_token, counts)}
-                        for message in messages]
-        elif seqlen is None:  # e.g. shortest-edge resize without crop: the count needs the image itself
+        expanded = None
+        if type(seqlen) is int and not videos and not audios:  # LLaVA-1.5: one pass, which also checks the count
+            expanded, placed = _expanded(messages, run_text(self.image_token, seqlen))
+            expanded = expanded if placed == len(images) else None
+        if expanded is None:
+            self._validate_messages(messages, images, videos, audios)  # the host's check and message
             messages = [{**message, "content": _image_first_in(message)} for message in messages]
-            expanded = super().process_messages(messages, images, videos, audios, processor)
-        else:
-            run = run_text(self.image_token, seqlen)
-            expanded = [{**message, "content": _image_first_in(message).replace(IMAGE_PLACEHOLDER, run)}
-                        for message in messages]
+            if isinstance(seqlen, NextGeometry):  # AnyRes: each image its own count, from its size
+                counts = iter([seqlen.tokens(*header_size(image)) for image in images])
+                expanded = [{**message, "content": _expand_each(message["content"], self.image_token, counts)}
+                            for message in messages]
+            elif seqlen is None:  # e.g. shortest-edge resize without crop: the count needs the image itself
+                expanded = super().process_messages(messages, images, videos, audios, processor)
+            else:
+                run = run_text(self.image_token, seqlen)
+                expanded = [{**message, "content": message["content"].replace(IMAGE_PLACEHOLDER, run)}
+                            for message in messages]
         self.__dict__[GIVEN_SAMPLE_ATTR] = (given, images, expanded)  # a GivenSample only when asked for
         return expanded
 
@@ -185,15 +191,23 @@ def _expand_each(content: str, image_token: str, counts: Any) -> str:
     return parts[0] + "".join(image_token * next(counts) + part for part in parts[1:])
 
 
-def _only_image_placeholders(messages: list[dict[str, str]], n_images: int) -> bool:
-    """One `<image>` per image and no video or audio placeholder: the host's `_validate_messages` would pass."""
-    found = 0
+def _expanded(messages: list[dict[str, str]], run: str) -> tuple[list[dict[str, str]], int]:
+    """Each message with every `<image>` widened to `run` (a user turn put image-first), and how many it held: what
+    the host's `_validate_messages` compares with the images; -1 (check with the host) beside a video or audio one."""
+    expanded, placed = [], 0
     for message in messages:
         content = message["content"]
-        found += content.count(IMAGE_PLACEHOLDER)
-        if VIDEO_PLACEHOLDER in content or AUDIO_PLACEHOLDER in content:
-            return False
-    return found == n_images
+        if _PLACEHOLDER_START in content:  # a text without it holds no placeholder: one scan instead of three
+            if VIDEO_PLACEHOLDER in content or AUDIO_PLACEHOLDER in content:
+                return [], -1
+            count = content.count(IMAGE_PLACEHOLDER)
+            if count:
+                placed += count
+                if message["role"] == Role.USER:
+                    content = _image_first(content)
+                content = content.replace(IMAGE_PLACEHOLDER, run)
+        expanded.append({**message, "content": content})
+    return expanded, placed
 
 
 def _image_first_in(message: dict[str, str]) -> str:
