@@ -1,6 +1,7 @@
 """Parquet shards in LLaVA-NeXT-Data's layout -> a dataset: every row written or rejected with its reason, inline
 images stored once each by content, path-only images looked up under --image-folder, `data_source` carried; a
-kill -9 in the middle and a rerun give what one clean run gives; the result trains with the real llamafactory-cli.
+kill -9 in the middle and a rerun give what one clean run gives (that the result trains with the host's CLI:
+tests/test_convert_train.py).
 
 The shard set is written with pyarrow as `datasets` writes NeXT-Data (id, conversations [{from, value}],
 data_source, image = {bytes, path}), in two shards: one with one image struct per row (several row groups), one
@@ -10,144 +11,17 @@ with a list of them (several images per row), so both layouts and the crossing o
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
 import signal
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 from conftest import BIN
 from helpers.cli import llava_lf
+from helpers.parquet_shards import EXPECTED, turns, write_shards
 from PIL import Image
-
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
-
-TURN = pa.struct([("from", pa.string()), ("value", pa.string())])
-IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-
-
-def _jpeg(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (24 + seed % 5, 16), (seed * 37 % 256, seed * 11 % 256, 90)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-def _png(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (12, 20 + seed % 3), (10, seed * 53 % 256, 200)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _bomb_png() -> bytes:
-    """A PNG whose header claims 40,000 x 40,000 pixels (1.6 G, over the default limit); no pixel data."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", 40_000, 40_000, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def _turns(question: str, answer: str, images: int = 1) -> list[dict]:
-    return [{"from": "human", "value": "<image>\n" * images + question}, {"from": "gpt", "value": answer}]
-
-
-# id -> (the reason it is rejected, or None when it is written)
-EXPECTED: dict[str, str | None] = {}
-
-
-def _single_rows(images_dir: Path) -> list[dict]:
-    """Shard 1: one image struct per row (NeXT-Data's layout)."""
-    rows = []
-
-    def add(rid, conversations, image, source="coco", reason=None):
-        EXPECTED[rid] = reason
-        rows.append({"id": rid, "conversations": conversations, "data_source": source, "image": image})
-
-    for n in range(12):
-        add(f"jpg-{n}", _turns(f"What colour is square {n}?", f"Colour {n}."), {"bytes": _jpeg(n), "path": f"{n}.jpg"})
-    for n in range(4):
-        add(f"png-{n}", _turns(f"Describe picture {n}.", f"A bar {n}."), {"bytes": _png(n), "path": None},
-            source="ocr")
-    for n in range(5):  # the same bytes as jpg-0..4, under other ids: stored once
-        add(f"dup-{n}", _turns(f"Again, square {n}?", "The same."), {"bytes": _jpeg(n), "path": f"copy/{n}.jpg"})
-    for n in range(4):
-        add(f"text-{n}", [{"from": "human", "value": f"Say {n}."}, {"from": "gpt", "value": f"{n}."}], None,
-            source="sharegpt")
-    (images_dir / "coco").mkdir(parents=True)
-    for n in range(3):  # path only: looked up under --image-folder
-        (images_dir / "coco" / f"{n}.jpg").write_bytes(_jpeg(100 + n))
-        add(f"path-{n}", _turns("Where is it?", "Here."), {"bytes": None, "path": f"coco/{n}.jpg"}, source="vg")
-    noisy = io.BytesIO()
-    Image.frombytes("RGB", (64, 64), bytes(range(256)) * 48).save(noisy, "JPEG")
-    add("cut-body", _turns("Cut?", "Yes."), {"bytes": noisy.getvalue()[:-500], "path": None})  # decoding finds it
-    add("json-turns", json.dumps(_turns("Turns stored as JSON text?", "Yes.")), {"bytes": _jpeg(50), "path": None})
-    # hostile rows: each rejected alone, with its reason
-    add("no-bytes", _turns("Q?", "A."), {"bytes": None, "path": None}, reason="missing_image")
-    add("empty-bytes", _turns("Q?", "A."), {"bytes": b"", "path": None}, reason="missing_image")
-    add("garbage", _turns("Q?", "A."), {"bytes": os.urandom(3000), "path": "x.jpg"}, reason="image_undecodable")
-    add("cut-header", _turns("Q?", "A."), {"bytes": _jpeg(65)[:200], "path": None}, reason="image_undecodable")
-    add("eps", _turns("Q?", "A."), {"bytes": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "path": None},
-        reason="image_undecodable")
-    add("bomb", _turns("Q?", "A."), {"bytes": _bomb_png(), "path": None}, reason="image_too_large")
-    add("path-missing", _turns("Q?", "A."), {"bytes": None, "path": "coco/none.jpg"}, reason="missing_image")
-    add("path-escape", _turns("Q?", "A."), {"bytes": None, "path": "../outside.jpg"}, reason="path_escape")
-    add("no-turns", None, {"bytes": _jpeg(60), "path": None}, reason="malformed")
-    add("bad-role", [{"from": "user", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A."}],
-        {"bytes": _jpeg(61), "path": None}, reason="malformed")
-    add("no-placeholder", [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}],
-        {"bytes": _jpeg(62), "path": None}, reason="placeholder_count")
-    add("bad-json-turns", "[{not json", {"bytes": _jpeg(63), "path": None}, reason="malformed")
-    EXPECTED["jpg-0#2"] = "duplicate_id"
-    rows.append({"id": "jpg-0", "conversations": _turns("Q?", "A."), "data_source": "coco",
-                 "image": {"bytes": _jpeg(64), "path": None}})
-    return rows
-
-
-def _multi_rows() -> list[dict]:
-    """Shard 2: a list of image structs per row (several images per row)."""
-    rows = []
-
-    def add(rid, conversations, images, reason=None):
-        EXPECTED[rid] = reason
-        rows.append({"id": rid, "conversations": conversations, "data_source": "multi", "image": images})
-
-    for n in range(3):
-        add(f"two-{n}", _turns(f"Compare pair {n}.", "They differ.", images=2),
-            [{"bytes": _jpeg(200 + n), "path": None}, {"bytes": _png(200 + n), "path": None}])
-    add("two-dup", _turns("Compare again.", "Same pair.", images=2),
-        [{"bytes": _jpeg(200), "path": None}, {"bytes": _jpeg(1), "path": None}])  # both stored already
-    add("two-none", _turns("Q?", "A.", images=2), [{"bytes": _jpeg(210), "path": None}, None],
-        reason="missing_image")
-    add("multi-text", [{"from": "human", "value": "Hi."}, {"from": "gpt", "value": "Hello."}], [])
-    return rows
-
-
-def write_shards(root: Path) -> tuple[Path, Path]:
-    """The shard folder (data/train-0000{0,1}-of-00002.parquet) and the image folder for path-only rows."""
-    EXPECTED.clear()
-    data, images = root / "data", root / "images"
-    data.mkdir(parents=True)
-    single = pa.schema([("id", pa.string()), ("conversations", pa.list_(TURN)), ("data_source", pa.string()),
-                        ("image", IMAGE)])
-    rows = _single_rows(images)
-    as_text = {"json-turns", "bad-json-turns"}  # turns stored as JSON text: a third shard, typed so
-    listed = [row for row in rows if row["id"] not in as_text]
-    pq.write_table(pa.Table.from_pylist(listed, schema=single), data / "train-00000-of-00003.parquet",
-                   row_group_size=7)  # several row groups
-    multi = pa.schema([("id", pa.string()), ("conversations", pa.list_(TURN)), ("data_source", pa.string()),
-                       ("image", pa.list_(IMAGE))])
-    pq.write_table(pa.Table.from_pylist(_multi_rows(), schema=multi), data / "train-00001-of-00003.parquet")
-    text = pa.schema([("id", pa.string()), ("conversations", pa.string()), ("data_source", pa.string()),
-                      ("image", IMAGE)])
-    pq.write_table(pa.Table.from_pylist([row for row in rows if row["id"] in as_text], schema=text),
-                   data / "train-00002-of-00003.parquet")
-    return data, images
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +108,7 @@ def test_a_broken_shard_or_a_json_file_without_image_folder_stops_before_writing
     assert done.returncode == 2 and "b.parquet: not a readable parquet file" in done.stderr
     assert not (tmp_path / "out").exists()
     src = tmp_path / "llava.json"
-    src.write_text(json.dumps([{"id": "a", "conversations": _turns("Q?", "A.", images=0)}]))
+    src.write_text(json.dumps([{"id": "a", "conversations": turns("Q?", "A.", images=0)}]))
     done = llava_lf("convert", src, "--out", tmp_path / "out", "--name", "llava")
     assert done.returncode == 2 and "needs --image-folder" in done.stderr
 
@@ -286,35 +160,3 @@ def test_the_data_card_counts_sources_by_data_source(converted, tmp_path):
     expected = {source: sum(record["data_source"] == source for record in written) for source in
                 {record["data_source"] for record in written}}
     assert card["composition"]["sources"] == expected
-
-
-@pytest.mark.slow
-@pytest.mark.host
-@pytest.mark.timeout(600)
-def test_the_converted_shards_train_with_llamafactory_cli(converted, tiny_llava, tmp_path):
-    """One short run of the real host on every kept row: single, multi-image, path-only and text-only together.
-    Converted with --verify-images: the set holds a JPEG cut in its pixel data, which only decoding finds and
-    which the host would stop on."""
-    from helpers.host_cli import cli
-
-    import yaml
-
-    root, data, images, _, _ = converted
-    out = tmp_path / "datasets"
-    done = llava_lf("convert", data, "--image-folder", images, "--out", out, "--name", "next", "--verify-images",
-                    "--workers", "1")
-    assert done.returncode == 0, done.stdout + done.stderr
-    kept = len(_read(out / "next.jsonl"))
-    config = {
-        "model_name_or_path": str(tiny_llava), "stage": "sft", "do_train": True, "finetuning_type": "lora",
-        "lora_target": "all", "dataset": "next", "dataset_dir": str(out), "template": "llava_v1",
-        "cutoff_len": 1024, "preprocessing_num_workers": 1, "output_dir": str(tmp_path / "out"),
-        "per_device_train_batch_size": kept, "max_steps": 1, "learning_rate": 1.0e-3, "logging_steps": 1,
-        "save_strategy": "no", "report_to": "none",
-    }
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(config))
-    cli("train", path, {}, tmp_path / "train.log")
-    log = (tmp_path / "train.log").read_text()
-    assert f"Num examples = {kept}" in log and "Total optimization steps = 1" in log
-    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()

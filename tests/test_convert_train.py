@@ -1,4 +1,5 @@
-"""A converted LLaVA file trains: image and text-only samples in one batch, through the real llamafactory-cli."""
+"""Converted data trains through the real llamafactory-cli: a LLaVA file with image and text-only samples in one
+batch, and parquet shards in LLaVA-NeXT-Data's layout with every kind of row the converter keeps."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pytest
 from helpers.cli import llava_lf
 from helpers.host_cli import cli
+from helpers.parquet_shards import write_shards
 
 import yaml
 
@@ -50,4 +52,28 @@ def test_converted_mixed_data_trains_with_llava_v1(tmp_path, tiny_llava, demo_da
     cli("train", path, {}, tmp_path / "train.log")
     log = (tmp_path / "train.log").read_text()
     assert "Num examples = 4" in log and "Total optimization steps = 2" in log
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
+def test_converted_parquet_shards_train(tmp_path, tiny_llava):
+    """Single, multi-image, path-only and text-only rows together, one step. Converted with --verify-images: the
+    set holds a JPEG cut in its pixel data, which only decoding finds and which the host would stop on."""
+    data, images = write_shards(tmp_path)
+    out = tmp_path / "datasets"
+    done = llava_lf("convert", data, "--image-folder", images, "--out", out, "--name", "next", "--verify-images",
+                    "--workers", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    kept = len((out / "next.jsonl").read_text().splitlines())
+    config = {
+        "model_name_or_path": str(tiny_llava), "stage": "sft", "do_train": True, "finetuning_type": "lora",
+        "lora_target": "all", "dataset": "next", "dataset_dir": str(out), "template": "llava_v1",
+        "cutoff_len": 1024, "preprocessing_num_workers": 1, "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": kept, "max_steps": 1, "learning_rate": 1.0e-3, "logging_steps": 1,
+        "save_strategy": "no", "report_to": "none",
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli("train", path, {}, tmp_path / "train.log")
+    log = (tmp_path / "train.log").read_text()
+    assert f"Num examples = {kept}" in log and "Total optimization steps = 1" in log
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
