@@ -167,9 +167,11 @@ $(TF457_STAMP): | $(STAMP)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps --target $(TF457_DIR) $(TF457_PACKAGES) $(PIP_FILTER)
 	echo "$(TF457_PACKAGES)" > $(TF457_STAMP)
 
-# NEXT=1: LLaVA-NeXT beside LLaVA-1.5 on pictures with small shapes (`llava-lf demo --next`), in $(DEMO_DIR)_next
+# NEXT=1: LLaVA-NeXT beside LLaVA-1.5 on pictures with small shapes (`llava-lf demo --next`), in $(DEMO_DIR)_next;
+# it takes the text warm-up of an earlier `make demo` when there is one (the same text)
+DEMO_WARM = $(wildcard $(DEMO_DIR)/models/llama_warm/trainer_state.json)
 demo: $(STAMP)
-	$(BIN)/llava-lf demo $(if $(NEXT),--next --out $(DEMO_DIR)_next,--out $(DEMO_DIR))
+	$(BIN)/llava-lf demo $(if $(NEXT),--next --out $(DEMO_DIR)_next $(if $(DEMO_WARM),--warm-lm $(dir $(DEMO_WARM))),--out $(DEMO_DIR))
 
 # Lint and the package's layering contracts (pyproject.toml [tool.importlinter]).
 lint: $(STAMP)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 from conftest import REPO
@@ -71,17 +72,68 @@ def test_scores_count_only_exact_answers():
     assert (result["color"].correct, result["count"].correct, result["all"].correct) == (1, 1, 2)
 
 
-@pytest.mark.slow
-def test_demo_pipeline_end_to_end_smoke(tmp_path):
-    """Every step through the real CLI, shortened to a few optimiser steps; numbers are not judged here."""
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The 1.5 demo, every step through the real CLI, shortened to a few optimiser steps (run once: the NeXT smoke
+    takes its warmed language model)."""
     from llava_lf.demo.pipeline import DemoConfig, run_demo
 
-    config = DemoConfig(out=tmp_path / "demo", recipes=REPO / "yaml" / "demo", n_train=40, n_test=4,
-                        train_overrides=(("max_steps", 2),))
-    result = run_demo(config)
+    config = DemoConfig(out=tmp_path_factory.mktemp("demo") / "demo", recipes=REPO / "yaml" / "demo", n_train=40,
+                        n_test=4, train_overrides=(("max_steps", 2),))
+    return config, run_demo(config)
+
+
+@pytest.mark.slow
+def test_demo_pipeline_end_to_end_smoke(demo_run):
+    """Every step through the real CLI, shortened to a few optimiser steps; numbers are not judged here."""
+    config, result = demo_run
     assert result.after["all"].questions == 20
     assert (result.export_dir / "model.safetensors").is_file()
     assert (result.export_dir / "processor_config.json").is_file()
     assert all(chart.stat().st_size > 1000 for chart in result.charts)
-    saved = json.loads((tmp_path / "demo" / "results" / "demo_results.json").read_text())
+    saved = json.loads((config.out / "results" / "demo_results.json").read_text())
     assert saved["after"]["all"]["questions"] == 20
+
+
+@pytest.mark.slow
+def test_next_demo_end_to_end_smoke(demo_run, tmp_path):
+    """`llava-lf demo --next` shortened: stage 1 as 1.5, the upgrade, an AnyRes stage 2 beside 1.5's, both scored
+    on the same questions with the small-shape ones apart; the 1.5 smoke's warm-up taken (the same text)."""
+    from safetensors import safe_open
+
+    from llava_lf.assembly.presets import load_preset
+    from llava_lf.common.anyres import grid_pinpoints
+    from llava_lf.demo.next_demo import GROUPS, NEXT_PRESET, format_next_result, run_next_demo
+
+    out = tmp_path / "demo_next"
+    config = replace(demo_run[0], out=out, warm_lm=demo_run[0].out / "models" / "llama_warm",
+                     train_overrides=(("max_steps", 1),))
+    result = run_next_demo(config)
+    assert not (out / "logs" / "lm_warmup.log").exists()
+
+    held_out = [json.loads(line) for line in (out / "data" / "shapes_test_questions.jsonl").read_text().splitlines()]
+    small = sum(question["small"] for question in held_out)
+    assert 0 < small < len(held_out)
+    for scores in (result.llava15, result.llava_next):  # small-shape questions apart, on the same questions
+        assert (scores["all"]["all"].questions, scores["small"]["all"].questions,
+                scores["large"]["all"].questions) == (len(held_out), small, len(held_out) - small)
+    # The printed table: a row per question type and overall, a column block per group (n, 1.5, NeXT).
+    lines = format_next_result(result).splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("question type"))
+    header, rows = lines[start], lines[start + 2: lines.index("", start)]
+    assert [block.split() for block in header.split("|")[1:]] == [[group, "n", "1.5", "NeXT"] for group in GROUPS]
+    assert [row.split()[0] for row in rows] == [*QUESTION_TYPES, "all"]
+    assert all(row.count("|") == len(GROUPS) for row in rows)
+    assert all(chart.stat().st_size > 1000 for chart in result.charts)
+    saved = json.loads((out / "results" / "next_demo_results.json").read_text())
+    assert set(saved["llava_next"]) == set(saved["llava15"]) == set(GROUPS)
+
+    # The NeXT export has AnyRes (the preset's grids in the tiny tower's tiles, a trained image_newline);
+    # LLaVA-1.5's beside it has neither.
+    next_config = json.loads((result.next_export / "config.json").read_text())
+    tile = next_config["vision_config"]["image_size"]
+    assert next_config["model_type"] == "llava_next"
+    assert next_config["image_grid_pinpoints"] == grid_pinpoints(load_preset(NEXT_PRESET)["anyres_grids"], tile)
+    with safe_open(result.next_export / "model.safetensors", "pt") as weights:
+        assert any(key.endswith("image_newline") for key in weights.keys())
+    assert json.loads((out / "export" / "config.json").read_text())["model_type"] == "llava"

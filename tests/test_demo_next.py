@@ -1,13 +1,11 @@
-"""`llava-lf demo --next`: pictures with small shapes, and the NeXT path end to end (stage 1 as LLaVA-1.5, the
-upgrade, an AnyRes stage 2) through the real CLI, reported beside LLaVA-1.5 with small-shape questions apart."""
+"""`llava-lf demo --next`'s own pieces: pictures with small shapes, and an earlier demo's warm-up taken only when
+it learned the same text. Its run end to end shares the 1.5 demo's smoke run (tests/test_demo.py)."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
-from conftest import REPO
 
 from llava_lf.demo.next_demo import PICTURE_SIZE, SMALL_SHARE
 from llava_lf.demo.shapes import GRID, make_scenes, questions
@@ -38,45 +36,20 @@ def test_small_shapes_sit_in_one_tile_patch_and_questions_say_so():
     assert not any(shape.small for scene in make_scenes(100, seed=3, size=48) for shape in scene.shapes)
 
 
-@pytest.mark.slow
-def test_next_demo_end_to_end_smoke(tmp_path):
-    """Every step through the real CLI, shortened to a few optimiser steps; numbers are not judged here."""
-    from safetensors import safe_open
+def test_a_warm_up_is_taken_only_when_finished_on_the_same_text(tmp_path):
+    from llava_lf.demo.pipeline import reuse_warm_lm
+    from llava_lf.demo.tiny_models import train_tokenizer
+    from llava_lf.errors import LlavaLfError
 
-    from llava_lf.assembly.presets import load_preset
-    from llava_lf.common.anyres import grid_pinpoints
-    from llava_lf.demo.next_demo import GROUPS, NEXT_PRESET, format_next_result, run_next_demo
-    from llava_lf.demo.pipeline import DemoConfig
-    from llava_lf.evaluation.tasks.demo import QUESTION_TYPES
-
-    out = tmp_path / "demo_next"
-    config = DemoConfig(out=out, recipes=REPO / "yaml" / "demo", n_train=24, n_test=4,
-                        train_overrides=(("max_steps", 1),))
-    result = run_next_demo(config)
-
-    held_out = [json.loads(line) for line in (out / "data" / "shapes_test_questions.jsonl").read_text().splitlines()]
-    small = sum(question["small"] for question in held_out)
-    assert 0 < small < len(held_out)
-    for scores in (result.llava15, result.llava_next):  # small-shape questions apart, on the same questions
-        assert (scores["all"]["all"].questions, scores["small"]["all"].questions,
-                scores["large"]["all"].questions) == (len(held_out), small, len(held_out) - small)
-    # The printed table: a row per question type and overall, a column block per group (n, 1.5, NeXT).
-    lines = format_next_result(result).splitlines()
-    start = next(index for index, line in enumerate(lines) if line.startswith("question type"))
-    header, rows = lines[start], lines[start + 2: lines.index("", start)]
-    assert [block.split() for block in header.split("|")[1:]] == [[group, "n", "1.5", "NeXT"] for group in GROUPS]
-    assert [row.split()[0] for row in rows] == [*QUESTION_TYPES, "all"]
-    assert all(row.count("|") == len(GROUPS) for row in rows)
-    assert all(chart.stat().st_size > 1000 for chart in result.charts)
-    saved = json.loads((out / "results" / "next_demo_results.json").read_text())
-    assert set(saved["llava_next"]) == set(saved["llava15"]) == set(GROUPS)
-
-    # The NeXT export has AnyRes (the preset's grids in the tiny tower's tiles, a trained image_newline);
-    # LLaVA-1.5's beside it has neither.
-    next_config = json.loads((result.next_export / "config.json").read_text())
-    tile = next_config["vision_config"]["image_size"]
-    assert next_config["model_type"] == "llava_next"
-    assert next_config["image_grid_pinpoints"] == grid_pinpoints(load_preset(NEXT_PRESET)["anyres_grids"], tile)
-    with safe_open(result.next_export / "model.safetensors", "pt") as weights:
-        assert any(key.endswith("image_newline") for key in weights.keys())
-    assert json.loads((out / "export" / "config.json").read_text())["model_type"] == "llava"
+    texts = ["<s>[red circle][empty] A red circle.", "<s>[empty][blue cross] A blue cross at the top."] * 20
+    ours = train_tokenizer(texts, 300)
+    warm = tmp_path / "llama_warm"
+    ours.save_pretrained(warm)
+    (warm / "config.json").write_text("{}")
+    with pytest.raises(LlavaLfError, match="not a finished warm-up"):
+        reuse_warm_lm(warm, ours, tmp_path / "out")
+    (warm / "trainer_state.json").write_text("{}")
+    with pytest.raises(LlavaLfError, match="trained on other text"):
+        reuse_warm_lm(warm, train_tokenizer(["<s>a green square and a yellow triangle."] * 40, 300), tmp_path / "out")
+    reuse_warm_lm(warm, ours, tmp_path / "out")
+    assert (tmp_path / "out" / "trainer_state.json").is_file()

@@ -36,7 +36,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise LlavaLfError(f"--recipes {recipes}: no demo YAMLs there (stage1_pretrain.yaml, ...); pass the folder "
                            "that `llava-lf recipes copy DIR` writes as DIR/demo, or leave --recipes out")
     config = DemoConfig(out=args.out or Path("runs/demo_next" if args.next else "runs/demo"), recipes=recipes,
-                        n_train=args.train_scenes, n_test=args.test_scenes, seed=args.seed)
+                        n_train=args.train_scenes, n_test=args.test_scenes, seed=args.seed, warm_lm=args.warm_lm)
     if args.next:
         from .demo.next_demo import format_next_result, next_demo_config, run_next_demo
 
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-scenes", type=int, default=2000)
     demo.add_argument("--test-scenes", type=int, default=60, help="held-out scenes, five questions each")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--warm-lm", type=Path, default=None,
+                      help="an earlier demo's models/llama_warm (same --train-scenes and --seed): skip the text warm-up")
     demo.add_argument("--data-only", action="store_true",
                       help="write the pictures and the converted datasets (the first step), then stop")
     demo.set_defaults(run=_cmd_demo)

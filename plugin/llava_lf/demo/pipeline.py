@@ -16,6 +16,7 @@ from llava_lf.assembly import AssemblySpec, assemble
 from llava_lf.data.convert import convert_file
 from llava_lf.data.convert.convert import update_dataset_info
 from llava_lf.data.inspect import write_data_card
+from llava_lf.errors import LlavaLfError
 from llava_lf.evaluation.tasks.demo import TypeScore, load_questions
 
 from .dataset import DemoData, write_demo_data
@@ -35,6 +36,7 @@ class DemoConfig:
     dims: TinyDims = TinyDims()
     train_overrides: tuple[tuple[str, object], ...] = ()  # e.g. (("max_steps", 2),) for a smoke run
     picture_size: int | None = None  # pixels a side; None: the tiny tower's tile (dims.image_size)
+    warm_lm: Path | None = None  # an earlier demo's warmed language model on the same text: skip the warm-up
     small_share: float = 0.0  # the share of shapes drawn small (the NeXT demo's pictures)
 
     @property
@@ -118,6 +120,24 @@ def write_data_step(config: DemoConfig, layout: DemoLayout) -> DemoData:
     return data
 
 
+def reuse_warm_lm(warm_lm: Path, tokenizer, out: Path) -> None:
+    """Copy an earlier demo's warmed language model into `out`, once its tokenizer is shown to be this text's.
+
+    The text does not depend on the pictures (only on the scene count and seed), so the 1.5 demo's warm-up
+    serves the NeXT demo: the step that takes half of either demo's time.
+    """
+    from transformers import AutoTokenizer
+
+    finished = [warm_lm / "config.json", warm_lm / "trainer_state.json"]
+    if not all(path.is_file() for path in finished):
+        raise LlavaLfError(f"--warm-lm {warm_lm}: not a finished warm-up (no {finished[1].name}); give the "
+                           "models/llama_warm folder of a demo that ran to the end, or leave --warm-lm out")
+    if AutoTokenizer.from_pretrained(warm_lm).get_vocab() != tokenizer.get_vocab():
+        raise LlavaLfError(f"--warm-lm {warm_lm}: its tokenizer was trained on other text (another --train-scenes "
+                           "or --seed); run with the same ones as that demo, or leave --warm-lm out")
+    shutil.copytree(warm_lm, out, dirs_exist_ok=True)
+
+
 def data_and_models_steps(config: DemoConfig, layout: DemoLayout, progress: Progress) -> DemoData:
     """The steps every demo opens with: pictures and datasets, tiny parts, the text warm-up, stage 1's base."""
     progress.step(f"synthetic picture set: {config.n_train} training and {config.n_test} held-out scenes")
@@ -131,10 +151,14 @@ def data_and_models_steps(config: DemoConfig, layout: DemoLayout, progress: Prog
     build_vision_tower(config.dims, layout.clip, seed=config.seed)
     build_language_model(config.dims, tokenizer, layout.llama, seed=config.seed)
 
-    progress.step("language-model warm-up on text (llamafactory-cli train, stage: pt)")
-    run_host("train", config.recipes / "lm_warmup.yaml",
-             {**config.common, "model_name_or_path": layout.llama, "output_dir": layout.llama_warm},
-             layout.logs / "lm_warmup.log")
+    if config.warm_lm is not None:
+        progress.step(f"language-model warm-up: taken from {config.warm_lm} (the same text)")
+        reuse_warm_lm(config.warm_lm, tokenizer, layout.llama_warm)
+    else:
+        progress.step("language-model warm-up on text (llamafactory-cli train, stage: pt)")
+        run_host("train", config.recipes / "lm_warmup.yaml",
+                 {**config.common, "model_name_or_path": layout.llama, "output_dir": layout.llama_warm},
+                 layout.logs / "lm_warmup.log")
 
     progress.step("assemble CLIP + projector + LLaMA into a llava-hf checkpoint")
     assemble(AssemblySpec(vision=layout.clip, llm=layout.llama_warm, out=layout.base))
