@@ -120,6 +120,13 @@ def write_data_step(config: DemoConfig, layout: DemoLayout) -> DemoData:
     return data
 
 
+def check_finished_warm_up(warm_lm: Path) -> None:
+    finished = [warm_lm / "config.json", warm_lm / "trainer_state.json"]
+    if not all(path.is_file() for path in finished):
+        raise LlavaLfError(f"--warm-lm {warm_lm}: not a finished warm-up (no {finished[1].name}); give the "
+                           "models/llama_warm folder of a demo that ran to the end, or leave --warm-lm out")
+
+
 def reuse_warm_lm(warm_lm: Path, tokenizer, out: Path) -> None:
     """Copy an earlier demo's warmed language model into `out`, once its tokenizer is shown to be this text's.
 
@@ -128,10 +135,7 @@ def reuse_warm_lm(warm_lm: Path, tokenizer, out: Path) -> None:
     """
     from transformers import AutoTokenizer
 
-    finished = [warm_lm / "config.json", warm_lm / "trainer_state.json"]
-    if not all(path.is_file() for path in finished):
-        raise LlavaLfError(f"--warm-lm {warm_lm}: not a finished warm-up (no {finished[1].name}); give the "
-                           "models/llama_warm folder of a demo that ran to the end, or leave --warm-lm out")
+    check_finished_warm_up(warm_lm)
     if AutoTokenizer.from_pretrained(warm_lm).get_vocab() != tokenizer.get_vocab():
         raise LlavaLfError(f"--warm-lm {warm_lm}: its tokenizer was trained on other text (another --train-scenes "
                            "or --seed); run with the same ones as that demo, or leave --warm-lm out")
@@ -140,6 +144,8 @@ def reuse_warm_lm(warm_lm: Path, tokenizer, out: Path) -> None:
 
 def data_and_models_steps(config: DemoConfig, layout: DemoLayout, progress: Progress) -> DemoData:
     """The steps every demo opens with: pictures and datasets, tiny parts, the text warm-up, stage 1's base."""
+    if config.warm_lm is not None:  # before the pictures: a wrong folder fails at once
+        check_finished_warm_up(config.warm_lm)
     progress.step(f"synthetic picture set: {config.n_train} training and {config.n_test} held-out scenes")
     data = write_data_step(config, layout)
     write_data_card({"shapes_caption": data.caption_json, "shapes_instruct": data.instruct_json}, data.image_dir,
