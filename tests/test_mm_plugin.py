@@ -121,3 +121,20 @@ def test_pad_to_square_without_crop_is_counted_from_config(tmp_path):
     ours = get_mm_plugin("llava_lf", image_token="<image>").process_messages(messages, [str(wide)], [], [], processor)
     host = get_mm_plugin("llava", image_token="<image>").process_messages(messages, [str(wide)], [], [], processor)
     assert ours == host
+
+
+def test_a_miscounted_sample_after_a_good_one_gets_the_hosts_error(processor):
+    """The input check runs once per processor and the placeholder count inside the expansion pass: a later sample
+    with a placeholder too many, or a video placeholder, still stops with the host's own message."""
+    from llamafactory.data.mm_plugin import get_mm_plugin
+
+    plugin = get_mm_plugin("llava_lf", image_token="<image>")
+    good = [{"role": "user", "content": "<image>\nQ"}, {"role": "assistant", "content": "A"}]
+    assert plugin.process_messages(good, ["a.png"], [], [], processor)[0]["content"].count("<image>") == 9
+    for content, problem in (("<image> and <image>", "number of images does not match"),
+                             ("<image>\n<video>", "number of videos does not match")):
+        bad = [{"role": "user", "content": content}, {"role": "assistant", "content": "A"}]
+        with pytest.raises(ValueError, match=problem):
+            plugin.process_messages(bad, ["a.png"], [], [], processor)
+    with pytest.raises(ValueError, match="Processor was not found"):
+        plugin.process_messages(good, ["a.png"], [], [], None)

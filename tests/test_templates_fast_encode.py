@@ -56,6 +56,20 @@ def test_a_tokenizer_without_an_image_token_gets_the_plain_path(tokenizers):
     assert encode_with_image_runs(tokenizer, text, "<img>") == tokenizer.encode(text, add_special_tokens=False)
 
 
+@pytest.mark.parametrize("name", ["words", "metaspace"])
+def test_each_run_length_after_another_gives_the_hosts_ids(tokenizers, name):
+    """The template tries the last sample's run length first: a longer, shorter, second or later run must still be
+    tokenised as the host's slot-by-slot path does, sample after sample."""
+    from llamafactory.data.template import TEMPLATES, Template
+
+    tokenizer, template = tokenizers[name], TEMPLATES["llava_v1"]
+    for content in ["<image>" * 9 + "\nWhat is the colour?", "<image>" * 10 + "\nWhat is the colour?",
+                    "<image>" * 8 + "\nWhat?", "<image>" * 8 + "\nA" + "<image>" * 8, "Look: " + "<image>" * 8]:
+        messages = [{"role": "user", "content": content}, {"role": "assistant", "content": "red"}]
+        assert template._encode(tokenizer, messages, None, None) == Template._encode(template, tokenizer, messages,
+                                                                                     None, None), content
+
+
 @pytest.mark.parametrize("name", ["words", "tiny_llava_bpe", "metaspace"])
 def test_plain_text_through_the_rust_tokenizer_gives_the_same_ids(tokenizers, name):
     from llava_lf.templates.fast_encode import encode_text
