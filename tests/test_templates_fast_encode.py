@@ -64,7 +64,8 @@ def test_each_run_length_after_another_gives_the_hosts_ids(tokenizers, name):
 
     tokenizer, template = tokenizers[name], TEMPLATES["llava_v1"]
     for content in ["<image>" * 9 + "\nWhat is the colour?", "<image>" * 10 + "\nWhat is the colour?",
-                    "<image>" * 8 + "\nWhat?", "<image>" * 8 + "\nA" + "<image>" * 8, "Look: " + "<image>" * 8]:
+                    "<image>" * 8 + "\nWhat?", "<image>" * 8 + "\nA" + "<image>" * 8, "Look: " + "<image>" * 8,
+                    "<image>" * 8 + "\nWhat?"]:  # the last: the same length again, the template's shortest path
         messages = [{"role": "user", "content": content}, {"role": "assistant", "content": "red"}]
         assert template._encode(tokenizer, messages, None, None) == Template._encode(template, tokenizer, messages,
                                                                                      None, None), content

@@ -33,7 +33,16 @@ from llava_lf.formats import IMAGE_TOKEN, LLAVA_PLAIN_CHAT_TEMPLATE, VICUNA_V1_S
 from llava_lf.seams import registry
 from llava_lf.seams import templates as seam_templates
 
-from .fast_encode import Encode, collapse_runs, encode_text, encode_with_image_runs, fast_encoder, widen_into
+from .fast_encode import (
+    Encode,
+    collapse_runs,
+    encode_text,
+    encode_with_image_runs,
+    fast_encoder,
+    run_ids,
+    run_text,
+    widen_into,
+)
 from .mm_plugin import PLUGIN_NAME, GivenSample, given_sample
 from .slot_layout import LAYOUT_KEY, TurnSlots, slot_layout
 
@@ -131,6 +140,9 @@ class LlavaTemplate(Template):
         image_token = self.mm_plugin.image_token
         has_image = bool(image_token) and image_token in content
         if has_image and image_id is not None and "{" not in image_token:
+            ids = self._leading_run_ids(memo, encode, before, content, turn, prefix, image_token, image_id)
+            if ids is not None:
+                return ids
             collapsed, runs = collapse_runs(content, image_token, memo.get(RUN_KEY, 0))
             if "{{" in collapsed:
                 return None
@@ -151,6 +163,27 @@ class LlavaTemplate(Template):
         ids = encode(text)  # a list of our own: the slots' ids go in place
         if prefix:
             ids[:0] = prefix
+        ids += turn.trailing
+        return ids
+
+    def _leading_run_ids(self, memo: dict, encode: Encode, before: str, content: str, turn: TurnSlots,
+                         prefix: tuple[int, ...], image_token: str, image_id: int) -> list[int] | None:
+        """`_turn_ids` for LLaVA's image-first turn whose run has the last sample's length, its usual case: the same
+        ids as collapsing and widening (`fast_encode`), without their general steps; None for any other turn."""
+        count = memo.get(RUN_KEY, 0)
+        run = run_text(image_token, count) if count > 1 else ""
+        if not run or not content.startswith(run) or content.find(image_token, len(run)) >= 0:
+            return None
+        after_run = content[len(run):]
+        if "{{" in after_run or image_token in before or image_token in turn.after:
+            return None
+        rest = encode(image_token + after_run + turn.after)  # a piece after an added token, as in the whole text
+        if rest.count(image_id) != 1:
+            return None
+        position = rest.index(image_id)
+        ids = [*prefix, *self._remembered_with(memo, encode, before), *rest[:position]]
+        ids += run_ids(image_id, count)
+        ids += rest[position + 1 :]
         ids += turn.trailing
         return ids
 

@@ -46,8 +46,9 @@ def run_text(image_token: str, count: int) -> str:
 
 
 @lru_cache(maxsize=16)
-def _run_ids(image_id: int, count: int) -> list[int]:
-    return [image_id] * count  # only ever read (extended from), never handed out
+def run_ids(image_id: int, count: int) -> list[int]:
+    """`image_id` repeated `count` times, built once: only ever extended from, never handed out."""
+    return [image_id] * count
 
 
 def collapse_runs(text: str, image_token: str, expected: int = 0) -> tuple[str, list[int]]:
@@ -99,7 +100,7 @@ def widen_into(ids: list[int], encode: Encode, collapsed: str, runs: list[int], 
     start = 0
     for position, count in zip(positions, runs):
         ids += rest[start:position]
-        ids += _run_ids(image_id, count)
+        ids += run_ids(image_id, count)
         start = position + 1
     ids += rest[start:]
     return True
