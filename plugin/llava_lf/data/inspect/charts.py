@@ -40,6 +40,19 @@ def aspect_ratio_chart(cards: list[dict], out: Path) -> Path:
                              ymax=_ymax(series))
 
 
+def cumulative_step(axis, dist: dict[int, int], label: str) -> None:
+    """One dataset's line: the share of records at or below each length (nothing for an empty distribution)."""
+    total = sum(dist.values())
+    if not total:
+        return
+    xs, ys, running = [min(dist)], [0.0], 0
+    for value in sorted(dist):
+        running += dist[value]
+        xs.append(value)
+        ys.append(100.0 * running / total)
+    axis.step(xs, ys, where="post", label=label)
+
+
 def lengths_chart(cards: list[dict], counts: list[dict[str, int]], out: Path, unit: str,
                   cutoff: int | None = None) -> Path:
     """Share of records by length (cumulative), one line per dataset, from card.json's counts (length -> records);
@@ -49,15 +62,7 @@ def lengths_chart(cards: list[dict], counts: list[dict[str, int]], out: Path, un
     figure, axis = plt.subplots(figsize=(7, 3.6))
     longest = max((max(dist) for dist in counts if dist), default=1)
     for card, dist in zip(cards, counts):
-        total = sum(dist.values())
-        if not total:
-            continue
-        xs, ys, running = [min(dist)], [0.0], 0
-        for value in sorted(dist):
-            running += dist[value]
-            xs.append(value)
-            ys.append(100.0 * running / total)
-        axis.step(xs, ys, where="post", label=card["label"])
+        cumulative_step(axis, dist, card["label"])
     if cutoff is not None:
         axis.axvline(cutoff, color="black", linestyle="--", linewidth=1, label=f"--cutoff-len {cutoff}")
     if longest > 200:  # LLaVA-Instruct answers run to hundreds of words, VQA answers to one or two

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from llava_lf.common.charts import pyplot, save
 
+from .charts import cumulative_step
 from .model_tokens import HOST_CUTOFF_LEN
 
 
@@ -75,16 +76,7 @@ def model_tokens_chart(card: dict, out: Path) -> Path:
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 3.6))
     for data in cards:
-        dist = {int(value): n for value, n in data["model"]["per_sample_counts"].items()}
-        total = sum(dist.values())
-        if not total:
-            continue
-        xs, ys, running = [min(dist)], [0.0], 0
-        for value in sorted(dist):
-            running += dist[value]
-            xs.append(value)
-            ys.append(100.0 * running / total)
-        axis.step(xs, ys, where="post", label=data["label"])
+        cumulative_step(axis, {int(value): n for value, n in data["model"]["per_sample_counts"].items()}, data["label"])
     for cutoff in cards[0]["model"]["cutoffs"] if cards else []:
         axis.axvline(cutoff, color="grey", linestyle="--", linewidth=0.8)
         axis.text(cutoff, 2, f" {cutoff}", fontsize=7, color="grey", rotation=90, va="bottom")
